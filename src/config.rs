@@ -1,0 +1,953 @@
+//! Configuration: one TOML file read into raw serde structs (unknown keys are
+//! rejected), overridden by `CASEWIRE_SECTION__KEY` environment variables, then
+//! validated into typed [`Settings`]. Every default lives in this file, and
+//! every error names the file, the key and what would be valid.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::Slug;
+
+/// Prefix of environment variables that override file values.
+pub const ENV_PREFIX: &str = "CASEWIRE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+// ---------------------------------------------------------------------------
+// Raw settings: the file's shape, nothing checked beyond types.
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    site: RawSite,
+    #[serde(default)]
+    content: RawContent,
+    #[serde(default)]
+    feeds: RawFeeds,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    mail: RawMail,
+    #[serde(default)]
+    templates: RawTemplates,
+    #[serde(default)]
+    categories: Vec<RawCategory>,
+    #[serde(default)]
+    editions: Vec<RawEdition>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    title: String,
+    #[serde(default)]
+    description: String,
+    base_url: String,
+    language: Option<String>,
+    permalink: Option<String>,
+    author: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawContent {
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    sources: Vec<RawSource>,
+    max_file_kb: Option<u64>,
+    rescan_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    feed: String,
+    category: Option<String>,
+    poll_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawFeeds {
+    out_dir: Option<PathBuf>,
+    items: Option<i64>,
+    websub_hub: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+    admin_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    from: Option<String>,
+    reply_to: Option<String>,
+    transport: Option<String>,
+    file_dir: Option<PathBuf>,
+    smtp_url: Option<String>,
+    concurrency: Option<i64>,
+    rate_per_second: Option<f64>,
+    max_attempts: Option<i64>,
+    timeout_seconds: Option<u64>,
+    dkim: Option<RawDkim>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawDkim {
+    selector: String,
+    domain: String,
+    key_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawTemplates {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawCategory {
+    slug: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawEdition {
+    slug: String,
+    name: String,
+    schedule: String,
+    timezone: Option<String>,
+    max_items: Option<i64>,
+    #[serde(default)]
+    categories: Vec<String>,
+    subject: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated settings.
+
+/// The whole, validated configuration. Built only by [`Settings::load`] or
+/// [`Settings::from_toml`], so every field has been checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the settings came from, for messages.
+    pub source: PathBuf,
+    pub site: Site,
+    pub content: ContentSettings,
+    pub feeds: FeedSettings,
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub mail: MailSettings,
+    pub templates: TemplateSettings,
+    pub categories: Vec<Category>,
+    pub editions: Vec<Edition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The publication's name; feed titles start with it.
+    pub title: String,
+    pub description: String,
+    /// Public URL of the site, always ending in `/`. Links and feed ids are built from it.
+    pub base_url: url::Url,
+    /// BCP 47 language tag (default "en").
+    pub language: String,
+    /// Path of a case study's page below base_url; `{slug}` is replaced
+    /// (default "case-studies/{slug}/"). Feed ids derive from it, so changing
+    /// it changes every id.
+    pub permalink: String,
+    /// Feed-level author (default: the site title).
+    pub author: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContentSettings {
+    /// Folder of Markdown case studies (default "content").
+    pub dir: PathBuf,
+    /// Upstream RSS/Atom feeds whose entries become case studies.
+    pub sources: Vec<Source>,
+    /// Files larger than this are rejected (default 1024 KiB).
+    pub max_file_bytes: u64,
+    /// Full rescan interval, the safety net under file-system events (default 300 s).
+    pub rescan_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub feed: url::Url,
+    /// Category given to every entry; None takes the entry's own categories.
+    pub category: Option<Slug>,
+    /// Poll interval (default 900 s).
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// Where `feeds build` and the daemon write feeds (default "public/feeds").
+    pub out_dir: PathBuf,
+    /// Newest entries per feed (default 50, 1–1000).
+    pub items: usize,
+    /// WebSub hub to notify and advertise; None disables WebSub.
+    pub websub_hub: Option<url::Url>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` (default "sqlite://data/casewire.db") or `postgres://…`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Address the daemon listens on (default 127.0.0.1:8080).
+    pub listen: SocketAddr,
+    /// Bearer token for /api/v1; None disables the admin API.
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    File,
+    Smtp,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `From:` of every message, e.g. "Casewire <digest@example.com>".
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub transport: Transport,
+    /// Folder of .eml files for the file transport (default "data/outbox").
+    pub file_dir: PathBuf,
+    /// `smtp://host:port` (STARTTLS when offered), `smtps://user:pass@host:465` (implicit TLS).
+    pub smtp_url: String,
+    /// SMTP connections used at once (default 4, 1–256).
+    pub concurrency: usize,
+    /// Global send rate limit, messages per second; 0 means unlimited (default 0).
+    pub rate_per_second: f64,
+    /// Attempts before a message is dead (default 8, 1–100).
+    pub max_attempts: u32,
+    /// Timeout of one SMTP transaction (default 30 s).
+    pub timeout: Duration,
+    pub dkim: Option<DkimSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DkimSettings {
+    pub selector: String,
+    pub domain: String,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateSettings {
+    /// Folder holding `email/` and `pages/` templates (default "templates").
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    pub slug: Slug,
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleSpec {
+    /// Fires on every publication event.
+    Instant,
+    /// A 5-field crontab expression (or @daily, @weekly, …), checked at load.
+    Cron(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Edition {
+    pub slug: Slug,
+    pub name: String,
+    pub schedule: ScheduleSpec,
+    pub timezone: chrono_tz::Tz,
+    /// Case studies listed in one digest (default 10); the rest are counted and linked.
+    pub max_items: usize,
+    /// Categories this edition carries; empty means all.
+    pub categories: Vec<Slug>,
+    /// Subject line, a minijinja template string.
+    pub subject: String,
+}
+
+impl Settings {
+    /// Reads `path`, applies `CASEWIRE_*` environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(path, &text, std::env::vars())
+    }
+
+    /// Parses `text` (as if read from `path`) with the given environment.
+    pub fn from_toml(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        // First pass on the text itself, so syntax and type errors carry line numbers.
+        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        let raw = if overrides.is_empty() {
+            raw
+        } else {
+            let mut table: toml::Table =
+                toml::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
+            let mut names = Vec::new();
+            for (key, value) in &overrides {
+                apply_override(&mut table, key, value)?;
+                names.push(key.as_str());
+            }
+            RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+                origin: format!("{file} with {}", names.join(", ")),
+                message: e.message().to_owned(),
+            })?
+        };
+        validate(path, raw)
+    }
+
+    pub fn category(&self, slug: &str) -> Option<&Category> {
+        self.categories.iter().find(|c| c.slug.as_str() == slug)
+    }
+
+    pub fn edition(&self, slug: &str) -> Option<&Edition> {
+        self.editions.iter().find(|e| e.slug.as_str() == slug)
+    }
+
+    /// The public URL of a case study's page.
+    pub fn permalink(&self, slug: &Slug) -> url::Url {
+        let path = self.site.permalink.replace("{slug}", slug.as_str());
+        self.site
+            .base_url
+            .join(&path)
+            .expect("permalink was checked to join with base_url")
+    }
+
+    /// The public URL of a feed file, e.g. `feeds/databases/atom.xml`.
+    pub fn feed_url(&self, relative: &str) -> url::Url {
+        self.site
+            .base_url
+            .join(&format!("feeds/{relative}"))
+            .expect("feed paths are plain relative paths")
+    }
+}
+
+fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(1);
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        line,
+        message: e.message().to_owned(),
+    }
+}
+
+/// `CASEWIRE_MAIL__SMTP_URL=…` sets `[mail] smtp_url`. The value is read as a
+/// TOML value when it parses as one (numbers, booleans, arrays), else as a string.
+fn apply_override(table: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = key[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|p| p.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Invalid {
+            origin: key.to_owned(),
+            message: "expected CASEWIRE_SECTION__KEY, e.g. CASEWIRE_MAIL__SMTP_URL".into(),
+        });
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = path.split_last().expect("split yields at least one part");
+    let mut node = table;
+    for part in parents {
+        let entry = node
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        node = entry.as_table_mut().ok_or_else(|| ConfigError::Invalid {
+            origin: key.to_owned(),
+            message: format!("'{part}' is not a section, so it cannot hold '{last}'"),
+        })?;
+    }
+    node.insert(last.clone(), parsed);
+    Ok(())
+}
+
+/// Collects every problem, so an operator fixes the file in one pass.
+struct Problems {
+    file: String,
+    list: Vec<String>,
+}
+
+impl Problems {
+    fn push(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.list.push(format!("{}: {key}: {message}", self.file));
+    }
+}
+
+fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
+    let mut p = Problems {
+        file: path.display().to_string(),
+        list: Vec::new(),
+    };
+
+    // [site]
+    if raw.site.title.trim().is_empty() {
+        p.push("[site] title", "must not be empty");
+    }
+    let base_url = match url::Url::parse(&raw.site.base_url) {
+        Ok(mut u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if !u.path().ends_with('/') {
+                let path = format!("{}/", u.path());
+                u.set_path(&path);
+            }
+            Some(u)
+        }
+        Ok(_) => {
+            p.push(
+                "[site] base_url",
+                format!(
+                    "{:?} must be an http:// or https:// URL with a host",
+                    raw.site.base_url
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            p.push(
+                "[site] base_url",
+                format!(
+                    "{:?} is not a URL ({e}); expected e.g. \"https://example.com/\"",
+                    raw.site.base_url
+                ),
+            );
+            None
+        }
+    };
+    let language = raw.site.language.unwrap_or_else(|| "en".into());
+    if language.is_empty()
+        || !language
+            .split('-')
+            .all(|s| !s.is_empty() && s.len() <= 8 && s.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        p.push(
+            "[site] language",
+            format!("{language:?} is not a language tag (expected e.g. \"en\" or \"en-GB\")"),
+        );
+    }
+    let permalink = raw
+        .site
+        .permalink
+        .unwrap_or_else(|| "case-studies/{slug}/".into());
+    if !permalink.contains("{slug}") || permalink.starts_with('/') || permalink.contains("://") {
+        p.push("[site] permalink", format!("{permalink:?} must be a relative path containing {{slug}}, e.g. \"case-studies/{{slug}}/\""));
+    }
+
+    // [content]
+    let mut sources = Vec::new();
+    for (i, s) in raw.content.sources.iter().enumerate() {
+        let key = format!("[content] sources[{i}]");
+        let feed = match url::Url::parse(&s.feed) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                p.push(
+                    &format!("{key}.feed"),
+                    format!("{:?} is not an http(s) URL", s.feed),
+                );
+                None
+            }
+        };
+        let category = match &s.category {
+            None => None,
+            Some(c) => match Slug::parse(c) {
+                Ok(slug) if raw.categories.iter().any(|k| k.slug == c.as_str()) => Some(slug),
+                _ => {
+                    p.push(
+                        &format!("{key}.category"),
+                        format!(
+                            "{c:?} is not one of the [[categories]] slugs ({})",
+                            category_list(&raw.categories)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let poll = s.poll_seconds.unwrap_or(900);
+        if poll < 10 {
+            p.push(&format!("{key}.poll_seconds"), "must be at least 10");
+        }
+        if let Some(feed) = feed {
+            sources.push(Source {
+                feed,
+                category,
+                poll_interval: Duration::from_secs(poll),
+            });
+        }
+    }
+    let max_file_kb = raw.content.max_file_kb.unwrap_or(1024);
+    if max_file_kb == 0 {
+        p.push("[content] max_file_kb", "must be at least 1");
+    }
+    let rescan = raw.content.rescan_seconds.unwrap_or(300);
+    if rescan == 0 {
+        p.push("[content] rescan_seconds", "must be at least 1");
+    }
+
+    // [feeds]
+    let items = raw.feeds.items.unwrap_or(50);
+    if !(1..=1000).contains(&items) {
+        p.push(
+            "[feeds] items",
+            format!("{items} is out of range (expected 1 to 1000)"),
+        );
+    }
+    let websub_hub = match raw.feeds.websub_hub.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(h) => match url::Url::parse(h) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                p.push(
+                    "[feeds] websub_hub",
+                    format!("{h:?} is not an http(s) URL (or \"\" to disable)"),
+                );
+                None
+            }
+        },
+    };
+
+    // [database]
+    let db_url = raw
+        .database
+        .url
+        .unwrap_or_else(|| "sqlite://data/casewire.db".into());
+    if !(db_url.starts_with("sqlite:")
+        || db_url.starts_with("postgres://")
+        || db_url.starts_with("postgresql://"))
+    {
+        p.push(
+            "[database] url",
+            format!("{db_url:?} is not supported (expected \"sqlite://path\" or \"postgres://…\")"),
+        );
+    }
+
+    // [http]
+    let listen_text = raw.http.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.push(
+                "[http] listen",
+                format!("{listen_text:?} is not an address (expected e.g. \"127.0.0.1:8080\")"),
+            );
+            None
+        }
+    };
+    let admin_token = raw.http.admin_token.filter(|t| !t.is_empty());
+    if let Some(t) = &admin_token {
+        if t.len() < 16 {
+            p.push(
+                "[http] admin_token",
+                "is too short: use at least 16 characters (set it with CASEWIRE_HTTP__ADMIN_TOKEN)",
+            );
+        }
+    }
+
+    // [mail]
+    let from = raw.mail.from.unwrap_or_default();
+    if from.is_empty() {
+        p.push(
+            "[mail] from",
+            "is required (e.g. \"Casewire <digest@example.com>\")",
+        );
+    } else if from.parse::<lettre::message::Mailbox>().is_err() {
+        p.push(
+            "[mail] from",
+            format!("{from:?} is not a mailbox (expected e.g. \"Casewire <digest@example.com>\")"),
+        );
+    }
+    if let Some(r) = &raw.mail.reply_to {
+        if r.parse::<lettre::message::Mailbox>().is_err() {
+            p.push("[mail] reply_to", format!("{r:?} is not a mailbox"));
+        }
+    }
+    let transport = match raw.mail.transport.as_deref().unwrap_or("file") {
+        "file" => Transport::File,
+        "smtp" => Transport::Smtp,
+        other => {
+            p.push(
+                "[mail] transport",
+                format!("{other:?} is not valid (expected \"file\" or \"smtp\")"),
+            );
+            Transport::File
+        }
+    };
+    let smtp_url = raw
+        .mail
+        .smtp_url
+        .unwrap_or_else(|| "smtp://127.0.0.1:25".into());
+    match url::Url::parse(&smtp_url) {
+        Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some() => {}
+        _ => p.push("[mail] smtp_url", format!("{:?} is not valid (expected \"smtp://host:port\" or \"smtps://user:pass@host:465\")", redact(&smtp_url))),
+    }
+    let concurrency = raw.mail.concurrency.unwrap_or(4);
+    if !(1..=256).contains(&concurrency) {
+        p.push(
+            "[mail] concurrency",
+            format!("{concurrency} is out of range (expected 1 to 256)"),
+        );
+    }
+    let rate = raw.mail.rate_per_second.unwrap_or(0.0);
+    if !rate.is_finite() || rate < 0.0 {
+        p.push(
+            "[mail] rate_per_second",
+            format!("{rate} must be 0 (unlimited) or a positive number"),
+        );
+    }
+    let max_attempts = raw.mail.max_attempts.unwrap_or(8);
+    if !(1..=100).contains(&max_attempts) {
+        p.push(
+            "[mail] max_attempts",
+            format!("{max_attempts} is out of range (expected 1 to 100)"),
+        );
+    }
+    let timeout = raw.mail.timeout_seconds.unwrap_or(30);
+    if timeout == 0 {
+        p.push("[mail] timeout_seconds", "must be at least 1");
+    }
+    let dkim = raw.mail.dkim.map(|d| {
+        if d.selector.is_empty() || d.domain.is_empty() {
+            p.push("[mail] dkim", "selector and domain must not be empty");
+        }
+        DkimSettings {
+            selector: d.selector,
+            domain: d.domain,
+            key_file: d.key_file,
+        }
+    });
+
+    // [[categories]]
+    let mut categories = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, c) in raw.categories.iter().enumerate() {
+        let key = format!("[[categories]] #{} slug", i + 1);
+        match Slug::parse(&c.slug) {
+            Ok(slug) => {
+                if !seen.insert(slug.clone()) {
+                    p.push(&key, format!("{:?} appears twice", c.slug));
+                }
+                if c.name.trim().is_empty() {
+                    p.push(&format!("[[categories]] {slug} name"), "must not be empty");
+                }
+                categories.push(Category {
+                    slug,
+                    name: c.name.clone(),
+                    description: c.description.clone(),
+                });
+            }
+            Err(e) => p.push(&key, e),
+        }
+    }
+
+    // [[editions]]
+    let mut editions = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, e) in raw.editions.iter().enumerate() {
+        let key = format!("[[editions]] #{}", i + 1);
+        let Ok(slug) = Slug::parse(&e.slug).map_err(|err| p.push(&format!("{key} slug"), err))
+        else {
+            continue;
+        };
+        let key = format!("[[editions]] {slug}");
+        if !seen.insert(slug.clone()) {
+            p.push(&format!("{key} slug"), "appears twice");
+        }
+        let schedule = if e.schedule.trim() == "instant" {
+            ScheduleSpec::Instant
+        } else {
+            match crate::editions::schedule::parse_cron(&e.schedule) {
+                Ok(_) => ScheduleSpec::Cron(e.schedule.trim().to_owned()),
+                Err(err) => {
+                    p.push(&format!("{key} schedule"), err);
+                    ScheduleSpec::Instant
+                }
+            }
+        };
+        let tz_name = e.timezone.clone().unwrap_or_else(|| "UTC".into());
+        let timezone = tz_name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+            p.push(&format!("{key} timezone"), format!("{tz_name:?} is not an IANA time zone (expected e.g. \"Europe/Berlin\" or \"UTC\")"));
+            chrono_tz::UTC
+        });
+        let max_items = e.max_items.unwrap_or(10);
+        if !(1..=200).contains(&max_items) {
+            p.push(
+                &format!("{key} max_items"),
+                format!("{max_items} is out of range (expected 1 to 200)"),
+            );
+        }
+        let mut cats = Vec::new();
+        for c in &e.categories {
+            match Slug::parse(c) {
+                Ok(s) if raw.categories.iter().any(|k| k.slug == *c) => cats.push(s),
+                _ => p.push(
+                    &format!("{key} categories"),
+                    format!(
+                        "{c:?} is not one of the [[categories]] slugs ({})",
+                        category_list(&raw.categories)
+                    ),
+                ),
+            }
+        }
+        let subject = e
+            .subject
+            .clone()
+            .unwrap_or_else(|| "{{ site.title }}: {{ edition.name }}".into());
+        if let Err(err) = minijinja::Environment::new().template_from_str(&subject) {
+            p.push(
+                &format!("{key} subject"),
+                format!("is not a valid template: {err}"),
+            );
+        }
+        editions.push(Edition {
+            slug,
+            name: e.name.clone(),
+            schedule,
+            timezone,
+            max_items: max_items.clamp(1, 200) as usize,
+            categories: cats,
+            subject,
+        });
+    }
+
+    if !p.list.is_empty() {
+        return Err(ConfigError::Invalid {
+            origin: format!("{} problem(s)", p.list.len()),
+            message: format!("\n  {}", p.list.join("\n  ")),
+        });
+    }
+    let base_url = base_url.expect("checked above");
+    let author = raw.site.author.unwrap_or_else(|| raw.site.title.clone());
+    Ok(Settings {
+        source: path.to_owned(),
+        site: Site {
+            title: raw.site.title,
+            description: raw.site.description,
+            base_url,
+            language,
+            permalink,
+            author,
+        },
+        content: ContentSettings {
+            dir: raw.content.dir.unwrap_or_else(|| "content".into()),
+            sources,
+            max_file_bytes: max_file_kb * 1024,
+            rescan_interval: Duration::from_secs(rescan),
+        },
+        feeds: FeedSettings {
+            out_dir: raw.feeds.out_dir.unwrap_or_else(|| "public/feeds".into()),
+            items: items as usize,
+            websub_hub,
+        },
+        database: DatabaseSettings { url: db_url },
+        http: HttpSettings {
+            listen: listen.expect("checked above"),
+            admin_token,
+        },
+        mail: MailSettings {
+            from,
+            reply_to: raw.mail.reply_to,
+            transport,
+            file_dir: raw.mail.file_dir.unwrap_or_else(|| "data/outbox".into()),
+            smtp_url,
+            concurrency: concurrency as usize,
+            rate_per_second: rate,
+            max_attempts: max_attempts as u32,
+            timeout: Duration::from_secs(timeout),
+            dkim,
+        },
+        templates: TemplateSettings {
+            dir: raw.templates.dir.unwrap_or_else(|| "templates".into()),
+        },
+        categories,
+        editions,
+    })
+}
+
+fn category_list(cats: &[RawCategory]) -> String {
+    if cats.is_empty() {
+        return "none are configured".into();
+    }
+    cats.iter()
+        .map(|c| c.slug.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Hides the password of a URL before it reaches a message or a log.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[site]
+title = "Casewire"
+base_url = "https://example.com/cases"
+
+[mail]
+from = "Casewire <digest@example.com>"
+
+[[categories]]
+slug = "databases"
+name = "Databases"
+
+[[editions]]
+slug = "weekly"
+name = "Weekly"
+schedule = "0 8 * * MON"
+timezone = "Europe/Berlin"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_toml(
+            Path::new("casewire.toml"),
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(s.site.base_url.as_str(), "https://example.com/cases/");
+        assert_eq!(s.feeds.items, 50);
+        assert_eq!(s.mail.transport, Transport::File);
+        assert_eq!(s.editions[0].timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(
+            s.permalink(&Slug::parse("x").unwrap()).as_str(),
+            "https://example.com/cases/case-studies/x/"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = MINIMAL.replace("[mail]", "[mail]\nfrmo = 1");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("casewire.toml:7:"), "{err}");
+        assert!(err.contains("frmo"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported_with_key_and_expectation() {
+        let text = MINIMAL
+            .replace("Europe/Berlin", "Mars/Olympus")
+            .replace("0 8 * * MON", "99 * * * *")
+            + "\n[feeds]\nitems = 0\n";
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("[[editions]] weekly timezone: \"Mars/Olympus\" is not an IANA time zone"),
+            "{err}"
+        );
+        assert!(err.contains("[[editions]] weekly schedule"), "{err}");
+        assert!(
+            err.contains("[feeds] items: 0 is out of range (expected 1 to 1000)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let err = parse("[site]\ntitle = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("base_url"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let s = parse(
+            MINIMAL,
+            &[
+                ("CASEWIRE_MAIL__TRANSPORT", "smtp"),
+                ("CASEWIRE_FEEDS__ITEMS", "7"),
+                ("CASEWIRE_HTTP__ADMIN_TOKEN", "0123456789abcdef0123"),
+                ("OTHER_VAR", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.mail.transport, Transport::Smtp);
+        assert_eq!(s.feeds.items, 7);
+        assert_eq!(s.http.admin_token.as_deref(), Some("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn bad_environment_override_names_the_variable() {
+        let err = parse(MINIMAL, &[("CASEWIRE_FEEDS__BOGUS", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CASEWIRE_FEEDS__BOGUS"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(redact("smtps://u:secret@h:465"), "smtps://u:***@h:465");
+    }
+}

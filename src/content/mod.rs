@@ -1,0 +1,10 @@
+//! The content store: case studies read from Markdown files (and, in the
+//! daemon, upstream feeds) into an immutable [`Catalog`] snapshot.
+
+pub mod frontmatter;
+pub mod markdown;
+pub mod model;
+pub mod store;
+
+pub use model::{CaseStudy, Origin, Parsed, Problem};
+pub use store::{Catalog, DirectoryStore};

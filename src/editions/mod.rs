@@ -1,0 +1,3 @@
+//! Editions: schedules, segmentation of subscribers, and digest rendering.
+
+pub mod schedule;

@@ -1,0 +1,118 @@
+//! JSON Feed 1.1 (https://jsonfeed.org/version/1.1) through serde.
+
+use serde::Serialize;
+
+use super::{FeedView, Format};
+
+#[derive(Serialize)]
+struct JsonFeed<'a> {
+    version: &'static str,
+    title: &'a str,
+    home_page_url: &'a str,
+    feed_url: String,
+    description: &'a str,
+    language: &'a str,
+    authors: Vec<Author<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hubs: Vec<Hub<'a>>,
+    items: Vec<JsonItem<'a>>,
+}
+
+#[derive(Serialize)]
+struct Author<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Hub<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonItem<'a> {
+    id: &'a str,
+    url: &'a str,
+    title: &'a str,
+    content_html: std::sync::Arc<str>,
+    summary: &'a str,
+    date_published: String,
+    date_modified: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    authors: Vec<Author<'a>>,
+    #[serde(rename = "_casewire")]
+    extension: Extension<'a>,
+}
+
+/// Machine-readable extras (JSON Feed allows `_`-prefixed extensions).
+#[derive(Serialize)]
+struct Extension<'a> {
+    slug: &'a str,
+    categories: Vec<&'a str>,
+    featured: bool,
+    reading_minutes: usize,
+}
+
+pub fn write(view: &FeedView<'_>) -> Vec<u8> {
+    let settings = view.settings;
+    let base = settings.site.base_url.as_str();
+    let feed = JsonFeed {
+        version: "https://jsonfeed.org/version/1.1",
+        title: &view.title,
+        home_page_url: base,
+        feed_url: view.self_url(Format::Json).to_string(),
+        description: &view.description,
+        language: &settings.site.language,
+        authors: vec![Author {
+            name: &settings.site.author,
+            url: Some(base),
+        }],
+        hubs: settings
+            .feeds
+            .websub_hub
+            .iter()
+            .map(|h| Hub {
+                kind: "WebSub",
+                url: h.as_str(),
+            })
+            .collect(),
+        items: view
+            .items
+            .iter()
+            .map(|s| JsonItem {
+                id: s.link.as_str(),
+                url: s.link.as_str(),
+                title: &s.title,
+                content_html: s.html(),
+                summary: &s.summary,
+                date_published: s.published.to_rfc3339(),
+                date_modified: s.updated_or_published().to_rfc3339(),
+                tags: s
+                    .categories
+                    .iter()
+                    .map(|c| view.category_name(c))
+                    .chain(s.tags.iter().cloned())
+                    .collect(),
+                authors: s
+                    .authors
+                    .iter()
+                    .map(|a| Author { name: a, url: None })
+                    .collect(),
+                extension: Extension {
+                    slug: s.slug.as_str(),
+                    categories: s.categories.iter().map(|c| c.as_str()).collect(),
+                    featured: s.featured,
+                    reading_minutes: s.reading_minutes(),
+                },
+            })
+            .collect(),
+    };
+    let mut out = serde_json::to_vec_pretty(&feed).expect("feed serializes");
+    out.push(b'\n');
+    out
+}

@@ -1,0 +1,59 @@
+//! Writing feed files: atomically (a temp file in the same folder, then a
+//! rename), and only when the bytes differ, so readers of the folder never see
+//! a half-written feed and unchanged files keep their mtime.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::FeedFile;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteReport {
+    pub written: usize,
+    pub unchanged: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot write the feed: {source}")]
+pub struct OutputError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+pub fn write_all(out_dir: &Path, files: &[FeedFile]) -> Result<WriteReport, OutputError> {
+    let mut report = WriteReport::default();
+    for file in files {
+        let path = out_dir.join(&file.path);
+        if write_if_changed(&path, &file.body)? {
+            report.written += 1;
+        } else {
+            report.unchanged += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Returns whether the file was (re)written.
+pub fn write_if_changed(path: &Path, body: &[u8]) -> Result<bool, OutputError> {
+    let err = |source| OutputError {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(existing) = std::fs::read(path) {
+        if existing == body {
+            return Ok(false);
+        }
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".casewire-");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = builder.tempfile_in(dir).map_err(err)?;
+    tmp.write_all(body).map_err(err)?;
+    tmp.as_file().sync_data().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(true)
+}

@@ -1,0 +1,21 @@
+//! casewire distributes a publication of engineering case studies: it watches
+//! the content store, keeps RSS 2.0, Atom 1.0 and JSON Feed 1.1 feeds current,
+//! and sends templated digest emails on schedules.
+//!
+//! # Layout
+//! - [`cli`]: command-line definitions; [`commands`]: what each command does.
+//! - [`config`]: the TOML file, environment overrides, validated [`config::Settings`].
+//! - [`domain`]: newtypes built only by `parse` (slugs, addresses, tokens).
+//! - [`content`]: case study model, front matter, Markdown, directory store, catalog.
+//! - [`feeds`]: one view model, three writers (RSS, Atom, JSON), atomic output.
+//! - [`editions`]: schedules, segmentation, digest rendering.
+//! - [`templates`]: minijinja environments for e-mail and pages.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod content;
+pub mod domain;
+pub mod editions;
+pub mod feeds;
+pub mod templates;
