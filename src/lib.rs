@@ -9,8 +9,13 @@
 //! - [`content`]: case study model, front matter, Markdown, directory store, catalog.
 //! - [`feeds`]: one view model, three writers (RSS, Atom, JSON), atomic output.
 //! - [`editions`]: schedules, segmentation, digest rendering.
+//! - [`store`]: SQLite/PostgreSQL access; the publication ledger.
+//! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
+//! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
+//! - [`telemetry`]: the Prometheus recorder.
 //! - [`templates`]: minijinja environments for e-mail and pages.
 
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -18,4 +23,8 @@ pub mod content;
 pub mod domain;
 pub mod editions;
 pub mod feeds;
+pub mod http;
+pub mod publisher;
+pub mod store;
+pub mod telemetry;
 pub mod templates;

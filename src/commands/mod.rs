@@ -33,6 +33,21 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Check => check::run(&settings),
         Command::Feeds(FeedsCommand::Build { out }) => feeds::build(&settings, out),
+        Command::Run => {
+            runtime()?.block_on(crate::app::run(cli.config.clone(), settings))?;
+            Ok(Exit::Ok)
+        }
+        Command::Migrate => {
+            runtime()?.block_on(async {
+                crate::store::Db::open(&settings.database.url).await?;
+                eprintln!(
+                    "{}: migrations applied",
+                    crate::config::redact(&settings.database.url)
+                );
+                anyhow::Ok(())
+            })?;
+            Ok(Exit::Ok)
+        }
         other => {
             eprintln!(
                 "error: `{}` is not available in this build",
@@ -41,6 +56,12 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
             Ok(Exit::Usage)
         }
     }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn command_name(c: &Command) -> &'static str {

@@ -5,6 +5,8 @@ pub mod frontmatter;
 pub mod markdown;
 pub mod model;
 pub mod store;
+pub mod upstream;
+pub mod watcher;
 
 pub use model::{CaseStudy, Origin, Parsed, Problem};
 pub use store::{Catalog, DirectoryStore};

@@ -7,9 +7,11 @@
 //! rewritten, and ETags stay valid for aggregators.
 
 pub mod atom;
+pub mod cache;
 pub mod json;
 pub mod output;
 pub mod rss;
+pub mod websub;
 
 use std::sync::Arc;
 

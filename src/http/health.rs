@@ -1,0 +1,40 @@
+//! `GET /healthz` and `GET /metrics` (Prometheus text format).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+
+use super::AppState;
+
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let snapshot = state.snapshot();
+    let db_ok = sqlx::query("SELECT 1")
+        .execute(&state.db.pool)
+        .await
+        .is_ok();
+    let body = serde_json::json!({
+        "status": if db_ok { "ok" } else { "degraded" },
+        "database": db_ok,
+        "case_studies": snapshot.catalog.len(),
+        "content_problems": snapshot.catalog.problems.len(),
+        "feeds": snapshot.feeds.len(),
+        "built_at": snapshot.built_at.to_rfc3339(),
+    });
+    let status = if db_ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

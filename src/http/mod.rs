@@ -1,0 +1,83 @@
+//! The HTTP interface (axum): feeds, health and metrics, subscriber pages and
+//! the admin API, one file per resource. Handlers read the current snapshot;
+//! none of them changes state on GET (DESIGN.md invariant 1).
+
+mod feeds;
+mod health;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::publisher::Snapshot;
+use crate::store::Db;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub db: Db,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/feeds/{*path}", get(feeds::serve))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .layer(middleware::from_fn(track))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        .with_state(state)
+}
+
+/// Counts requests by route and status, and logs slow ones.
+async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("casewire_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("casewire_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The HTTP server task.
+pub struct HttpServer {
+    pub listener: tokio::net::TcpListener,
+    pub state: AppState,
+}
+
+impl HttpServer {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let app = router(self.state);
+        let result = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+        if let Err(e) = result {
+            tracing::error!("HTTP server failed: {e}");
+        }
+    }
+}

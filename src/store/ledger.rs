@@ -1,0 +1,186 @@
+//! The publication ledger: which case studies have been published, since
+//! when, with which content. It decides what is *newly* published:
+//! - the first start on an existing content store seeds it silently
+//!   (DESIGN.md invariant 3: no email storm);
+//! - a slug seen for the first time afterwards is announced once, as a
+//!   durable event, whatever its front-matter date says;
+//! - an edit changes the stored hash and announces nothing (invariant 4).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{from_millis, to_millis, Db, StoreError};
+use crate::content::{CaseStudy, Catalog};
+
+const SEEDED_KEY: &str = "ledger_seeded_at";
+
+/// What one sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Rows written silently by the first start.
+    pub seeded: usize,
+    /// Slugs announced as newly published (one event each).
+    pub announced: Vec<String>,
+    /// Published case studies whose content changed.
+    pub edited: usize,
+}
+
+/// A newly published case study, as editions consume it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicationEvent {
+    pub id: i64,
+    pub slug: String,
+    pub categories: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The ledger with an in-memory copy of each slug's hash, so a sync after a
+/// one-file change costs one comparison per case study, not a table scan.
+pub struct Ledger {
+    db: Db,
+    known: HashMap<String, String>,
+    seeded: bool,
+}
+
+impl Ledger {
+    pub async fn load(db: Db) -> Result<Self, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT slug, content_hash FROM publications")
+                .fetch_all(&db.pool)
+                .await?;
+        let seeded = db.get_meta(SEEDED_KEY).await?.is_some();
+        Ok(Self {
+            db,
+            known: rows.into_iter().collect(),
+            seeded,
+        })
+    }
+
+    pub fn is_seeded(&self) -> bool {
+        self.seeded
+    }
+
+    /// Records what `catalog` shows published at `now`.
+    pub async fn sync(
+        &mut self,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+    ) -> Result<SyncReport, StoreError> {
+        let mut report = SyncReport::default();
+        let announce = self.seeded;
+        let mut tx = self.db.pool.begin().await?;
+        let mut inserted = Vec::new();
+        for study in catalog.published(now) {
+            match self.known.get(study.slug.as_str()) {
+                Some(hash) if *hash == study.hash => {}
+                Some(_) => {
+                    sqlx::query("UPDATE publications SET title = $1, categories = $2, content_hash = $3, updated_at = $4 WHERE slug = $5")
+                        .bind(&study.title)
+                        .bind(categories(study))
+                        .bind(&study.hash)
+                        .bind(to_millis(now))
+                        .bind(study.slug.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    inserted.push((study.slug.to_string(), study.hash.clone()));
+                    report.edited += 1;
+                }
+                None => {
+                    // ON CONFLICT: another daemon sharing the database may have been first.
+                    let rows = sqlx::query(
+                        "INSERT INTO publications (slug, title, categories, published_at, first_seen_at, content_hash, updated_at, announced)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slug) DO NOTHING",
+                    )
+                    .bind(study.slug.as_str())
+                    .bind(&study.title)
+                    .bind(categories(study))
+                    .bind(to_millis(study.published))
+                    .bind(to_millis(now))
+                    .bind(&study.hash)
+                    .bind(to_millis(now))
+                    .bind(i64::from(announce))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    inserted.push((study.slug.to_string(), study.hash.clone()));
+                    if rows == 0 {
+                        continue;
+                    }
+                    if announce {
+                        sqlx::query("INSERT INTO publication_events (slug, categories, created_at) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING")
+                            .bind(study.slug.as_str())
+                            .bind(categories(study))
+                            .bind(to_millis(now))
+                            .execute(&mut *tx)
+                            .await?;
+                        report.announced.push(study.slug.to_string());
+                    } else {
+                        report.seeded += 1;
+                    }
+                }
+            }
+        }
+        if !self.seeded {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(SEEDED_KEY)
+            .bind(now.to_rfc3339())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.seeded = true;
+        self.known.extend(inserted);
+        if !report.announced.is_empty() {
+            metrics::counter!("casewire_case_studies_published_total")
+                .increment(report.announced.len() as u64);
+        }
+        Ok(report)
+    }
+
+    /// Events with an id above `after`, oldest first.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PublicationEvent>, StoreError> {
+        events_after(&self.db, after, limit).await
+    }
+}
+
+pub async fn events_after(
+    db: &Db,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<PublicationEvent>, StoreError> {
+    let rows: Vec<(i64, String, String, i64)> =
+        sqlx::query_as("SELECT id, slug, categories, created_at FROM publication_events WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&db.pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, slug, cats, created)| PublicationEvent {
+            id,
+            slug,
+            categories: cats
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            created_at: from_millis(created),
+        })
+        .collect())
+}
+
+fn categories(study: &CaseStudy) -> String {
+    study
+        .categories
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
