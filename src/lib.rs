@@ -20,6 +20,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod content;
+pub mod delivery;
 pub mod domain;
 pub mod editions;
 pub mod feeds;

@@ -7,6 +7,7 @@
 //! and the few statements that differ (row claiming) branch on [`Backend`].
 
 pub mod ledger;
+pub mod outbox;
 
 use std::path::Path;
 use std::str::FromStr;

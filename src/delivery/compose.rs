@@ -1,0 +1,96 @@
+//! Building messages with lettre: multipart/alternative (text first, then
+//! HTML), Date, a Message-ID on the sender's domain, From and Reply-To from
+//! the settings, and extra headers (List-Unsubscribe, Feedback-ID, …).
+//! Addresses arrive as parsed values and header text is encoded by lettre,
+//! so nothing a person typed can break a header.
+
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::Message;
+
+use crate::config::Settings;
+
+/// Per-recipient placeholders in shared digest bodies, replaced at send time.
+pub const PLACEHOLDER_UNSUBSCRIBE_URL: &str = "%%CASEWIRE_UNSUBSCRIBE_URL%%";
+pub const PLACEHOLDER_PREFERENCES_URL: &str = "%%CASEWIRE_PREFERENCES_URL%%";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("invalid address {0:?}")]
+    Address(String),
+    #[error("cannot build the message: {0}")]
+    Build(#[from] lettre::error::Error),
+}
+
+/// An extra header; `name` must be a static ASCII header name.
+#[derive(Debug, Clone)]
+pub struct ExtraHeader {
+    pub name: &'static str,
+    pub value: String,
+}
+
+/// What a message says, before headers are added.
+#[derive(Debug, Clone)]
+pub struct Draft<'a> {
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub subject: &'a str,
+    pub text: &'a str,
+    pub html: &'a str,
+    pub headers: Vec<ExtraHeader>,
+}
+
+/// The domain of the From address, for Message-IDs.
+pub fn sender_domain(settings: &Settings) -> String {
+    settings
+        .mail
+        .from
+        .parse::<Mailbox>()
+        .map(|m| m.email.domain().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A fresh Message-ID on the sender's domain.
+pub fn message_id(settings: &Settings) -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("<{}@{}>", hex::encode(bytes), sender_domain(settings))
+}
+
+pub fn compose(settings: &Settings, draft: &Draft<'_>) -> Result<Message, ComposeError> {
+    let from: Mailbox = settings
+        .mail
+        .from
+        .parse()
+        .map_err(|_| ComposeError::Address(settings.mail.from.clone()))?;
+    let to_email: lettre::Address = draft
+        .to
+        .parse()
+        .map_err(|_| ComposeError::Address(draft.to.to_owned()))?;
+    let to = Mailbox::new(
+        draft.to_name.filter(|n| !n.is_empty()).map(str::to_owned),
+        to_email,
+    );
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(draft.subject)
+        .date_now()
+        .message_id(Some(message_id(settings)));
+    if let Some(r) = &settings.mail.reply_to {
+        if let Ok(m) = r.parse::<Mailbox>() {
+            builder = builder.reply_to(m);
+        }
+    }
+    for h in &draft.headers {
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str(h.name),
+            h.value.clone(),
+        ));
+    }
+    Ok(builder.multipart(MultiPart::alternative_plain_html(
+        draft.text.to_owned(),
+        draft.html.to_owned(),
+    ))?)
+}

@@ -1,0 +1,5 @@
+//! Delivery: messages are composed with lettre, queued durably in the outbox
+//! (in the same transaction as the state change that caused them), and sent
+//! by workers through the configured transport (SMTP pool or .eml files).
+
+pub mod compose;
