@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::content::upstream::UpstreamPoller;
 use crate::content::watcher::ContentWatcher;
+use crate::editions::scheduler::Scheduler;
 use crate::feeds::websub::WebSubNotifier;
 use crate::http::{AppState, HttpServer};
 use crate::publisher::{Command, Publisher, Snapshot};
@@ -32,6 +33,8 @@ pub struct RunningApp {
     pub publisher: mpsc::Sender<Command>,
     /// Notified when newly published case studies were recorded.
     pub published: Arc<Notify>,
+    /// Wakes the delivery workers after messages were queued.
+    pub outbox_wake: Arc<Notify>,
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -90,6 +93,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
             .run(shutdown.clone()),
         );
     }
+    let outbox_wake = Arc::new(Notify::new());
+    tracker.spawn(
+        Scheduler {
+            db: db.clone(),
+            snapshot: snapshot.clone(),
+            published: published.clone(),
+            outbox_wake: outbox_wake.clone(),
+        }
+        .run(shutdown.clone()),
+    );
     let state = AppState {
         snapshot: snapshot.clone(),
         db: db.clone(),
@@ -103,6 +116,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         snapshot,
         publisher: tx,
         published,
+        outbox_wake,
         shutdown,
         tracker,
     })

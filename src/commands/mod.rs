@@ -2,11 +2,12 @@
 //! line promises: 0 ok, 1 the work failed, 2 bad usage or configuration.
 
 mod check;
+mod editions;
 mod feeds;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, FeedsCommand};
+use crate::cli::{Cli, Command, DigestCommand, FeedsCommand};
 use crate::config::{ConfigError, Settings};
 
 /// Exit statuses of DESIGN.md's command-line contract.
@@ -33,6 +34,16 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Check => check::run(&settings),
         Command::Feeds(FeedsCommand::Build { out }) => feeds::build(&settings, out),
+        Command::Schedule => editions::schedule(&settings),
+        Command::Digest(DigestCommand::Preview {
+            edition,
+            subscriber,
+            format,
+        }) => editions::preview(&settings, &edition, subscriber, format),
+        Command::Digest(DigestCommand::Send { edition, dry_run }) => {
+            editions::send(&settings, &edition, dry_run)
+        }
+        Command::Status => editions::status(&settings),
         Command::Run => {
             runtime()?.block_on(crate::app::run(cli.config.clone(), settings))?;
             Ok(Exit::Ok)

@@ -1,3 +1,6 @@
 //! Editions: schedules, segmentation of subscribers, and digest rendering.
 
+pub mod render;
+pub mod run;
 pub mod schedule;
+pub mod scheduler;
