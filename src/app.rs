@@ -74,11 +74,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         Publisher::start(settings.clone(), ledger, rx, published.clone(), websub).await?;
     tracker.spawn(publisher.run(shutdown.clone()));
     tracker.spawn(
-        ContentWatcher {
-            dir: settings.content.dir.clone(),
-            debounce: Duration::from_millis(50),
-            tx: tx.clone(),
-        }
+        ContentWatcher::new(
+            settings.content.dir.clone(),
+            Duration::from_millis(50),
+            tx.clone(),
+        )
         .run(shutdown.clone()),
     );
     let client = UpstreamPoller::client();

@@ -6,46 +6,52 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use notify_debouncer_full::notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::publisher::Command;
 
 pub struct ContentWatcher {
-    pub dir: PathBuf,
-    pub debounce: Duration,
-    pub tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Command>,
+    events: mpsc::UnboundedReceiver<DebounceEventResult>,
+    /// Kept alive for as long as the task runs; None when watching failed.
+    debouncer: Option<Debouncer<RecommendedWatcher, RecommendedCache>>,
 }
 
 impl ContentWatcher {
-    pub async fn run(self, shutdown: CancellationToken) {
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<DebounceEventResult>();
-        let debouncer = new_debouncer(self.debounce, None, move |r: DebounceEventResult| {
+    /// Starts watching now, so no change made after this returns is missed.
+    /// A folder that cannot be watched is logged; periodic rescans still run.
+    pub fn new(dir: PathBuf, debounce: Duration, tx: mpsc::Sender<Command>) -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel::<DebounceEventResult>();
+        let debouncer = new_debouncer(debounce, None, move |r: DebounceEventResult| {
             let _ = events_tx.send(r);
-        });
-        let mut debouncer = match debouncer {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(
-                    "cannot watch {}: {e}; relying on periodic rescans",
-                    self.dir.display()
-                );
-                shutdown.cancelled().await;
-                return;
-            }
-        };
-        if let Err(e) = debouncer.watch(&self.dir, RecursiveMode::Recursive) {
+        })
+        .and_then(|mut d| d.watch(&dir, RecursiveMode::Recursive).map(|()| d))
+        .map_err(|e| {
             tracing::error!(
                 "cannot watch {}: {e}; relying on periodic rescans",
-                self.dir.display()
-            );
+                dir.display()
+            )
+        })
+        .ok();
+        Self {
+            tx,
+            events,
+            debouncer,
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if self.debouncer.is_none() {
+            shutdown.cancelled().await;
+            return;
         }
         loop {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = events_rx.recv() => match r { Some(r) => r, None => break },
+                r = self.events.recv() => match r { Some(r) => r, None => break },
             };
             let command = match result {
                 Ok(events) => {
@@ -89,6 +95,8 @@ impl ContentWatcher {
                 }
             }
         }
-        debouncer.stop_nonblocking();
+        if let Some(d) = self.debouncer.take() {
+            d.stop_nonblocking();
+        }
     }
 }
