@@ -522,8 +522,8 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             },
         };
         let poll = s.poll_seconds.unwrap_or(900);
-        if poll < 10 {
-            p.push(&format!("{key}.poll_seconds"), "must be at least 10");
+        if poll == 0 {
+            p.push(&format!("{key}.poll_seconds"), "must be at least 1");
         }
         if let Some(feed) = feed {
             sources.push(Source {
