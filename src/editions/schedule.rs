@@ -119,3 +119,118 @@ fn gap_end(tz: Tz, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Europe::Berlin;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn operators_syntax_is_accepted() {
+        for ok in [
+            "0 8 * * MON",
+            "0 8 * * 0",
+            "0 8 * * 7",
+            "*/15 * * * *",
+            "0 9 1 JAN *",
+            "@daily",
+            "@weekly",
+            "30 6 * * 1-5",
+        ] {
+            assert!(parse_cron(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "0 0 8 * * MON",
+            "8 * *",
+            "61 * * * *",
+            "0 25 * * *",
+            "banana",
+            "",
+        ] {
+            assert!(parse_cron(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sunday_is_zero_and_seven() {
+        let after = utc("2026-11-21T00:00:00Z"); // a Saturday
+        let zero = parse_cron("0 8 * * 0")
+            .unwrap()
+            .next_after(after, chrono_tz::UTC)
+            .unwrap();
+        let seven = parse_cron("0 8 * * 7")
+            .unwrap()
+            .next_after(after, chrono_tz::UTC)
+            .unwrap();
+        let sun = parse_cron("0 8 * * SUN")
+            .unwrap()
+            .next_after(after, chrono_tz::UTC)
+            .unwrap();
+        assert_eq!(zero, utc("2026-11-22T08:00:00Z"));
+        assert_eq!((zero, zero), (seven, sun));
+    }
+
+    #[test]
+    fn fires_in_the_editions_time_zone() {
+        let s = parse_cron("0 8 * * MON").unwrap();
+        // Winter: Berlin is UTC+1; summer: UTC+2.
+        assert_eq!(
+            s.next_after(utc("2026-11-21T00:00:00Z"), Berlin),
+            Some(utc("2026-11-23T07:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(utc("2026-06-01T12:00:00Z"), Berlin),
+            Some(utc("2026-06-08T06:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn spring_forward_runs_at_the_end_of_the_gap_once() {
+        // 2026-03-29: Berlin clocks jump from 02:00 to 03:00.
+        let s = parse_cron("30 2 * * *").unwrap();
+        let fires = s.upcoming(utc("2026-03-28T12:00:00Z"), Berlin, 3);
+        assert_eq!(
+            fires[0],
+            utc("2026-03-29T01:00:00Z"),
+            "02:30 does not exist: runs at 03:00 local"
+        );
+        assert_eq!(
+            fires[1],
+            utc("2026-03-30T00:30:00Z"),
+            "then 02:30 CEST as usual"
+        );
+        // Every quarter hour inside the gap collapses to one run.
+        let q =
+            parse_cron("*/15 2 * * *")
+                .unwrap()
+                .upcoming(utc("2026-03-28T23:00:00Z"), Berlin, 2);
+        assert_eq!(q[0], utc("2026-03-29T01:00:00Z"));
+        assert_eq!(q[1], utc("2026-03-30T00:00:00Z"));
+    }
+
+    #[test]
+    fn fall_back_runs_once() {
+        // 2026-10-25: Berlin clocks go from 03:00 back to 02:00; 02:30 happens twice.
+        let s = parse_cron("30 2 * * *").unwrap();
+        let fires = s.upcoming(utc("2026-10-24T12:00:00Z"), Berlin, 2);
+        assert_eq!(
+            fires[0],
+            utc("2026-10-25T00:30:00Z"),
+            "the first 02:30 (CEST)"
+        );
+        assert_eq!(
+            fires[1],
+            utc("2026-10-26T01:30:00Z"),
+            "not the second 02:30 (CET) the same day"
+        );
+        // Asked from between the two 02:30s, it still does not fire again that day.
+        assert_eq!(
+            s.next_after(utc("2026-10-25T01:10:00Z"), Berlin),
+            Some(utc("2026-10-26T01:30:00Z"))
+        );
+    }
+}
