@@ -1172,3 +1172,105 @@ fn cli_help_works_for_every_subcommand() {
         assert!(stdout.contains("Usage: casewire"), "{args:?}: {stdout}");
     }
 }
+
+#[test]
+fn problem_of_a_broken_file_survives_an_update_of_another_file() {
+    let site = TestSite::new();
+    write_fixtures(&site);
+    let store = DirectoryStore::new(&site.settings);
+    let catalog = store.scan(None);
+    assert!(catalog.problems.is_empty());
+
+    // ci-token.md breaks: its last good version stays, and the problem names it.
+    let broken = site.write(
+        "ci-token.md",
+        &yaml_study("title: \"A Leaked CI Token\"\ndate: [oops", "x\n"),
+    );
+    let catalog = store.update(&catalog, std::slice::from_ref(&broken));
+    assert!(catalog.get("ci-token").is_some(), "last good version kept");
+    assert_eq!(catalog.problems.len(), 1, "{:?}", catalog.problems);
+    assert_eq!(catalog.problems[0].path, broken);
+
+    // Another file changes: the broken one is still broken and still reported.
+    let other = site.path("zola/vacuum.md");
+    let text = std::fs::read_to_string(&other).unwrap();
+    std::fs::write(&other, text.replace("fell behind", "fell far behind")).unwrap();
+    let catalog = store.update(&catalog, std::slice::from_ref(&other));
+    assert!(catalog.get("ci-token").is_some(), "last good version kept");
+    assert_eq!(
+        catalog.problems.iter().map(|p| &p.path).collect::<Vec<_>>(),
+        [&broken],
+        "the broken file's problem must not vanish when another file changes"
+    );
+    let files = feeds::build_all(&site.settings, &catalog, now());
+    let security = files
+        .iter()
+        .find(|f| f.path == "security/atom.xml")
+        .unwrap();
+    let feed = feed_rs::parser::parse(&security.body[..]).unwrap();
+    assert_eq!(entry_ids(&feed), [permalink("ci-token")]);
+}
+
+#[test]
+fn update_after_one_edit_equals_a_full_scan() {
+    let site = TestSite::new();
+    write_fixtures(&site);
+    let store = DirectoryStore::new(&site.settings);
+    let mut catalog = store.scan(None);
+    let edits: [(&str, &str, &str); 4] = [
+        // A title change, a category change, a slug change, a new file.
+        (
+            "2026/pool.md",
+            "Connection Pool Exhaustion",
+            "Pools Ran Dry",
+        ),
+        (
+            "zola/vacuum.md",
+            "categories = [\"Databases\"]",
+            "categories = [\"Performance\"]",
+        ),
+        (
+            "gc-tail/index.md",
+            "tags: [jvm]",
+            "tags: [jvm]\nslug: gc-pauses",
+        ),
+        ("new/added.md", "", ""),
+    ];
+    for (rel, from, to) in edits {
+        let path = if from.is_empty() {
+            site.write(
+                rel,
+                &yaml_study(
+                    "title: \"Added\"\ndate: 2026-04-01\ncategories: [security]",
+                    "New.\n",
+                ),
+            )
+        } else {
+            let p = site.path(rel);
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(text.contains(from), "{rel}");
+            std::fs::write(&p, text.replace(from, to)).unwrap();
+            p
+        };
+        let updated = store.update(&catalog, std::slice::from_ref(&path));
+        let full = store.scan(None);
+        let view = |c: &Catalog| -> Vec<(String, String, Vec<String>, String)> {
+            c.all()
+                .iter()
+                .map(|s| {
+                    (
+                        s.slug.to_string(),
+                        s.title.clone(),
+                        s.categories.iter().map(|c| c.to_string()).collect(),
+                        s.hash.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(view(&updated), view(&full), "after editing {rel}");
+        assert_eq!(updated.problems.len(), full.problems.len(), "{rel}");
+        let scopes = feeds::affected_scopes(&site.settings, &catalog, &updated, now(), now());
+        assert!(scopes.contains(&feeds::Scope::All), "{rel}: {scopes:?}");
+        catalog = updated;
+    }
+}
