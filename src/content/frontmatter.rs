@@ -101,7 +101,7 @@ pub fn parse(split: &Split<'_>) -> Result<Map<String, Value>, LineError> {
                     split.front_line + line.saturating_sub(1),
                     format!(
                         "front matter is not valid YAML: {}",
-                        strip_location(&e.to_string())
+                        one_line(&strip_location(&e.to_string()))
                     ),
                 )
             })?
@@ -118,7 +118,7 @@ pub fn parse(split: &Split<'_>) -> Result<Map<String, Value>, LineError> {
                     .unwrap_or(0);
                 LineError::new(
                     split.front_line + line,
-                    format!("front matter is not valid TOML: {}", e.message()),
+                    format!("front matter is not valid TOML: {}", one_line(e.message())),
                 )
             })?;
             toml_to_json(toml::Value::Table(table))
@@ -139,6 +139,16 @@ fn strip_location(msg: &str) -> String {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
     }
+}
+
+/// Parser messages can span lines ("invalid array\nexpected `]`"); a problem
+/// must stay on one `path:line: message` line for editors and CI logs.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn toml_to_json(v: toml::Value) -> Value {
@@ -241,6 +251,14 @@ mod tests {
         let e = parse(&split(src).unwrap()).unwrap_err();
         assert!(e.line >= 3, "{e:?}");
         assert!(e.message.contains("not valid YAML"));
+    }
+
+    #[test]
+    fn toml_error_message_spanning_lines_is_one_line() {
+        let src = "+++\ntitle = \"ok\"\ntags = [\"a\",\n+++\n";
+        let e = parse(&split(src).unwrap()).unwrap_err();
+        assert!(e.message.contains("not valid TOML"), "{e:?}");
+        assert!(!e.message.contains('\n'), "{e:?}");
     }
 
     #[test]

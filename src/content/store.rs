@@ -147,17 +147,20 @@ impl<'a> DirectoryStore<'a> {
         let changed: Vec<&PathBuf> = changed.iter().filter(|p| is_content_file(p)).collect();
         let mut results: Vec<(PathBuf, FileResult)> =
             Vec::with_capacity(previous.len() + changed.len());
-        // Unchanged files: their current study, or their current problem.
+        // Unchanged files: their current problem, or their current study. A
+        // broken file has both (its last good version); its problem goes
+        // first, so after the stable sort the dedup drops the study and
+        // `assemble` keeps the last good version *and* reports the problem.
+        for prob in &previous.problems {
+            if !changed.iter().any(|c| **c == prob.path) && prob.path.is_file() {
+                results.push((prob.path.clone(), FileResult::Problem(prob.clone())));
+            }
+        }
         for s in &previous.studies {
             if let Origin::File(p) = &s.origin {
                 if !changed.iter().any(|c| *c == p) {
                     results.push((p.clone(), FileResult::Study(Arc::clone(s))));
                 }
-            }
-        }
-        for prob in &previous.problems {
-            if !changed.iter().any(|c| **c == prob.path) && prob.path.is_file() {
-                results.push((prob.path.clone(), FileResult::Problem(prob.clone())));
             }
         }
         for path in changed {
@@ -166,7 +169,7 @@ impl<'a> DirectoryStore<'a> {
             }
         }
         results.sort_by(|a, b| a.0.cmp(&b.0));
-        results.dedup_by(|a, b| a.0 == b.0 && matches!(a.1, FileResult::Problem(_)));
+        results.dedup_by(|a, b| a.0 == b.0 && matches!(b.1, FileResult::Problem(_)));
         let upstream: Vec<Arc<CaseStudy>> = previous
             .studies
             .iter()

@@ -1,0 +1,776 @@
+//! `cargo bench --bench feeds_build`: how long `casewire feeds build` takes on
+//! a store of 10,000 case studies (about 40 MB of Markdown), its peak memory,
+//! how long an incremental rebuild after one edited file takes, and (when
+//! `hugo` is installed) how Hugo compares building RSS for the same files.
+//! Prints figures; never asserts timing.
+//!
+//! Targets: cold build < 0.4 s wall and < 100 MB peak RSS; one-file rebuild < 20 ms.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use casewire::config::Settings;
+use casewire::content::DirectoryStore;
+use casewire::feeds::{self, output};
+use chrono::{TimeZone, Utc};
+
+const STUDIES: usize = 10_000;
+const RUNS: usize = 5;
+const EDITS: usize = 50;
+/// Bump when the generator changes, so an old store is regenerated.
+const GENERATOR_VERSION: u32 = 1;
+
+const CATEGORIES: [(&str, &str); 8] = [
+    ("failure-analysis", "Failure Analysis"),
+    ("architecture-design", "Architecture & Design"),
+    ("optimization-migration", "Optimization & Migration Wins"),
+    ("distributed-systems", "Distributed Systems"),
+    ("databases", "Databases"),
+    ("security", "Security"),
+    ("performance", "Performance"),
+    ("ai-infrastructure", "AI Infrastructure"),
+];
+
+fn main() {
+    let casewire = PathBuf::from(env!("CARGO_BIN_EXE_casewire"));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/feeds_build");
+    let content = root.join("content");
+    let t = Instant::now();
+    let (generated, bytes) = ensure_store(&root, &content);
+    println!(
+        "content store: {} ({STUDIES} case studies, {:.1} MB){}",
+        content.display(),
+        bytes as f64 / 1e6,
+        if generated {
+            format!(", generated in {:.1?}", t.elapsed())
+        } else {
+            ", reused".into()
+        }
+    );
+    let config = root.join("casewire.toml");
+    let out = root.join("out");
+    if std::env::var_os("FEEDS_BENCH_ONLY").is_some_and(|v| v == "incremental") {
+        // For profilers (valgrind --tool=callgrind): the in-process part only.
+        incremental(&config);
+        return;
+    }
+
+    // 1. The command, as an operator runs it: a fresh output folder each time.
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let _ = std::fs::remove_dir_all(&out);
+        runs.push(run_child(
+            Command::new(&casewire)
+                .arg("--config")
+                .arg(&config)
+                .args(["feeds", "build", "--out"])
+                .arg(&out)
+                .env("RUST_LOG", "warn"),
+            &root.join("casewire.log"),
+        ));
+    }
+    let log = std::fs::read_to_string(root.join("casewire.log")).unwrap_or_default();
+    println!("casewire says: {}", log.lines().last().unwrap_or("").trim());
+
+    // 2. The daemon's fast path, in process: one file changes.
+    let inc = incremental(&config);
+
+    // 3. Hugo on the same files, RSS only.
+    let hugo = hugo_runs(&root, &content);
+
+    let mut table = String::new();
+    let walls: Vec<Duration> = runs.iter().map(|r| r.wall).collect();
+    let cpus: Vec<Duration> = runs.iter().map(|r| r.cpu).collect();
+    let peak = runs.iter().map(|r| r.max_rss_kb).max().unwrap_or(0);
+    let line = "-".repeat(100);
+    let _ = writeln!(table, "\n{line}");
+    let _ = writeln!(
+        table,
+        "{:<40} {:>10} {:>10} {:>10} {:>10} {:>11}",
+        format!("{STUDIES} case studies"),
+        "first",
+        "best",
+        "median",
+        "CPU med",
+        "peak RSS"
+    );
+    let _ = writeln!(table, "{line}");
+    let _ = writeln!(
+        table,
+        "{:<40} {:>10} {:>10} {:>10} {:>10} {:>8.1} MB   target < 0.4 s, < 100 MB",
+        format!("casewire feeds build (child, {RUNS} runs)"),
+        secs(runs[0].wall),
+        secs(min(&walls)),
+        secs(median(&walls)),
+        secs(median(&cpus)),
+        peak as f64 / 1024.0
+    );
+    let _ = writeln!(
+        table,
+        "{:<40} {:>10}",
+        "scan + build + write, in process",
+        secs(inc.scan)
+    );
+    let _ = writeln!(
+        table,
+        "{:<40} {:>10} {:>10} {:>10} {:>10} {:>11}   target < 20 ms",
+        format!("rebuild after 1 edit ({EDITS} edits)"),
+        "",
+        format!("p95 {}", ms(inc.p95)),
+        ms(inc.median),
+        ms(inc.cpu_median),
+        ""
+    );
+    let _ = writeln!(
+        table,
+        "{:<40} {:>10} {:>10} {:>10} {:>10}",
+        "",
+        "",
+        "",
+        "",
+        format!("p95 {}", ms(inc.cpu_p95))
+    );
+    match &hugo {
+        Ok(h) => {
+            let hw: Vec<Duration> = h.iter().map(|r| r.wall).collect();
+            let hc: Vec<Duration> = h.iter().map(|r| r.cpu).collect();
+            let hpeak = h.iter().map(|r| r.max_rss_kb).max().unwrap_or(0);
+            let _ = writeln!(
+                table,
+                "{:<40} {:>10} {:>10} {:>10} {:>10} {:>8.1} MB",
+                format!("hugo, RSS only ({RUNS} runs)"),
+                secs(h[0].wall),
+                secs(min(&hw)),
+                secs(median(&hw)),
+                secs(median(&hc)),
+                hpeak as f64 / 1024.0
+            );
+            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+            let _ = writeln!(
+                table,
+                "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10.1}x",
+                "hugo / casewire",
+                "",
+                format!("{:.1}x", ratio(min(&hw), min(&walls))),
+                format!("{:.1}x", ratio(median(&hw), median(&walls))),
+                format!("{:.1}x", ratio(median(&hc), median(&cpus))),
+                hpeak as f64 / peak.max(1) as f64
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(table, "hugo comparison skipped: {why}");
+        }
+    }
+    let _ = writeln!(table, "{line}");
+    let (load, _) = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_once(' ')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap_or_default();
+    let _ = writeln!(
+        table,
+        "load average during the run: {load} on {} cores (wall times grow with it; CPU times much less)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print!("{table}");
+}
+
+// ---------------------------------------------------------------------------
+// Running a child and measuring it.
+
+struct Run {
+    wall: Duration,
+    /// User + system CPU time of the child.
+    cpu: Duration,
+    /// Peak resident set of the child, KiB (wait4's ru_maxrss).
+    max_rss_kb: i64,
+}
+
+/// Spawns `cmd`, reaps it with `wait4` for its own rusage, and panics on failure.
+fn run_child(cmd: &mut Command, log: &Path) -> Run {
+    let log_file = std::fs::File::create(log).expect("log file");
+    let started = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not yet reaped (std never waits on its own).
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+    std::mem::forget(child);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    assert!(
+        ok,
+        "{cmd:?} failed (status {status}): {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Run {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kb: usage.ru_maxrss,
+    }
+}
+
+fn min(v: &[Duration]) -> Duration {
+    v.iter().copied().min().unwrap_or_default()
+}
+
+fn median(v: &[Duration]) -> Duration {
+    percentile(v, 50.0)
+}
+
+/// Nearest-rank percentile.
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    if s.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+// ---------------------------------------------------------------------------
+// The incremental path, in process.
+
+fn incremental(config: &Path) -> Incremental {
+    let text = std::fs::read_to_string(config).expect("config");
+    let settings = Settings::from_toml(config, &text, std::iter::empty()).expect("config loads");
+    let out = config.parent().unwrap().join("out-incremental");
+    let _ = std::fs::remove_dir_all(&out);
+    let now = Utc::now();
+    let started = Instant::now();
+    let store = DirectoryStore::new(&settings);
+    let mut catalog = store.scan(None);
+    let files = feeds::build_all(&settings, &catalog, now);
+    output::write_all(&out, &files).expect("write feeds");
+    let scan_time = started.elapsed();
+    assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
+
+    // Edit recent studies (they are in the feeds, so every edit changes output).
+    let paths: Vec<PathBuf> = catalog
+        .all()
+        .iter()
+        .take(EDITS)
+        .filter_map(|s| s.path().map(Path::to_path_buf))
+        .collect();
+    let mut originals = Vec::new();
+    let mut times = Vec::new();
+    let mut phases: [Vec<Duration>; 4] = Default::default();
+    let mut cpu_phases: [Vec<Duration>; 4] = Default::default();
+    let mut cpu = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let original = std::fs::read_to_string(path).expect("read study");
+        let edited = original.replacen(
+            "\n## Summary\n\n",
+            &format!("\n## Summary\n\nEdited in benchmark round {i}.\n\n"),
+            1,
+        );
+        std::fs::write(path, &edited).expect("edit study");
+        originals.push((path.clone(), original));
+
+        let t = Instant::now();
+        let c0 = cpu_time();
+        let next = store.update(&catalog, std::slice::from_ref(path));
+        let (t_update, c_update) = (t.elapsed(), cpu_time());
+        let scopes = feeds::affected_scopes(&settings, &catalog, &next, now, now);
+        let (t_scopes, c_scopes) = (t.elapsed(), cpu_time());
+        let files = feeds::build(&settings, &next, &scopes, now);
+        let (t_build, c_build) = (t.elapsed(), cpu_time());
+        let report = output::write_all(&out, &files).expect("write feeds");
+        let (t_write, c_write) = (t.elapsed(), cpu_time());
+        times.push(t_write);
+        cpu.push(c_write - c0);
+        phases[0].push(t_update);
+        phases[1].push(t_scopes - t_update);
+        phases[2].push(t_build - t_scopes);
+        phases[3].push(t_write - t_build);
+        cpu_phases[0].push(c_update - c0);
+        cpu_phases[1].push(c_scopes - c_update);
+        cpu_phases[2].push(c_build - c_scopes);
+        cpu_phases[3].push(c_write - c_build);
+        assert!(report.written >= 3, "an edit must change feeds: {report:?}");
+        catalog = next;
+    }
+    for (what, p) in [("wall", &phases), ("CPU (all threads)", &cpu_phases)] {
+        println!(
+            "one-file rebuild, median {what}: update {} | affected_scopes {} | build {} | write_all {}",
+            ms(median(&p[0])),
+            ms(median(&p[1])),
+            ms(median(&p[2])),
+            ms(median(&p[3])),
+        );
+    }
+    for (path, original) in originals {
+        std::fs::write(path, original).expect("restore study");
+    }
+    Incremental {
+        median: median(&times),
+        p95: percentile(&times, 95.0),
+        cpu_median: median(&cpu),
+        cpu_p95: percentile(&cpu, 95.0),
+        scan: scan_time,
+    }
+}
+
+struct Incremental {
+    median: Duration,
+    p95: Duration,
+    cpu_median: Duration,
+    cpu_p95: Duration,
+    /// Full scan + build + write in process, for reference.
+    scan: Duration,
+}
+
+/// CPU time of this process, all threads: unlike wall time, it does not grow
+/// when another build competes for the cores.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+// ---------------------------------------------------------------------------
+// Hugo.
+
+fn hugo_runs(root: &Path, content: &Path) -> Result<Vec<Run>, String> {
+    match Command::new("hugo").arg("version").output() {
+        Ok(o) if o.status.success() => {
+            println!("hugo: {}", String::from_utf8_lossy(&o.stdout).trim());
+        }
+        _ => return Err("`hugo` is not installed (Debian package hugo)".into()),
+    }
+    let site = root.join("hugo");
+    std::fs::create_dir_all(&site).map_err(|e| e.to_string())?;
+    let public = root.join("hugo-public");
+    let config = format!(
+        r#"baseURL = "https://example.com/cases/"
+title = "Casewire Bench"
+contentDir = {content:?}
+publishDir = {public:?}
+rssLimit = 50
+disableKinds = ["sitemap", "robotsTXT", "404"]
+enableRobotsTXT = false
+buildFuture = false
+
+[taxonomies]
+category = "categories"
+
+[outputs]
+home = ["RSS"]
+section = ["RSS"]
+taxonomy = ["RSS"]
+term = ["RSS"]
+page = []
+"#,
+        content = content.display().to_string(),
+        public = public.display().to_string(),
+    );
+    std::fs::write(site.join("config.toml"), config).map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let _ = std::fs::remove_dir_all(&public);
+        runs.push(run_child(
+            Command::new("hugo")
+                .args(["--quiet", "--source"])
+                .arg(&site)
+                .env("HUGO_ENVIRONMENT", "production"),
+            &root.join("hugo.log"),
+        ));
+    }
+    let rss_files = count_files(&public, "index.xml");
+    println!("hugo wrote {rss_files} RSS files to {}", public.display());
+    Ok(runs)
+}
+
+fn count_files(dir: &Path, name: &str) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() == name)
+        .count()
+}
+
+// ---------------------------------------------------------------------------
+// The generated content store.
+
+/// Generates the store unless one of the right size and version exists.
+/// Returns whether it generated, and the store's size in bytes.
+fn ensure_store(root: &Path, content: &Path) -> (bool, u64) {
+    let marker = root.join(format!(".complete-{STUDIES}-v{GENERATOR_VERSION}"));
+    let generated = if marker.exists() {
+        false
+    } else {
+        let _ = std::fs::remove_dir_all(root);
+        std::fs::create_dir_all(content).expect("bench dir");
+        let mut rng = Rng(0x5eed_ca5e_0001);
+        for i in 0..STUDIES {
+            let (rel, text) = study(i, &mut rng);
+            let path = content.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).expect("folders");
+            std::fs::write(path, text).expect("write study");
+        }
+        std::fs::write(root.join("casewire.toml"), config_text(content)).expect("config");
+        std::fs::write(&marker, "").expect("marker");
+        true
+    };
+    let bytes = walkdir::WalkDir::new(content)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    (generated, bytes)
+}
+
+fn config_text(content: &Path) -> String {
+    let mut t = format!(
+        r#"[site]
+title = "Casewire Bench"
+description = "Generated case studies"
+base_url = "https://example.com/cases/"
+
+[content]
+dir = {content:?}
+
+[feeds]
+items = 50
+
+[mail]
+from = "Bench <bench@example.com>"
+"#,
+        content = content.display().to_string()
+    );
+    for (slug, name) in CATEGORIES {
+        let _ = write!(
+            t,
+            "\n[[categories]]\nslug = \"{slug}\"\nname = \"{name}\"\n"
+        );
+    }
+    t
+}
+
+/// splitmix64: small, fast, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "that",
+    "was",
+    "for",
+    "on",
+    "with",
+    "when",
+    "every",
+    "after",
+    "before",
+    "because",
+    "which",
+    "our",
+    "their",
+    "request",
+    "latency",
+    "pool",
+    "connection",
+    "database",
+    "replica",
+    "primary",
+    "failover",
+    "queue",
+    "consumer",
+    "producer",
+    "partition",
+    "leader",
+    "lease",
+    "clock",
+    "retry",
+    "backoff",
+    "jitter",
+    "timeout",
+    "cache",
+    "stampede",
+    "origin",
+    "edge",
+    "deploy",
+    "rollback",
+    "canary",
+    "schema",
+    "migration",
+    "index",
+    "vacuum",
+    "transaction",
+    "lock",
+    "contention",
+    "throughput",
+    "tail",
+    "p99",
+    "allocation",
+    "garbage",
+    "collector",
+    "pause",
+    "thread",
+    "scheduler",
+    "kernel",
+    "socket",
+    "buffer",
+    "backpressure",
+    "shard",
+    "rebalance",
+    "quorum",
+    "consensus",
+    "snapshot",
+    "log",
+    "compaction",
+    "token",
+    "secret",
+    "rotation",
+    "pipeline",
+    "image",
+    "registry",
+    "signature",
+    "model",
+    "inference",
+    "GPU",
+    "batch",
+    "warmup",
+    "cold",
+    "start",
+    "memory",
+    "pressure",
+    "eviction",
+    "budget",
+    "alert",
+    "dashboard",
+    "runbook",
+    "on-call",
+    "engineer",
+    "team",
+    "service",
+    "client",
+    "server",
+    "load",
+    "balancer",
+    "health",
+    "check",
+    "capacity",
+    "headroom",
+    "limit",
+    "quota",
+    "burst",
+    "spike",
+    "slowly",
+    "quickly",
+    "suddenly",
+    "eventually",
+    "never",
+    "always",
+    "only",
+    "still",
+    "again",
+    "instead",
+    "nobody",
+    "noticed",
+    "expected",
+    "measured",
+    "doubled",
+    "dropped",
+    "stalled",
+    "recovered",
+    "failed",
+    "held",
+    "released",
+    "grew",
+    "shrank",
+];
+
+const TITLE_WORDS: &[&str] = &[
+    "Connection",
+    "Pool",
+    "Exhaustion",
+    "Retry",
+    "Storm",
+    "Cache",
+    "Stampede",
+    "Clock",
+    "Skew",
+    "Lease",
+    "Leader",
+    "Election",
+    "Schema",
+    "Migration",
+    "Hot",
+    "Table",
+    "Vacuum",
+    "Wraparound",
+    "Token",
+    "Leak",
+    "GPU",
+    "Cold",
+    "Start",
+    "Queue",
+    "Backlog",
+    "Tail",
+    "Latency",
+    "Fan-out",
+    "Split",
+    "Brain",
+    "Replica",
+    "Lag",
+    "Index",
+    "Bloat",
+    "Deadlock",
+    "Thundering",
+    "Herd",
+];
+
+fn sentence(rng: &mut Rng) -> String {
+    let n = 8 + rng.below(14);
+    let mut s = String::new();
+    for i in 0..n {
+        let w = rng.pick(WORDS);
+        if i == 0 {
+            let mut c = w.chars();
+            if let Some(f) = c.next() {
+                s.extend(f.to_uppercase());
+                s.push_str(c.as_str());
+            }
+        } else {
+            s.push(' ');
+            if rng.below(12) == 0 {
+                let _ = write!(s, "`{w}`");
+            } else if rng.below(25) == 0 {
+                let _ = write!(s, "*{w}*");
+            } else {
+                s.push_str(w);
+            }
+        }
+    }
+    s.push('.');
+    s
+}
+
+fn paragraph(rng: &mut Rng) -> String {
+    let n = 3 + rng.below(4);
+    (0..n).map(|_| sentence(rng)).collect::<Vec<_>>().join(" ")
+}
+
+fn study(i: usize, rng: &mut Rng) -> (String, String) {
+    let title_len = 3 + rng.below(4);
+    let title: Vec<&str> = (0..title_len).map(|_| rng.pick(TITLE_WORDS)).collect();
+    let title = title.join(" ");
+    let slug = format!(
+        "{}-{i:05}",
+        title
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            .split('-')
+            .filter(|s| !s.is_empty())
+            .take(4)
+            .collect::<Vec<_>>()
+            .join("-")
+    );
+    // Spread over 2015..2026, one every ~9.5 hours, with jitter.
+    let base = Utc.with_ymd_and_hms(2015, 1, 1, 0, 0, 0).unwrap();
+    let published = base + chrono::Duration::minutes(i as i64 * 570 + rng.below(300) as i64);
+    let year = published.format("%Y");
+    let c1 = rng.below(CATEGORIES.len());
+    let mut cats = vec![CATEGORIES[c1].0];
+    if rng.below(2) == 0 {
+        let c2 = (c1 + 1 + rng.below(CATEGORIES.len() - 1)) % CATEGORIES.len();
+        cats.push(CATEGORIES[c2].0);
+    }
+    let tags: Vec<&str> = (0..1 + rng.below(4)).map(|_| rng.pick(WORDS)).collect();
+
+    let mut t = String::with_capacity(4600);
+    let _ = writeln!(t, "---");
+    let _ = writeln!(t, "title: \"{title}\"");
+    let _ = writeln!(t, "date: {}", published.format("%Y-%m-%dT%H:%M:%SZ"));
+    if rng.below(3) == 0 {
+        let lastmod = published + chrono::Duration::days(1 + rng.below(60) as i64);
+        let _ = writeln!(t, "lastmod: {}", lastmod.format("%Y-%m-%dT%H:%M:%SZ"));
+    }
+    let _ = writeln!(t, "slug: {slug}");
+    if rng.below(2) == 0 {
+        let _ = writeln!(t, "summary: \"{}\"", sentence(rng));
+    }
+    let _ = writeln!(t, "categories: [{}]", cats.join(", "));
+    let _ = writeln!(t, "tags: [{}]", tags.join(", "));
+    let _ = writeln!(t, "author: \"Author {}\"", rng.below(40));
+    let _ = writeln!(t, "---\n");
+
+    let _ = writeln!(
+        t,
+        "## Summary\n\n{}\n\n{}\n",
+        paragraph(rng),
+        paragraph(rng)
+    );
+    let _ = writeln!(t, "## Root cause\n\n{}\n", paragraph(rng));
+    for _ in 0..4 {
+        let _ = writeln!(t, "- {}", sentence(rng));
+    }
+    let _ = writeln!(t, "\n```toml\n[pool]\nmax_connections = {}\nacquire_timeout = \"{}s\"\nretry_attempts = {}\n# {}\n```\n",
+        10 + rng.below(90), 1 + rng.below(30), 1 + rng.below(5), sentence(rng));
+    let _ = writeln!(
+        t,
+        "![Queue depth during the incident](images/{slug}.svg)\n\n{}\n",
+        paragraph(rng)
+    );
+    let _ = writeln!(t, "## What we changed\n");
+    for n in 1..=3 {
+        let _ = writeln!(t, "{n}. {}", sentence(rng));
+    }
+    let other = rng.below(STUDIES);
+    let _ = writeln!(
+        t,
+        "\nSee also [a related case](../case-{other:05}/) and the [runbook](https://runbooks.example.com/{slug}).\n"
+    );
+    while t.len() < 4000 {
+        let _ = writeln!(t, "{}\n", paragraph(rng));
+    }
+    (format!("{year}/{slug}.md"), t)
+}
