@@ -11,6 +11,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("casewire=info,warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match casewire::commands::dispatch(cli) {
         Ok(exit) => ExitCode::from(exit as u8),
