@@ -3,6 +3,7 @@
 
 mod check;
 mod feeds;
+mod subscribers;
 
 use anyhow::Result;
 
@@ -33,6 +34,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Check => check::run(&settings),
         Command::Feeds(FeedsCommand::Build { out }) => feeds::build(&settings, out),
+        Command::Subscribers(cmd) => subscribers::run(&settings, cmd),
         Command::Run => {
             runtime()?.block_on(crate::app::run(cli.config.clone(), settings))?;
             Ok(Exit::Ok)
