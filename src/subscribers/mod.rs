@@ -113,11 +113,7 @@ pub fn parse_choices(
             .join(", ")
     };
     let mut cats = Vec::new();
-    for c in categories
-        .iter()
-        .map(|c| c.trim())
-        .filter(|c| !c.is_empty())
-    {
+    for c in categories.iter().filter(|c| !c.is_empty()) {
         let shown: String = c.chars().take(60).collect();
         match Slug::parse(c) {
             Ok(s) if settings.category(s.as_str()).is_some() => {
@@ -137,7 +133,7 @@ pub fn parse_choices(
         }
     }
     let mut eds = Vec::new();
-    for e in editions.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+    for e in editions.iter().filter(|e| !e.is_empty()) {
         let shown: String = e.chars().take(60).collect();
         match Slug::parse(e) {
             Ok(s) if settings.edition(s.as_str()).is_some() => {
