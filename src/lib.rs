@@ -10,6 +10,7 @@
 //! - [`feeds`]: one view model, three writers (RSS, Atom, JSON), atomic output.
 //! - [`editions`]: schedules, segmentation, digest rendering.
 //! - [`store`]: SQLite/PostgreSQL access; the publication ledger.
+//! - [`subscribers`]: sign-up, confirmation, preferences, unsubscribe, import/export.
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
 //! - [`telemetry`]: the Prometheus recorder.
@@ -27,5 +28,6 @@ pub mod feeds;
 pub mod http;
 pub mod publisher;
 pub mod store;
+pub mod subscribers;
 pub mod telemetry;
 pub mod templates;

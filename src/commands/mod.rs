@@ -4,6 +4,7 @@
 mod check;
 mod editions;
 mod feeds;
+mod subscribers;
 
 use anyhow::Result;
 
@@ -44,6 +45,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
             editions::send(&settings, &edition, dry_run)
         }
         Command::Status => editions::status(&settings),
+        Command::Subscribers(cmd) => subscribers::run(&settings, cmd),
         Command::Run => {
             runtime()?.block_on(crate::app::run(cli.config.clone(), settings))?;
             Ok(Exit::Ok)
@@ -59,13 +61,6 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
             })?;
             Ok(Exit::Ok)
         }
-        other => {
-            eprintln!(
-                "error: `{}` is not available in this build",
-                command_name(&other)
-            );
-            Ok(Exit::Usage)
-        }
     }
 }
 
@@ -73,17 +68,4 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Run => "run",
-        Command::Check => "check",
-        Command::Feeds(_) => "feeds",
-        Command::Schedule => "schedule",
-        Command::Digest(_) => "digest",
-        Command::Subscribers(_) => "subscribers",
-        Command::Status => "status",
-        Command::Migrate => "migrate",
-    }
 }

@@ -1,6 +1,10 @@
 //! Newtypes that carry their checks: a value of these types has been parsed,
 //! so code that receives one never re-validates it (STYLE.md, "parse, don't validate").
 
+mod email;
 mod slug;
+mod token;
 
+pub use email::{EmailAddress, EmailError};
 pub use slug::{Slug, SlugError};
+pub use token::{Token, TokenError, TOKEN_LEN};

@@ -2,8 +2,14 @@
 //! the admin API, one file per resource. Handlers read the current snapshot;
 //! none of them changes state on GET (DESIGN.md invariant 1).
 
+mod api;
+mod confirm;
 mod feeds;
 mod health;
+mod preferences;
+pub mod respond;
+mod subscribe;
+mod unsubscribe;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,9 +45,36 @@ pub fn router(state: AppState) -> Router {
         .route("/feeds/{*path}", get(feeds::serve))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .merge(subscriber_routes())
         .layer(middleware::from_fn(track))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
         .with_state(state)
+}
+
+/// Subscriber pages (sign-up, confirm, preferences, unsubscribe) and the
+/// subscriber admin API.
+pub fn subscriber_routes() -> Router<AppState> {
+    use axum::routing::post;
+    let limiter = std::sync::Arc::new(subscribe::SignUpLimiter::default());
+    Router::new()
+        .route("/subscribe", get(subscribe::form).post(subscribe::submit))
+        .route("/confirm/{token}", get(confirm::show).post(confirm::submit))
+        .route(
+            "/preferences/{token}",
+            get(preferences::show).post(preferences::submit),
+        )
+        .route(
+            "/unsubscribe/{token}",
+            get(unsubscribe::show).post(unsubscribe::submit),
+        )
+        .route("/api/v1/subscribers", get(api::list).post(api::create))
+        .route("/api/v1/subscribers/export", get(api::export_csv))
+        .route("/api/v1/subscribers/import", post(api::import_csv))
+        .route(
+            "/api/v1/subscribers/{key}",
+            get(api::get_one).delete(api::delete),
+        )
+        .layer(axum::Extension(limiter))
 }
 
 /// Counts requests by route and status, and logs slow ones.

@@ -8,6 +8,7 @@
 
 pub mod ledger;
 pub mod outbox;
+pub mod subscribers;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -84,3 +84,4 @@ macro_rules! on_both_engines {
         }
     };
 }
+pub mod subs;

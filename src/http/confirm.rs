@@ -1,0 +1,65 @@
+//! `GET /confirm/{token}` shows a button and changes nothing (mail scanners
+//! fetch every link); `POST /confirm/{token}` confirms, and again is fine.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::respond::{wants_json, Problem, Responder};
+use super::AppState;
+use crate::store::subscribers::Purpose;
+use crate::subscribers::{self, link};
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = Responder {
+        settings: state.snapshot().settings.clone(),
+        json: wants_json(&headers),
+    };
+    match subscribers::by_token(&state.db, &token, Purpose::Confirm, chrono::Utc::now()).await {
+        Ok(_) if r.json => r.json(
+            StatusCode::OK,
+            serde_json::json!({ "status": "valid", "action": "POST to this URL to confirm" }),
+        ),
+        Ok(_) => r.page(
+            StatusCode::OK,
+            "pages/confirm.html",
+            minijinja::context! { action => token },
+        ),
+        Err(e) => r.problem(Problem::from_service(e)),
+    }
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = Responder {
+        settings: state.snapshot().settings.clone(),
+        json: wants_json(&headers),
+    };
+    match subscribers::confirm(&state.db, &token, chrono::Utc::now()).await {
+        Ok((s, manage)) if r.json => r.json(
+            StatusCode::OK,
+            serde_json::json!({
+                "status": "confirmed",
+                "email": s.email,
+                "preferences_url": link(&r.settings, &format!("preferences/{manage}")),
+            }),
+        ),
+        Ok((s, manage)) => r.page(
+            StatusCode::OK,
+            "pages/confirmed.html",
+            minijinja::context! {
+                name => s.name,
+                email => s.email,
+                preferences_url => format!("../preferences/{manage}"),
+            },
+        ),
+        Err(e) => r.problem(Problem::from_service(e)),
+    }
+}

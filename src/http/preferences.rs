@@ -1,0 +1,90 @@
+//! `GET /preferences/{token}` shows the subscriber's categories and edition;
+//! `POST /preferences/{token}` saves them, or unsubscribes with `action=unsubscribe`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::respond::{read_fields, wants_json, Problem, Responder};
+use super::AppState;
+use crate::store::subscribers::{Purpose, Subscriber};
+use crate::subscribers::{self, views};
+
+fn view(r: &Responder, s: &Subscriber, token: &str, saved: bool) -> Response {
+    if r.json {
+        return r.json(
+            StatusCode::OK,
+            serde_json::json!({
+                "email": s.email,
+                "status": s.status,
+                "categories": s.categories,
+                "editions": s.editions,
+                "saved": saved,
+            }),
+        );
+    }
+    let ctx = minijinja::context! {
+        action => token,
+        unsubscribe_action => format!("../unsubscribe/{token}"),
+        email => s.email,
+        status => s.status.as_str(),
+        saved => saved,
+        ..views::choices_context(&r.settings, &s.categories, s.editions.first().map(String::as_str))
+    };
+    r.page(StatusCode::OK, "pages/preferences.html", ctx)
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = Responder {
+        settings: state.snapshot().settings.clone(),
+        json: wants_json(&headers),
+    };
+    match subscribers::by_token(&state.db, &token, Purpose::Manage, chrono::Utc::now()).await {
+        Ok(s) => view(&r, &s, &token, false),
+        Err(e) => r.problem(Problem::from_service(e)),
+    }
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = Responder {
+        settings: state.snapshot().settings.clone(),
+        json: wants_json(&headers),
+    };
+    let (fields, _) = match read_fields(&headers, &body) {
+        Ok(f) => f,
+        Err(p) => return r.problem(p),
+    };
+    let now = chrono::Utc::now();
+    if fields.get("action") == Some("unsubscribe") {
+        return match subscribers::unsubscribe(&state.db, &token, now).await {
+            Ok(s) => super::unsubscribe::done(&r, &s),
+            Err(e) => r.problem(Problem::from_service(e)),
+        };
+    }
+    let mut editions = fields.all("edition");
+    editions.extend(fields.all("editions"));
+    let categories = fields.all("categories");
+    match subscribers::update_preferences(
+        &r.settings,
+        &state.db,
+        &token,
+        &categories,
+        &editions,
+        now,
+    )
+    .await
+    {
+        Ok(s) => view(&r, &s, &token, true),
+        Err(e) => r.problem(Problem::from_service(e)),
+    }
+}

@@ -1,0 +1,133 @@
+//! `GET /subscribe` (the form) and `POST /subscribe` (form or JSON). Every
+//! accepted sign-up answers the same bytes, whether the address is new,
+//! pending or confirmed, so the form cannot be used to learn who subscribes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use super::respond::{read_fields, wants_json, Problem, Responder};
+use super::AppState;
+use crate::subscribers::{sign_up, views, SignUp, SubscriberError};
+
+/// Per-IP limit on sign-ups: a burst of 20, then one every 3 seconds.
+pub struct SignUpLimiter(DefaultKeyedRateLimiter<IpAddr>);
+
+impl Default for SignUpLimiter {
+    fn default() -> Self {
+        let quota = Quota::with_period(Duration::from_secs(3))
+            .expect("non-zero period")
+            .allow_burst(NonZeroU32::new(20).expect("non-zero burst"));
+        Self(RateLimiter::keyed(quota))
+    }
+}
+
+impl SignUpLimiter {
+    /// Ok, or how long the caller should wait.
+    fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.0.len() > 100_000 {
+            self.0.retain_recent();
+        }
+        self.0
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+pub async fn form(State(state): State<AppState>) -> Response {
+    let settings = state.snapshot().settings.clone();
+    let r = Responder {
+        settings: settings.clone(),
+        json: false,
+    };
+    render_form(&r, StatusCode::OK, None, &SignUp::default())
+}
+
+fn render_form(r: &Responder, status: StatusCode, error: Option<&str>, req: &SignUp) -> Response {
+    let edition = req.editions.first().map(String::as_str);
+    let ctx = minijinja::context! {
+        action => "subscribe",
+        error => error,
+        email => req.email,
+        name => req.name,
+        ..views::choices_context(&r.settings, &req.categories, edition)
+    };
+    r.page(status, "pages/subscribe.html", ctx)
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    Extension(limiter): Extension<Arc<SignUpLimiter>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = Responder {
+        settings: state.snapshot().settings.clone(),
+        json: wants_json(&headers),
+    };
+    if let Some(Extension(ConnectInfo(addr))) = peer {
+        if let Err(wait) = limiter.check(addr.ip()) {
+            let secs = wait.as_secs().max(1);
+            let mut resp = r.problem(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many sign-ups from your address; try again in {secs} seconds"),
+            ));
+            if let Ok(v) = secs.to_string().parse() {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+    }
+    let (fields, _) = match read_fields(&headers, &body) {
+        Ok(f) => f,
+        Err(p) => return r.problem(p),
+    };
+    let mut editions = fields.all("edition");
+    editions.extend(fields.all("editions"));
+    let req = SignUp {
+        email: fields.get("email").unwrap_or("").to_owned(),
+        name: fields.get("name").unwrap_or("").to_owned(),
+        categories: fields.all("categories"),
+        editions,
+    };
+    match sign_up(&r.settings, &state.db, &req, chrono::Utc::now()).await {
+        Ok(()) => {
+            metrics::counter!("casewire_signups_total").increment(1);
+            r.message(
+                "Check your inbox",
+                &[
+                    "If the address can receive mail, a message with a confirmation link is on its way.",
+                    "Open the link to start your subscription. Nothing else arrives until you do.",
+                ],
+                None,
+                serde_json::json!({
+                    "status": "check-your-inbox",
+                    "message": "If the address can receive mail, a message with a confirmation link is on its way."
+                }),
+            )
+        }
+        Err(SubscriberError::Invalid { field, message }) if !r.json => {
+            let text = format!("{field}: {message}");
+            // Echo only what is safe to put back into the form.
+            let safe = SignUp {
+                email: req.email.chars().take(254).filter(|c| !c.is_control()).collect(),
+                name: req.name.chars().take(100).filter(|c| !c.is_control()).collect(),
+                categories: req.categories,
+                editions: req.editions,
+            };
+            render_form(&r, StatusCode::BAD_REQUEST, Some(&text), &safe)
+        }
+        Err(e) => r.problem(Problem::from_service(e)),
+    }
+    .into_response()
+}

@@ -1,0 +1,309 @@
+//! Helpers for subscriber tests: a running daemon on a free 127.0.0.1 port
+//! with its own database, content folder and file transport; HTTP helpers;
+//! and readers for outbox rows and subscriber state.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use casewire::app::RunningApp;
+use casewire::config::Settings;
+
+use super::{Engine, TestDb};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct TestApp {
+    pub app: RunningApp,
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub settings: Settings,
+}
+
+/// The configuration used by subscriber tests; `base_url` points at the test server.
+pub fn config_text(db: &TestDb, port: u16, admin_token: Option<&str>) -> String {
+    let dir = db.path();
+    let content = dir.join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    let admin = admin_token
+        .map(|t| format!("admin_token = \"{t}\""))
+        .unwrap_or_default();
+    format!(
+        r#"
+[site]
+title = "Casewire Test"
+description = "Case studies for tests"
+base_url = "http://127.0.0.1:{port}/"
+
+[content]
+dir = "{content}"
+
+[feeds]
+out_dir = "{feeds}"
+
+[database]
+url = "{url}"
+
+[http]
+listen = "127.0.0.1:{port}"
+{admin}
+
+[mail]
+from = "Casewire Test <digest@casewire.test>"
+transport = "file"
+file_dir = "{outbox}"
+
+[templates]
+dir = "{templates}"
+
+[[categories]]
+slug = "databases"
+name = "Databases"
+description = "Storage engines"
+
+[[categories]]
+slug = "security"
+name = "Security"
+
+[[categories]]
+slug = "performance"
+name = "Performance"
+
+[[editions]]
+slug = "weekly"
+name = "Weekly digest"
+schedule = "0 8 * * MON"
+timezone = "Europe/Berlin"
+
+[[editions]]
+slug = "daily"
+name = "Daily digest"
+schedule = "0 7 * * *"
+timezone = "UTC"
+"#,
+        content = content.display(),
+        feeds = dir.join("feeds").display(),
+        url = db.url,
+        outbox = dir.join("outbox").display(),
+        templates = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("templates")
+            .display(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn spawn_app(engine: Engine) -> TestApp {
+    spawn_app_with(engine, Some(ADMIN_TOKEN)).await
+}
+
+pub async fn spawn_app_with(engine: Engine, admin_token: Option<&str>) -> TestApp {
+    let db = TestDb::new(engine).await;
+    let port = free_port();
+    let text = config_text(&db, port, admin_token);
+    let path = db.path().join("casewire.toml");
+    std::fs::write(&path, &text).unwrap();
+    let settings = Settings::from_toml(&path, &text, Vec::new()).expect("test settings");
+    let app = casewire::app::start(settings.clone())
+        .await
+        .expect("app starts");
+    assert_eq!(app.addr.port(), port);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        app,
+        client,
+        db,
+        settings,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub kind: String,
+    pub recipient: String,
+    pub subscriber_id: Option<i64>,
+    pub message: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn reply(r: reqwest::Response) -> Reply {
+        Reply {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap_or_default(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Self::reply(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn get_json(&self, path: &str) -> Reply {
+        Self::reply(
+            self.client
+                .get(self.url(path))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.post_raw(path, "application/x-www-form-urlencoded", body.into_bytes())
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> Reply {
+        self.post_raw(path, "application/json", body.to_string().into_bytes())
+            .await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        Self::reply(
+            self.client
+                .post(self.url(path))
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Signs `email` up through the form.
+    pub async fn subscribe(&self, email: &str) -> Reply {
+        self.post_form("/subscribe", &[("email", email), ("name", "Ada")])
+            .await
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn send(req: reqwest::RequestBuilder) -> Reply {
+        Self::reply(req.send().await.unwrap()).await
+    }
+
+    pub async fn outbox(&self) -> Vec<OutboxRow> {
+        let rows: Vec<(String, String, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT kind, recipient, subscriber_id, message FROM outbox ORDER BY id",
+        )
+        .fetch_all(&self.app.db.pool)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(kind, recipient, subscriber_id, message)| OutboxRow {
+                kind,
+                recipient,
+                subscriber_id,
+                message: message.unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&self.app.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The subscriber's status, or None when there is no row.
+    pub async fn status(&self, email: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM subscribers WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.app.db.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn categories(&self, email: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT c.category FROM subscriber_categories c JOIN subscribers s ON s.id = c.subscriber_id WHERE s.email = $1 ORDER BY c.category")
+            .bind(email)
+            .fetch_all(&self.app.db.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn editions(&self, email: &str) -> Vec<(String, i64)> {
+        sqlx::query_as("SELECT e.edition, e.cursor_event_id FROM subscriber_editions e JOIN subscribers s ON s.id = e.subscriber_id WHERE s.email = $1 ORDER BY e.edition")
+            .bind(email)
+            .fetch_all(&self.app.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The path (`/confirm/…`) of the confirmation link in the only queued message to `email`.
+    pub async fn confirmation_path(&self, email: &str) -> String {
+        let rows: Vec<OutboxRow> = self
+            .outbox()
+            .await
+            .into_iter()
+            .filter(|r| r.recipient == email && r.kind == "confirmation")
+            .collect();
+        assert_eq!(
+            rows.len(),
+            1,
+            "expected one confirmation to {email}: {rows:?}"
+        );
+        link_in(&rows[0].message, &format!("{}/confirm/", self.base))
+            .strip_prefix(&self.base)
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+/// The first link starting with `prefix` in an RFC 5322 message (7bit or
+/// quoted-printable), up to the end of its 43-character token.
+pub fn link_in(message: &str, prefix: &str) -> String {
+    let unfolded = message.replace("=\r\n", "").replace("=\n", "");
+    let start = unfolded
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no link starting with {prefix} in:\n{message}"));
+    let rest = &unfolded[start + prefix.len()..];
+    let token: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    assert_eq!(token.len(), 43, "token in {rest:.80}");
+    format!("{prefix}{token}")
+}

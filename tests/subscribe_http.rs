@@ -1,0 +1,576 @@
+//! Sign-up, confirmation, preferences and unsubscribe over real HTTP, on
+//! SQLite and PostgreSQL: what a subscriber does, checked in the database
+//! and in the queued messages.
+
+mod common;
+
+use common::subs::{spawn_app, TestApp};
+use common::Engine;
+
+async fn token_rows(app: &TestApp) -> Vec<(String, String, Option<i64>)> {
+    sqlx::query_as("SELECT hash, purpose, expires_at FROM tokens ORDER BY created_at")
+        .fetch_all(&app.app.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn subscribe_confirm_manage_unsubscribe(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let form = app.get("/subscribe").await;
+    assert_eq!(form.status, 200);
+    for needle in [
+        "name=\"email\"",
+        "type=\"checkbox\" name=\"categories\" value=\"databases\"",
+        "type=\"radio\" name=\"edition\" value=\"weekly\"",
+        "name=\"viewport\"",
+    ] {
+        assert!(form.body.contains(needle), "{needle} missing from the form");
+    }
+
+    let reply = app
+        .post_form(
+            "/subscribe",
+            &[
+                ("email", "  Ada@Example.COM "),
+                ("name", "Ada"),
+                ("categories", "databases"),
+                ("categories", "security"),
+                ("edition", "daily"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("Check your inbox"));
+    let email = "Ada@example.com";
+    assert_eq!(app.status(email).await.as_deref(), Some("pending"));
+    assert_eq!(app.categories(email).await, ["databases", "security"]);
+    assert_eq!(app.editions(email).await, [("daily".to_owned(), 0)]);
+
+    // One confirmation message, addressed correctly, with a working link.
+    let outbox = app.outbox().await;
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].kind, "confirmation");
+    assert_eq!(outbox[0].recipient, email);
+    assert!(outbox[0]
+        .message
+        .contains("Subject: Confirm your subscription to Casewire Test"));
+    assert!(outbox[0].message.contains("To: Ada <Ada@example.com>"));
+    let path = app.confirmation_path(email).await;
+    let token = path.trim_start_matches("/confirm/");
+
+    // Only the hash of the token is stored.
+    let tokens = token_rows(&app).await;
+    assert_eq!(tokens.len(), 1);
+    assert_ne!(tokens[0].0, token);
+    assert!(!tokens.iter().any(|(h, _, _)| h.contains(token)));
+    assert_eq!(
+        tokens[0].0,
+        casewire::domain::Token::parse(token).unwrap().hash()
+    );
+    assert_eq!(tokens[0].1, "confirm");
+    assert!(tokens[0].2.is_some(), "confirm tokens expire");
+
+    // GET shows a button and changes nothing, however often it is fetched.
+    for _ in 0..2 {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("<form method=\"post\""));
+        assert_eq!(app.status(email).await.as_deref(), Some("pending"));
+    }
+
+    // POST confirms; a second POST is fine.
+    let confirmed = app.post_form(&path, &[]).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert!(confirmed.body.contains("You are subscribed"));
+    assert_eq!(app.status(email).await.as_deref(), Some("confirmed"));
+    let again = app.post_form(&path, &[]).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(app.status(email).await.as_deref(), Some("confirmed"));
+
+    // The confirmed page links to the preferences.
+    let body = confirmed.body.replace("&#x2f;", "/");
+    let start = body.find("../preferences/").expect("preferences link");
+    let manage: String = body[start + "../preferences/".len()..]
+        .chars()
+        .take(43)
+        .collect();
+    let prefs = app.get(&format!("/preferences/{manage}")).await;
+    assert_eq!(prefs.status, 200);
+    assert!(prefs.body.contains(
+        "value=\"databases\" id=\"cat-databases\" aria-describedby=\"categories-hint\" checked"
+    ));
+
+    let saved = app
+        .post_form(
+            &format!("/preferences/{manage}"),
+            &[
+                ("categories", "performance"),
+                ("edition", "weekly"),
+                ("action", "save"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert!(saved.body.contains("preferences are saved"));
+    assert_eq!(app.categories(email).await, ["performance"]);
+    assert_eq!(app.editions(email).await.len(), 1);
+    assert_eq!(app.editions(email).await[0].0, "weekly");
+
+    // Unsubscribe GET shows a button and changes nothing.
+    let page = app.get(&format!("/unsubscribe/{manage}")).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(app.status(email).await.as_deref(), Some("confirmed"));
+
+    // RFC 8058 one-click: 200, never a redirect, committed when answered.
+    let one_click = app
+        .post_raw(
+            &format!("/unsubscribe/{manage}"),
+            "application/x-www-form-urlencoded",
+            b"List-Unsubscribe=One-Click".to_vec(),
+        )
+        .await;
+    assert_eq!(one_click.status, 200, "{}", one_click.body);
+    assert!(one_click.headers.get("location").is_none());
+    assert!(one_click.headers.get("set-cookie").is_none());
+    assert_eq!(app.status(email).await.as_deref(), Some("unsubscribed"));
+    // And again: still fine.
+    let again = app
+        .post_raw(
+            &format!("/unsubscribe/{manage}"),
+            "application/x-www-form-urlencoded",
+            b"List-Unsubscribe=One-Click".to_vec(),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+
+    // An old confirmation link does not re-subscribe.
+    let stale = app.post_form(&path, &[]).await;
+    assert_eq!(stale.status, 404);
+    assert_eq!(app.status(email).await.as_deref(), Some("unsubscribed"));
+    app.stop().await;
+}
+on_both_engines!(
+    subscribe_confirm_manage_unsubscribe_flow,
+    subscribe_confirm_manage_unsubscribe
+);
+
+async fn confirmation_moves_cursor_to_newest_event(engine: Engine) {
+    let app = spawn_app(engine).await;
+    for (i, slug) in ["one", "two", "three"].iter().enumerate() {
+        sqlx::query("INSERT INTO publications (slug, title, categories, published_at, first_seen_at, content_hash, updated_at, announced) VALUES ($1, $2, '', 0, 0, 'h', 0, 1)")
+            .bind(*slug)
+            .bind(*slug)
+            .execute(&app.app.db.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO publication_events (slug, categories, created_at) VALUES ($1, '', $2)",
+        )
+        .bind(*slug)
+        .bind(i as i64)
+        .execute(&app.app.db.pool)
+        .await
+        .unwrap();
+    }
+    let max: i64 = sqlx::query_scalar("SELECT MAX(id) FROM publication_events")
+        .fetch_one(&app.app.db.pool)
+        .await
+        .unwrap();
+    app.subscribe("grace@example.com").await;
+    // No edition chosen: the first configured one; no categories: all.
+    assert_eq!(
+        app.categories("grace@example.com").await,
+        Vec::<String>::new()
+    );
+    let path = app.confirmation_path("grace@example.com").await;
+    assert_eq!(app.post_form(&path, &[]).await.status, 200);
+    assert_eq!(
+        app.editions("grace@example.com").await,
+        [("weekly".to_owned(), max)]
+    );
+    app.stop().await;
+}
+on_both_engines!(
+    confirmation_sets_cursor_to_newest_event,
+    confirmation_moves_cursor_to_newest_event
+);
+
+async fn known_and_new_addresses_look_the_same(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let first = app.subscribe("linus@example.com").await;
+    let second = app.subscribe("linus@example.com").await;
+    let other = app.subscribe("new@example.com").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.body, second.body,
+        "a pending address answers like a new one"
+    );
+    assert_eq!(first.body, other.body);
+    // At most one confirmation per address per hour.
+    let to_linus = |rows: &[common::subs::OutboxRow]| {
+        rows.iter()
+            .filter(|r| r.recipient == "linus@example.com")
+            .count()
+    };
+    assert_eq!(to_linus(&app.outbox().await), 1);
+
+    // Confirmed: same answer, no state change, no new mail within the hour.
+    let path = app.confirmation_path("linus@example.com").await;
+    app.post_form(&path, &[]).await;
+    let confirmed_at: Option<i64> = sqlx::query_scalar(
+        "SELECT confirmed_at FROM subscribers WHERE email = 'linus@example.com'",
+    )
+    .fetch_one(&app.app.db.pool)
+    .await
+    .unwrap();
+    let third = app
+        .post_form(
+            "/subscribe",
+            &[
+                ("email", "linus@example.com"),
+                ("name", "Someone Else"),
+                ("categories", "security"),
+            ],
+        )
+        .await;
+    assert_eq!(third.body, first.body);
+    assert_eq!(
+        app.status("linus@example.com").await.as_deref(),
+        Some("confirmed")
+    );
+    assert_eq!(
+        app.categories("linus@example.com").await,
+        Vec::<String>::new()
+    );
+    let after: Option<i64> = sqlx::query_scalar(
+        "SELECT confirmed_at FROM subscribers WHERE email = 'linus@example.com'",
+    )
+    .fetch_one(&app.app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(after, confirmed_at);
+    assert_eq!(to_linus(&app.outbox().await), 1);
+
+    // An hour later a confirmed address gets a note with a preferences link, not a confirmation.
+    sqlx::query(
+        "UPDATE subscribers SET last_confirmation_sent_at = last_confirmation_sent_at - 3600001",
+    )
+    .execute(&app.app.db.pool)
+    .await
+    .unwrap();
+    let fourth = app.subscribe("linus@example.com").await;
+    assert_eq!(fourth.body, first.body);
+    let rows = app.outbox().await;
+    assert_eq!(to_linus(&rows), 2);
+    let note = rows.last().unwrap();
+    assert!(note.message.contains("already subscribed"));
+    assert!(note.message.contains(&format!("{}/preferences/", app.base)));
+
+    // JSON sign-ups too answer identically.
+    let a = app
+        .post_json(
+            "/subscribe",
+            serde_json::json!({"email": "linus@example.com"}),
+        )
+        .await;
+    let b = app.post_json("/subscribe", serde_json::json!({"email": "json-new@example.com", "categories": ["databases"], "edition": "daily"})).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, b.body);
+    assert_eq!(a.json()["status"], "check-your-inbox");
+    assert_eq!(app.categories("json-new@example.com").await, ["databases"]);
+    app.stop().await;
+}
+on_both_engines!(
+    enumeration_and_confirmation_rate,
+    known_and_new_addresses_look_the_same
+);
+
+async fn nothing_stored(app: &TestApp) {
+    for table in [
+        "subscribers",
+        "subscriber_categories",
+        "subscriber_editions",
+        "tokens",
+        "outbox",
+    ] {
+        assert_eq!(app.count(table).await, 0, "{table} must stay empty");
+    }
+}
+
+async fn bad_form_input_is_rejected(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let long_local = format!("{}@example.com", "a".repeat(250));
+    let long_name = "n".repeat(101);
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("malformed address", vec![("email", "not-an-address")]),
+        ("missing address", vec![("name", "Ada")]),
+        ("overlong address", vec![("email", &long_local)]),
+        (
+            "CR/LF in address",
+            vec![("email", "ada@example.com\r\nBcc: eve@example.com")],
+        ),
+        (
+            "CR/LF in name",
+            vec![
+                ("email", "ada@example.com"),
+                ("name", "Ada\r\nBcc: eve@example.com"),
+            ],
+        ),
+        (
+            "CR/LF in category",
+            vec![
+                ("email", "ada@example.com"),
+                ("categories", "databases\r\n"),
+            ],
+        ),
+        (
+            "CR/LF in edition",
+            vec![("email", "ada@example.com"), ("edition", "weekly\nX: y")],
+        ),
+        (
+            "unknown category",
+            vec![("email", "ada@example.com"), ("categories", "cooking")],
+        ),
+        (
+            "unknown edition",
+            vec![("email", "ada@example.com"), ("edition", "hourly")],
+        ),
+        (
+            "SQL in address",
+            vec![("email", "x'; DROP TABLE subscribers; --@example.com")],
+        ),
+        (
+            "SQL in name",
+            vec![
+                ("email", "ada@example.com"),
+                ("name", "'; DROP TABLE subscribers; --"),
+            ],
+        ),
+        (
+            "SQL in category",
+            vec![("email", "ada@example.com"), ("categories", "' OR 1=1 --")],
+        ),
+        (
+            "template in name",
+            vec![("email", "ada@example.com"), ("name", "{{ 7*7 }}")],
+        ),
+        (
+            "template in address",
+            vec![("email", "{{7*7}}@example.com")],
+        ),
+        (
+            "markup in name",
+            vec![
+                ("email", "ada@example.com"),
+                ("name", "<script>alert(1)</script>"),
+            ],
+        ),
+        (
+            "overlong name",
+            vec![("email", "ada@example.com"), ("name", &long_name)],
+        ),
+    ];
+    for (what, fields) in cases {
+        let reply = app.post_form("/subscribe", &fields).await;
+        assert_eq!(reply.status, 400, "{what}: {}", reply.body);
+        assert!(
+            reply.body.contains("role=\"alert\""),
+            "{what}: the form shows the error"
+        );
+        assert!(
+            !reply.body.contains("<script>alert"),
+            "{what}: input is escaped"
+        );
+    }
+    nothing_stored(&app).await;
+    app.stop().await;
+}
+on_both_engines!(
+    bad_form_input_gets_400_and_stores_nothing,
+    bad_form_input_is_rejected
+);
+
+async fn bad_requests_are_rejected(engine: Engine) {
+    let app = spawn_app(engine).await;
+    // Wrong content types.
+    let r = app
+        .post_raw(
+            "/subscribe",
+            "text/plain",
+            b"email=ada@example.com".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert!(r.body.contains("x-www-form-urlencoded"), "{}", r.body);
+    let r = app
+        .post_raw(
+            "/subscribe",
+            "multipart/form-data; boundary=x",
+            b"--x--".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 415);
+    // Bodies that are not what they claim.
+    let r = app
+        .post_raw("/subscribe", "application/json", b"{\"email\": ".to_vec())
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    let r = app
+        .post_json("/subscribe", serde_json::json!(["ada@example.com"]))
+        .await;
+    assert_eq!(r.status, 400);
+    let r = app
+        .post_json("/subscribe", serde_json::json!({"email": {"$ne": 1}}))
+        .await;
+    assert_eq!(r.status, 400);
+    let r = app
+        .post_json(
+            "/subscribe",
+            serde_json::json!({"email": "ada@example.com", "categories": ["databases", "nope"]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["field"], "categories");
+    let r = app
+        .post_raw(
+            "/subscribe",
+            "application/x-www-form-urlencoded",
+            vec![b'e', b'm', 0xff, 0xfe],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    // A 1 MB body is refused with 413, not a 5xx.
+    let mut big = b"email=ada%40example.com&name=".to_vec();
+    big.resize(1 << 20, b'a');
+    let r = app
+        .post_raw("/subscribe", "application/x-www-form-urlencoded", big)
+        .await;
+    assert_eq!(r.status, 413);
+
+    // Tokens: malformed, path tricks, unknown: a clear 404 page, GET and POST.
+    let unknown = casewire::domain::Token::generate();
+    let long = "A".repeat(44);
+    for token in [
+        "x",
+        "%2e%2e",
+        "..%2fadmin",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        long.as_str(),
+        "'%20OR%201=1--",
+        "%7B%7B7*7%7D%7D",
+        unknown.as_str(),
+    ] {
+        for route in ["confirm", "preferences", "unsubscribe"] {
+            let path = format!("/{route}/{token}");
+            let r = app.get(&path).await;
+            assert_eq!(r.status, 404, "GET {path}: {}", r.body);
+            // The client resolves `%2e%2e` segments itself (WHATWG URL rules), so
+            // those requests never reach a token route; still a 404.
+            if !token.contains("%2e") {
+                assert!(r.body.contains("This link is not valid"), "GET {path}");
+            }
+            let r = app.post_form(&path, &[]).await;
+            assert_eq!(r.status, 404, "POST {path}");
+            let r = app.get_json(&path).await;
+            assert_eq!(r.status, 404);
+            if !token.contains("%2e") {
+                assert!(r.json()["error"].is_string());
+            }
+        }
+    }
+    nothing_stored(&app).await;
+    app.stop().await;
+}
+on_both_engines!(
+    bad_requests_get_4xx_and_store_nothing,
+    bad_requests_are_rejected
+);
+
+async fn expired_confirmation_link_is_404(engine: Engine) {
+    let app = spawn_app(engine).await;
+    app.subscribe("late@example.com").await;
+    let path = app.confirmation_path("late@example.com").await;
+    sqlx::query("UPDATE tokens SET expires_at = 1")
+        .execute(&app.app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.get(&path).await.status, 404);
+    assert_eq!(app.post_form(&path, &[]).await.status, 404);
+    assert_eq!(
+        app.status("late@example.com").await.as_deref(),
+        Some("pending")
+    );
+    app.stop().await;
+}
+on_both_engines!(expired_confirmation_link, expired_confirmation_link_is_404);
+
+async fn json_clients_get_json(engine: Engine) {
+    let app = spawn_app(engine).await;
+    app.post_json(
+        "/subscribe",
+        serde_json::json!({"email": "api@example.com", "editions": ["weekly", "daily"]}),
+    )
+    .await;
+    let path = app.confirmation_path("api@example.com").await;
+    let shown = app.get_json(&path).await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.json()["status"], "valid");
+    let r = app
+        .client
+        .post(app.url(&path))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["status"], "confirmed");
+    let prefs = body["preferences_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&app.base)
+        .unwrap()
+        .to_owned();
+    let p = app.get_json(&prefs).await.json();
+    assert_eq!(p["editions"], serde_json::json!(["daily", "weekly"]));
+    let saved = app
+        .post_json(
+            &prefs,
+            serde_json::json!({"categories": ["security"], "editions": ["daily"]}),
+        )
+        .await;
+    assert_eq!(saved.status, 200);
+    assert_eq!(saved.json()["categories"], serde_json::json!(["security"]));
+    let unsub = app
+        .post_json(&prefs, serde_json::json!({"action": "unsubscribe"}))
+        .await;
+    assert_eq!(unsub.json()["status"], "unsubscribed");
+    assert_eq!(
+        app.status("api@example.com").await.as_deref(),
+        Some("unsubscribed")
+    );
+    app.stop().await;
+}
+on_both_engines!(json_requests_get_json_answers, json_clients_get_json);
+
+async fn sign_ups_are_rate_limited_per_ip(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let mut limited = None;
+    for i in 0..30 {
+        let r = app.subscribe(&format!("user{i}@example.com")).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200);
+    }
+    let r = limited.expect("the 21st quick sign-up from one address is refused");
+    assert!(r.headers.get("retry-after").is_some());
+    assert!(r.body.contains("Too many requests"));
+    app.stop().await;
+}
+on_both_engines!(sign_up_rate_limit, sign_ups_are_rate_limited_per_ip);
