@@ -15,13 +15,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sha2::{Digest as _, Sha256};
 
 use super::render::{self, DigestInput};
 use crate::config::{Edition, Settings};
 use crate::content::{CaseStudy, Catalog};
 use crate::delivery::compose::sender_domain;
-use crate::domain::Slug;
+use crate::domain::{Slug, Token};
 use crate::store::{outbox, to_millis, Db};
 
 /// Subscribers handled per transaction.
@@ -174,14 +173,14 @@ pub async fn run_edition(
                     id
                 }
             };
-            let token = new_token();
+            let token = Token::generate();
             sqlx::query("INSERT INTO tokens (hash, subscriber_id, purpose, created_at, expires_at) VALUES ($1, $2, 'manage', $3, NULL)")
-                .bind(token_hash(&token))
+                .bind(token.hash())
                 .bind(sub.id)
                 .bind(to_millis(now))
                 .execute(&mut **tx)
                 .await?;
-            let vars = recipient_vars(settings, edition, &token, window);
+            let vars = recipient_vars(settings, edition, token.as_str(), window);
             let dedupe = format!("digest:{slug}:{window}:{}", sub.id);
             outbox::enqueue(
                 &mut **tx,
@@ -315,17 +314,4 @@ fn recipient_vars(
             "Feedback-ID": format!("{}:digest:casewire:{}", edition.slug, domain),
         }
     })
-}
-
-/// A manage token: 256 random bits, base64url. Only its hash is stored.
-pub fn new_token() -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
