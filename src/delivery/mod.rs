@@ -3,3 +3,8 @@
 //! by workers through the configured transport (SMTP pool or .eml files).
 
 pub mod compose;
+pub mod transport;
+pub mod worker;
+
+pub use transport::{DeliveryError, Mailer};
+pub use worker::{drain, DeliveryWorker, DrainReport, Progress, WorkerOptions};
