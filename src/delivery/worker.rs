@@ -120,12 +120,14 @@ struct Shared {
 
 impl DeliveryWorker {
     pub async fn run(self, shutdown: CancellationToken) {
-        if let Err(e) = self.run_inner(shutdown).await {
+        if let Err(e) = self.try_run(shutdown).await {
             tracing::error!("delivery worker stopped: {e:#}");
         }
     }
 
-    async fn run_inner(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// [`DeliveryWorker::run`], returning the error that stopped it (with
+    /// `options.stop_when_idle`, returns once the outbox has nothing due).
+    pub async fn try_run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let key: i64 = rand::thread_rng().gen_range(1..i64::MAX);
         let owner = key.to_string();
         let settings = self.settings.clone();
@@ -653,7 +655,7 @@ pub async fn drain(
         options,
         progress: progress.clone(),
     }
-    .run_inner(shutdown)
+    .try_run(shutdown)
     .await?;
     let elapsed = started.elapsed();
     mailer.shutdown().await;

@@ -10,7 +10,8 @@ use sqlx::{Connection, Executor};
 
 /// Where the PostgreSQL server for tests lives (trust auth, database `test`).
 pub fn postgres_admin_url() -> String {
-    std::env::var("CASEWIRE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("CASEWIRE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +37,16 @@ impl TestDb {
                 let name = format!("cw_test_{}_{}", std::process::id(), rand_suffix());
                 let mut conn = sqlx::PgConnection::connect(&admin)
                     .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL is required for this test ({admin}): {e}"));
-                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
-                let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL is required for this test ({admin}): {e}")
+                    });
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_owned())
+                    .unwrap_or(admin);
                 format!("{base}/{name}")
             }
         };
@@ -74,3 +82,4 @@ macro_rules! on_both_engines {
         }
     };
 }
+pub mod smtp;
