@@ -33,7 +33,8 @@ pub struct RunningApp {
     pub publisher: mpsc::Sender<Command>,
     /// Notified when newly published case studies were recorded.
     pub published: Arc<Notify>,
-    /// Wakes the delivery workers after messages were queued.
+    /// Call `notify_one()` after committing outbox rows: the delivery worker
+    /// starts on them at once instead of at its next poll.
     pub outbox_wake: Arc<Notify>,
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -49,6 +50,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     let ledger = Ledger::load(db.clone())
         .await
         .context("loading the publication ledger")?;
+    let mailer = crate::delivery::Mailer::from_settings(&settings.mail)
+        .context("setting up the mail transport")?;
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} ([http] listen)", settings.http.listen))?;
@@ -109,6 +112,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         metrics,
     };
     tracker.spawn(HttpServer { listener, state }.run(shutdown.clone()));
+    let outbox_wake = Arc::new(Notify::new());
+    tracker.spawn(
+        crate::delivery::DeliveryWorker {
+            db: db.clone(),
+            settings: settings.clone(),
+            mailer,
+            wake: outbox_wake.clone(),
+            options: crate::delivery::WorkerOptions::new(&settings),
+            progress: Default::default(),
+        }
+        .run(shutdown.clone()),
+    );
     tracing::info!(%addr, "casewire is serving");
     Ok(RunningApp {
         addr,

@@ -4,19 +4,80 @@
 
 pub mod compose;
 
+pub mod transport;
+pub mod worker;
+
+pub use transport::{DeliveryError, Mailer};
+pub use worker::{drain, DeliveryWorker, DrainReport, Progress, WorkerOptions};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
 use crate::commands::Exit;
 use crate::config::Settings;
 use crate::store::Db;
 
-/// Sends the queued messages of `edition` and waits until none is left due.
-/// Until the delivery workers land, this reports what is queued.
+/// `digest send`: delivers the queued messages of `edition` with a progress
+/// bar (sent, retrying, failed, rate, ETA) and returns when none is due.
+/// Exit status 1 when any message failed for good.
 pub async fn deliver_edition(db: &Db, settings: &Settings, edition: &str) -> anyhow::Result<Exit> {
-    let _ = settings;
-    let queued: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE edition = $1 AND state = 'queued'")
-            .bind(edition)
-            .fetch_one(&db.pool)
-            .await?;
-    eprintln!("{edition}: {queued} messages queued");
-    Ok(Exit::Ok)
+    let total: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE edition = $1 AND state IN ('queued', 'sending')",
+    )
+    .bind(edition)
+    .fetch_one(&db.pool)
+    .await?;
+    let progress = Arc::new(Progress::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(drain(
+        db.clone(),
+        Arc::new(settings.clone()),
+        Some(edition.to_owned()),
+        progress.clone(),
+        shutdown.clone(),
+    ));
+    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bar:40} {pos}/{len} sent · {msg} · {per_sec} · ETA {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let result = loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => shutdown.cancel(),
+        }
+        bar.set_position(progress.sent());
+        bar.set_message(format!(
+            "{} retrying · {} failed",
+            progress.retried(),
+            progress.dead() + progress.suppressed()
+        ));
+        if task.is_finished() {
+            break task.await?;
+        }
+    };
+    let report = result?;
+    bar.set_position(report.sent);
+    bar.finish_and_clear();
+    eprintln!(
+        "{edition}: {} sent, {} retried, {} suppressed, {} dead, {} waiting for a retry; {:.0} messages/s over {:.1?}",
+        report.sent,
+        report.retried,
+        report.suppressed,
+        report.dead,
+        report.pending,
+        report.rate(),
+        report.elapsed
+    );
+    Ok(if report.dead > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
 }

@@ -73,3 +73,376 @@ where
         .await?;
     Ok(id)
 }
+
+// ---------------------------------------------------------------------------
+// Delivery: claiming, leases, results, status.
+
+use super::{Backend, Db};
+
+/// Columns a worker needs to send one row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedRow {
+    pub id: i64,
+    pub kind: String,
+    pub edition: Option<String>,
+    pub subscriber_id: Option<i64>,
+    pub recipient: String,
+    pub body_id: Option<i64>,
+    pub message: Option<String>,
+    pub vars: String,
+    /// Attempts made before this claim.
+    pub attempts: i64,
+}
+
+const CLAIM_COLUMNS: &str =
+    "id, kind, edition, subscriber_id, recipient, body_id, message, vars, attempts";
+
+/// Claims up to `limit` due rows for `owner` until `lease_until`: queued rows
+/// whose `next_attempt_at` has come, and `sending` rows whose lease expired
+/// (their owner stopped renewing it). `edition` restricts the claim to one
+/// edition (`Some("")` means transactional mail).
+///
+/// PostgreSQL: several daemons claim concurrently, so the candidate rows are
+/// locked with `FOR UPDATE SKIP LOCKED` and no two claims return the same row.
+/// SQLite has one writer, so the single `UPDATE … RETURNING` is the claim.
+pub async fn claim(
+    db: &Db,
+    owner: &str,
+    limit: i64,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    edition: Option<&str>,
+) -> Result<Vec<ClaimedRow>, StoreError> {
+    let filter = match edition {
+        None => "",
+        Some("") => " AND edition IS NULL",
+        Some(_) => " AND edition = $5",
+    };
+    let lock = match db.backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3
+         WHERE id IN (SELECT id FROM outbox
+                      WHERE ((state = 'queued' AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until < $3)){filter}
+                      ORDER BY next_attempt_at, id LIMIT $4{lock})
+         RETURNING {CLAIM_COLUMNS}"
+    );
+    let mut q = sqlx::query_as::<_, ClaimedRow>(&sql)
+        .bind(owner)
+        .bind(to_millis(lease_until))
+        .bind(to_millis(now))
+        .bind(limit);
+    if let Some(e) = edition.filter(|e| !e.is_empty()) {
+        q = q.bind(e);
+    }
+    let mut rows = q.fetch_all(&db.pool).await?;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}
+
+/// Extends the lease of every row `owner` is still sending.
+pub async fn renew_leases(
+    db: &Db,
+    owner: &str,
+    lease_until: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let r = sqlx::query(
+        "UPDATE outbox SET lease_until = $1 WHERE state = 'sending' AND lease_owner = $2",
+    )
+    .bind(to_millis(lease_until))
+    .bind(owner)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Returns every `sending` row of `owner` (or of any owner when None) to
+/// `queued`, without counting an attempt: those messages were never handed
+/// to the server.
+pub async fn release_owner(db: &Db, owner: Option<&str>) -> Result<u64, StoreError> {
+    let r = match owner {
+        Some(o) => sqlx::query("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL WHERE state = 'sending' AND lease_owner = $1")
+            .bind(o)
+            .execute(&db.pool)
+            .await?,
+        None => sqlx::query("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL WHERE state = 'sending'")
+            .execute(&db.pool)
+            .await?,
+    };
+    Ok(r.rows_affected())
+}
+
+/// Owners of rows currently in `sending`.
+pub async fn sending_owners(db: &Db) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT lease_owner FROM outbox WHERE state = 'sending' AND lease_owner IS NOT NULL",
+    )
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Why a recipient must not be mailed now (DESIGN.md invariant 7), if so.
+pub async fn blocked_reason(
+    db: &Db,
+    recipient: &str,
+    subscriber_id: Option<i64>,
+) -> Result<Option<String>, StoreError> {
+    let lower = recipient.to_lowercase();
+    let suppressed: Option<String> =
+        sqlx::query_scalar("SELECT reason FROM suppressions WHERE email = $1 OR email = $2")
+            .bind(recipient)
+            .bind(&lower)
+            .fetch_optional(&db.pool)
+            .await?;
+    if let Some(reason) = suppressed {
+        return Ok(Some(format!("address is suppressed: {reason}")));
+    }
+    if let Some(id) = subscriber_id {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM subscribers WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&db.pool)
+                .await?;
+        match status.as_deref() {
+            None => return Ok(Some("subscriber was deleted".into())),
+            Some("unsubscribed") => return Ok(Some("subscriber unsubscribed".into())),
+            Some(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+/// A shared digest body.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Body {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+pub async fn body(db: &Db, id: i64) -> Result<Option<Body>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT subject, html, text FROM outbox_bodies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
+}
+
+/// How one claimed row ended this attempt.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Sent {
+        id: i64,
+    },
+    /// Back to `queued` until `next_attempt_at`, one more attempt counted.
+    Retry {
+        id: i64,
+        next_attempt_at: DateTime<Utc>,
+        error: String,
+    },
+    /// Never to be sent; `suppress` also records the address in `suppressions`.
+    Suppressed {
+        id: i64,
+        reason: String,
+        suppress: Option<String>,
+    },
+    /// Attempts exhausted, or a message that cannot be built.
+    Dead {
+        id: i64,
+        error: String,
+    },
+    /// Claimed but not started (shutdown): back to `queued`, no attempt counted.
+    Released {
+        id: i64,
+    },
+}
+
+/// Writes many outcomes in one transaction. Only rows still leased by
+/// `owner` change, so a worker whose lease was taken over cannot overwrite
+/// the new owner's result.
+pub async fn record_outcomes(
+    db: &Db,
+    owner: &str,
+    outcomes: &[Outcome],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let now = to_millis(now);
+    let mut tx = db.pool.begin().await?;
+    let sent: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Sent { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let released: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Released { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    for chunk in sent.chunks(500) {
+        let sql = format!(
+            "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
+             WHERE lease_owner = $2 AND id IN ({})",
+            placeholders(3, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(now).bind(owner);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for chunk in released.chunks(500) {
+        let sql = format!(
+            "UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1
+             WHERE lease_owner = $2 AND state = 'sending' AND id IN ({})",
+            placeholders(3, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(now).bind(owner);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for o in outcomes {
+        match o {
+            Outcome::Sent { .. } | Outcome::Released { .. } => {}
+            Outcome::Retry {
+                id,
+                next_attempt_at,
+                error,
+            } => {
+                sqlx::query("UPDATE outbox SET state = 'queued', attempts = attempts + 1, next_attempt_at = $1, last_error = $2, updated_at = $3, lease_owner = NULL, lease_until = NULL WHERE id = $4 AND lease_owner = $5")
+                    .bind(to_millis(*next_attempt_at))
+                    .bind(error)
+                    .bind(now)
+                    .bind(*id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Outcome::Suppressed {
+                id,
+                reason,
+                suppress,
+            } => {
+                // A suppression found at check time is not an attempt; a 5xx reply is.
+                let counted = i64::from(suppress.is_some());
+                sqlx::query("UPDATE outbox SET state = 'suppressed', attempts = attempts + $1, last_error = $2, updated_at = $3, lease_owner = NULL, lease_until = NULL WHERE id = $4 AND lease_owner = $5")
+                    .bind(counted)
+                    .bind(reason)
+                    .bind(now)
+                    .bind(*id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(email) = suppress {
+                    sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+                        .bind(email)
+                        .bind(reason)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            Outcome::Dead { id, error } => {
+                sqlx::query("UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4")
+                    .bind(error)
+                    .bind(now)
+                    .bind(*id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per state, for `casewire status`.
+pub async fn depth_by_state(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
+            .fetch_all(&db.pool)
+            .await?,
+    )
+}
+
+/// Rows per state of one edition (`""`: transactional mail).
+pub async fn edition_counts(db: &Db, edition: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = if edition.is_empty() {
+        sqlx::query_as("SELECT state, COUNT(*) FROM outbox WHERE edition IS NULL GROUP BY state ORDER BY state")
+            .fetch_all(&db.pool)
+            .await?
+    } else {
+        sqlx::query_as(
+            "SELECT state, COUNT(*) FROM outbox WHERE edition = $1 GROUP BY state ORDER BY state",
+        )
+        .bind(edition)
+        .fetch_all(&db.pool)
+        .await?
+    };
+    Ok(rows)
+}
+
+/// Rows still to send now or later (queued or sending), optionally of one edition.
+pub async fn pending_count(db: &Db, edition: Option<&str>) -> Result<i64, StoreError> {
+    let n = match edition {
+        None => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')")
+                .fetch_one(&db.pool)
+                .await?
+        }
+        Some("") => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending') AND edition IS NULL",
+        )
+        .fetch_one(&db.pool)
+        .await?,
+        Some(e) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending') AND edition = $1",
+            )
+            .bind(e)
+            .fetch_one(&db.pool)
+            .await?
+        }
+    };
+    Ok(n)
+}
+
+/// A dead row or a row waiting for a retry, with its last error.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Failure {
+    pub id: i64,
+    pub recipient: String,
+    pub edition: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: String,
+    pub updated_at: i64,
+}
+
+/// The most recent failures, newest first.
+pub async fn recent_failures(db: &Db, limit: i64) -> Result<Vec<Failure>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, recipient, edition, state, attempts, last_error, updated_at FROM outbox
+         WHERE last_error IS NOT NULL AND state IN ('dead', 'queued', 'suppressed')
+         ORDER BY updated_at DESC, id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}

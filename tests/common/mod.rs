@@ -84,4 +84,5 @@ macro_rules! on_both_engines {
         }
     };
 }
+pub mod smtp;
 pub mod subs;

@@ -1,0 +1,695 @@
+//! The delivery worker: claims due outbox rows under a lease, sends them with
+//! bounded concurrency (globally, per recipient domain, and under the global
+//! rate limit), and records each result in batched transactions. Every row
+//! ends sent, suppressed or dead (DESIGN.md invariant 6), and the recipient
+//! is re-checked against suppressions and the subscriber's status right
+//! before each send (invariant 7).
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use lettre::address::Envelope;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{Address, Message};
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::compose::{message_id, PLACEHOLDER_PREFERENCES_URL, PLACEHOLDER_UNSUBSCRIBE_URL};
+use super::transport::{DeliveryError, Mailer};
+use crate::config::Settings;
+use crate::store::outbox::{self, Body, ClaimedRow, Outcome};
+use crate::store::{Backend, Db};
+
+/// Tuning that is not part of the configuration file.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Rows claimed at once. Larger batches mean fewer claim statements;
+    /// every claimed row waits under a lease until it gets a send slot.
+    pub batch_size: usize,
+    /// How often an idle worker looks for due rows without a wake-up.
+    pub poll_interval: Duration,
+    /// Lease on claimed rows, renewed every third of it while the worker
+    /// lives: a dead worker's rows are claimable again this long after it
+    /// stopped renewing (PostgreSQL also releases them at once, see [`recover`]).
+    pub lease: Duration,
+    /// Delay before the first retry; doubled per attempt, with jitter.
+    pub retry_base: Duration,
+    /// Longest delay between two attempts.
+    pub retry_max: Duration,
+    /// Only this edition's rows (`Some("")`: transactional mail only).
+    pub edition: Option<String>,
+    /// Return once no row is due and nothing is in flight (`digest send`, tools).
+    pub stop_when_idle: bool,
+}
+
+impl WorkerOptions {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            batch_size: (settings.mail.concurrency * 8).clamp(32, 512),
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            retry_base: Duration::from_secs(60),
+            retry_max: Duration::from_secs(6 * 3600),
+            edition: None,
+            stop_when_idle: false,
+        }
+    }
+}
+
+/// Counts of results recorded by one worker; read by progress bars.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub retried: AtomicU64,
+    pub suppressed: AtomicU64,
+    pub dead: AtomicU64,
+}
+
+impl Progress {
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+    pub fn retried(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed.load(Ordering::Relaxed)
+    }
+    pub fn dead(&self) -> u64 {
+        self.dead.load(Ordering::Relaxed)
+    }
+}
+
+/// The task that empties the outbox. See the module documentation.
+pub struct DeliveryWorker {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub mailer: Arc<Mailer>,
+    /// Enqueuers call `notify_one()` after committing rows, so an idle worker
+    /// starts at once instead of at its next poll.
+    pub wake: Arc<Notify>,
+    pub options: WorkerOptions,
+    pub progress: Arc<Progress>,
+}
+
+type Report = (Outcome, Option<String>, oneshot::Sender<()>);
+
+struct Shared {
+    db: Db,
+    settings: Arc<Settings>,
+    mailer: Arc<Mailer>,
+    options: WorkerOptions,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    domain_limit: usize,
+    /// A std Mutex: held only to look up or insert, never across an await.
+    domains: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    bodies: std::sync::Mutex<HashMap<i64, Arc<Body>>>,
+    results: mpsc::UnboundedSender<Report>,
+    shutdown: CancellationToken,
+}
+
+impl DeliveryWorker {
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Err(e) = self.try_run(shutdown).await {
+            tracing::error!("delivery worker stopped: {e:#}");
+        }
+    }
+
+    /// [`DeliveryWorker::run`], returning the error that stopped it (with
+    /// `options.stop_when_idle`, returns once the outbox has nothing due).
+    pub async fn try_run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let key: i64 = rand::thread_rng().gen_range(1..i64::MAX);
+        let owner = key.to_string();
+        let settings = self.settings.clone();
+        let mail = &settings.mail;
+        let from: Mailbox = mail
+            .from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("[mail] from {:?}: {e}", mail.from))?;
+        let reply_to = mail.reply_to.as_deref().and_then(|r| r.parse().ok());
+        let liveness = recover(&self.db, key).await?;
+
+        let limiter = (mail.rate_per_second > 0.0).then(|| {
+            let quota = Quota::with_period(Duration::from_secs_f64(1.0 / mail.rate_per_second))
+                .expect("rate_per_second is positive and finite")
+                .allow_burst(NonZeroU32::MIN);
+            RateLimiter::direct(quota)
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_results(
+            self.db.clone(),
+            owner.clone(),
+            rx,
+            self.progress.clone(),
+        ));
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(renew(
+            self.db.clone(),
+            owner.clone(),
+            self.options.lease,
+            stop_renewing.clone(),
+        ));
+        let shared = Arc::new(Shared {
+            db: self.db.clone(),
+            settings: settings.clone(),
+            mailer: self.mailer.clone(),
+            options: self.options.clone(),
+            from,
+            reply_to,
+            domain_limit: mail.concurrency.min(8),
+            domains: Default::default(),
+            limiter,
+            bodies: Default::default(),
+            results: tx,
+            shutdown: shutdown.clone(),
+        });
+        let slots = Arc::new(Semaphore::new(mail.concurrency));
+        let tracker = TaskTracker::new();
+        let opts = &self.options;
+        tracing::info!(
+            owner,
+            concurrency = mail.concurrency,
+            "delivery worker started"
+        );
+
+        'claiming: loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let now = Utc::now();
+            let lease_until = now + opts.lease;
+            let rows = match outbox::claim(
+                &self.db,
+                &owner,
+                opts.batch_size as i64,
+                now,
+                lease_until,
+                opts.edition.as_deref(),
+            )
+            .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!("claiming outbox rows failed, retrying: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(opts.poll_interval) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                if opts.stop_when_idle {
+                    if tracker.is_empty() {
+                        break;
+                    }
+                    // Results in flight may schedule retries that are due at once.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.poll_interval) => {}
+                    _ = self.wake.notified() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let mut rows = rows.into_iter();
+            while let Some(row) = rows.next() {
+                let permit = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        let ids: Vec<i64> = std::iter::once(row.id).chain(rows.map(|r| r.id)).collect();
+                        release(&shared, ids).await;
+                        break 'claiming;
+                    }
+                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                };
+                tracker.spawn(deliver(shared.clone(), row, permit));
+            }
+        }
+
+        // Stop intake; let every started SMTP transaction finish and its result commit.
+        tracker.close();
+        tracker.wait().await;
+        drop(shared);
+        let _ = writer.await;
+        stop_renewing.cancel();
+        let _ = renewer.await;
+        // Rows claimed by this worker and never started (none, normally).
+        let released = outbox::release_owner(&self.db, Some(&owner)).await?;
+        if released > 0 {
+            tracing::info!(released, "returned claimed rows to the queue");
+        }
+        if let Some(mut conn) = liveness {
+            let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+                .execute(&mut *conn)
+                .await;
+        }
+        tracing::info!(owner, "delivery worker stopped");
+        Ok(())
+    }
+}
+
+/// Makes rows left in `sending` by a process that died claimable again, so a
+/// restart resumes at once instead of after the lease.
+///
+/// SQLite is one writer on one machine, and casewire runs one delivery worker
+/// per database file, so every `sending` row at startup belongs to a process
+/// that is gone: all of them return to `queued`. (Running `digest send` on the
+/// same SQLite file while the daemon sends could re-send the daemon's few
+/// in-flight messages; that is the duplicate invariant 6 allows.)
+///
+/// PostgreSQL is shared by several daemons, so a row is released only when
+/// its owner is provably dead: each worker holds a session advisory lock on
+/// its owner key for its whole life, on a dedicated connection, and the
+/// server drops that lock when the process dies (its connection closes). If
+/// the lock of an owner can be taken, that owner is gone. The renewed lease is
+/// the backstop (e.g. a network partition that keeps a session half-open).
+async fn recover(
+    db: &Db,
+    key: i64,
+) -> anyhow::Result<Option<sqlx::pool::PoolConnection<sqlx::Any>>> {
+    match db.backend {
+        Backend::Sqlite => {
+            let n = outbox::release_owner(db, None).await?;
+            if n > 0 {
+                tracing::info!(rows = n, "resuming rows a previous process was sending");
+            }
+            Ok(None)
+        }
+        Backend::Postgres => {
+            let mut mine = db.pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(key)
+                .execute(&mut *mine)
+                .await?;
+            let mut probe = db.pool.acquire().await?;
+            for other in outbox::sending_owners(db).await? {
+                let Ok(other_key) = other.parse::<i64>() else {
+                    continue;
+                };
+                let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(other_key)
+                    .fetch_one(&mut *probe)
+                    .await?;
+                if free {
+                    let n = outbox::release_owner(db, Some(&other)).await?;
+                    sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(other_key)
+                        .execute(&mut *probe)
+                        .await?;
+                    if n > 0 {
+                        tracing::info!(
+                            rows = n,
+                            owner = other,
+                            "resuming rows of a stopped worker"
+                        );
+                    }
+                }
+            }
+            Ok(Some(mine))
+        }
+    }
+}
+
+async fn renew(db: Db, owner: String, lease: Duration, stop: CancellationToken) {
+    let every = lease / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = outbox::renew_leases(&db, &owner, Utc::now() + lease).await {
+            tracing::warn!("renewing outbox leases failed: {e}");
+        }
+    }
+}
+
+/// Returns unstarted rows to the queue.
+async fn release(shared: &Shared, ids: Vec<i64>) {
+    let outcomes: Vec<Outcome> = ids.into_iter().map(|id| Outcome::Released { id }).collect();
+    let mut acks = Vec::new();
+    for o in outcomes {
+        let (ack, done) = oneshot::channel();
+        if shared.results.send((o, None, ack)).is_ok() {
+            acks.push(done);
+        }
+    }
+    for a in acks {
+        let _ = a.await;
+    }
+}
+
+/// One row: wait for a per-domain slot and the rate limiter, re-check the
+/// recipient, send, then hold the global slot until the result committed.
+/// Holding it bounds sent-but-unrecorded messages by `mail.concurrency`,
+/// which is what a kill -9 can duplicate (invariant 6).
+async fn deliver(shared: Arc<Shared>, row: ClaimedRow, _slot: OwnedSemaphorePermit) {
+    let domain = row
+        .recipient
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default();
+    let domain_slots = {
+        let mut map = shared.domains.lock().expect("not poisoned");
+        map.entry(domain)
+            .or_insert_with(|| Arc::new(Semaphore::new(shared.domain_limit)))
+            .clone()
+    };
+    let ready = tokio::select! {
+        biased;
+        _ = shared.shutdown.cancelled() => None,
+        p = async {
+            let p = domain_slots.acquire_owned().await.expect("never closed");
+            if let Some(l) = &shared.limiter {
+                l.until_ready().await;
+            }
+            p
+        } => Some(p),
+    };
+    let outcome = match ready {
+        None => Outcome::Released { id: row.id },
+        Some(_domain_slot) => attempt(&shared, &row).await,
+    };
+    let (ack, done) = oneshot::channel();
+    if shared
+        .results
+        .send((outcome, row.edition.clone(), ack))
+        .is_ok()
+    {
+        let _ = done.await;
+    }
+}
+
+async fn attempt(shared: &Shared, row: &ClaimedRow) -> Outcome {
+    let id = row.id;
+    match outbox::blocked_reason(&shared.db, &row.recipient, row.subscriber_id).await {
+        Ok(Some(reason)) => {
+            return Outcome::Suppressed {
+                id,
+                reason,
+                suppress: None,
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return retry_or_dead(shared, row, format!("checking suppressions: {e}")),
+    }
+    let to: Address = match row.recipient.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            return Outcome::Dead {
+                id,
+                error: format!("recipient {:?} is not an address: {e}", row.recipient),
+            }
+        }
+    };
+    let bytes = match (&row.message, row.body_id) {
+        (Some(m), _) => m.clone().into_bytes(),
+        (None, Some(body_id)) => match build_digest(shared, row, body_id, to.clone()).await {
+            Ok(b) => b,
+            Err(BuildError::Store(e)) => return retry_or_dead(shared, row, e),
+            Err(BuildError::Invalid(error)) => return Outcome::Dead { id, error },
+        },
+        (None, None) => {
+            return Outcome::Dead {
+                id,
+                error: "row has neither a message nor a body".into(),
+            }
+        }
+    };
+    let envelope = match Envelope::new(Some(shared.from.email.clone()), vec![to]) {
+        Ok(e) => e,
+        Err(e) => {
+            return Outcome::Dead {
+                id,
+                error: format!("envelope: {e}"),
+            }
+        }
+    };
+    match shared.mailer.send_raw(&envelope, &bytes).await {
+        Ok(()) => Outcome::Sent { id },
+        Err(DeliveryError::Permanent(reply)) => {
+            tracing::warn!(recipient = %row.recipient, %reply, "permanent failure; address suppressed");
+            Outcome::Suppressed {
+                id,
+                reason: format!("smtp: {reply}"),
+                suppress: Some(row.recipient.clone()),
+            }
+        }
+        Err(DeliveryError::Transient(error)) => retry_or_dead(shared, row, error),
+    }
+}
+
+fn retry_or_dead(shared: &Shared, row: &ClaimedRow, error: String) -> Outcome {
+    let attempts = row.attempts + 1;
+    if attempts >= i64::from(shared.settings.mail.max_attempts) {
+        tracing::error!(id = row.id, recipient = %row.recipient, attempts, %error, "giving up on message");
+        return Outcome::Dead { id: row.id, error };
+    }
+    let delay = backoff(&shared.options, attempts as u32);
+    tracing::info!(id = row.id, attempts, ?delay, %error, "will retry");
+    Outcome::Retry {
+        id: row.id,
+        next_attempt_at: Utc::now() + delay,
+        error,
+    }
+}
+
+/// `retry_base * 2^(attempts-1)`, capped, then a random point in its upper
+/// half so that a burst of failures does not come back as one burst.
+pub fn backoff(options: &WorkerOptions, attempts: u32) -> Duration {
+    let exp = options
+        .retry_base
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
+        .min(options.retry_max);
+    exp.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+enum BuildError {
+    Store(String),
+    Invalid(String),
+}
+
+/// Per-recipient values of a digest row (`outbox.vars`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Vars {
+    name: Option<String>,
+    unsubscribe_url: Option<String>,
+    preferences_url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+async fn build_digest(
+    shared: &Shared,
+    row: &ClaimedRow,
+    body_id: i64,
+    to: Address,
+) -> Result<Vec<u8>, BuildError> {
+    let cached = shared
+        .bodies
+        .lock()
+        .expect("not poisoned")
+        .get(&body_id)
+        .cloned();
+    let body = match cached {
+        Some(b) => b,
+        None => {
+            let b = outbox::body(&shared.db, body_id)
+                .await
+                .map_err(|e| BuildError::Store(format!("loading body {body_id}: {e}")))?
+                .ok_or_else(|| BuildError::Invalid(format!("body {body_id} does not exist")))?;
+            let b = Arc::new(b);
+            shared
+                .bodies
+                .lock()
+                .expect("not poisoned")
+                .insert(body_id, b.clone());
+            b
+        }
+    };
+    let vars: Vars = serde_json::from_str(&row.vars)
+        .map_err(|e| BuildError::Invalid(format!("vars are not valid: {e}")))?;
+    let fill = |s: &str| {
+        s.replace(
+            PLACEHOLDER_UNSUBSCRIBE_URL,
+            vars.unsubscribe_url.as_deref().unwrap_or(""),
+        )
+        .replace(
+            PLACEHOLDER_PREFERENCES_URL,
+            vars.preferences_url.as_deref().unwrap_or(""),
+        )
+    };
+    let mut builder = Message::builder()
+        .from(shared.from.clone())
+        .to(Mailbox::new(
+            vars.name.clone().filter(|n| !n.is_empty()),
+            to,
+        ))
+        .subject(body.subject.clone())
+        .date_now()
+        .message_id(Some(message_id(&shared.settings)));
+    if let Some(r) = &shared.reply_to {
+        builder = builder.reply_to(r.clone());
+    }
+    for (name, value) in &vars.headers {
+        if value.contains(['\r', '\n']) {
+            return Err(BuildError::Invalid(format!(
+                "header {name} contains a line break"
+            )));
+        }
+        let header = HeaderName::new_from_ascii(name.clone())
+            .map_err(|_| BuildError::Invalid(format!("{name:?} is not a header name")))?;
+        builder = builder.raw_header(HeaderValue::new(header, fill(value)));
+    }
+    let mut message = builder
+        .multipart(MultiPart::alternative_plain_html(
+            fill(&body.text),
+            fill(&body.html),
+        ))
+        .map_err(|e| BuildError::Invalid(format!("cannot build the message: {e}")))?;
+    shared.mailer.sign(&mut message);
+    Ok(message.formatted())
+}
+
+/// Records results in batches: everything that arrived while the previous
+/// transaction committed goes into the next one (group commit), and each
+/// sender learns when its result is durable.
+async fn write_results(
+    db: Db,
+    owner: String,
+    mut rx: mpsc::UnboundedReceiver<Report>,
+    progress: Arc<Progress>,
+) {
+    let mut batch: Vec<Report> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
+        let mut backoff = Duration::from_millis(50);
+        while let Err(e) = outbox::record_outcomes(&db, &owner, &outcomes, Utc::now()).await {
+            tracing::warn!(
+                "recording {} delivery results failed, retrying: {e}",
+                outcomes.len()
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        for (outcome, edition, ack) in batch.drain(..) {
+            let edition = edition.unwrap_or_default();
+            let (name, counter) = match outcome {
+                Outcome::Sent { .. } => ("casewire_outbox_sent_total", &progress.sent),
+                Outcome::Retry { .. } => ("casewire_outbox_retried_total", &progress.retried),
+                Outcome::Suppressed { .. } => {
+                    ("casewire_outbox_suppressed_total", &progress.suppressed)
+                }
+                Outcome::Dead { .. } => ("casewire_outbox_dead_total", &progress.dead),
+                Outcome::Released { .. } => {
+                    let _ = ack.send(());
+                    continue;
+                }
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(name, "edition" => edition).increment(1);
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// What [`drain`] did.
+#[derive(Debug, Clone)]
+pub struct DrainReport {
+    pub sent: u64,
+    pub retried: u64,
+    pub suppressed: u64,
+    pub dead: u64,
+    /// Rows still queued (waiting for a retry) when the drain ended.
+    pub pending: i64,
+    pub elapsed: Duration,
+}
+
+impl DrainReport {
+    /// Messages sent per second.
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs a worker until no row (of `edition`, when given; `""` is
+/// transactional mail) is due and nothing is in flight. `progress` can be
+/// polled meanwhile, e.g. for a progress bar; cancelling `shutdown` stops
+/// early, finishing in-flight transactions.
+pub async fn drain(
+    db: Db,
+    settings: Arc<Settings>,
+    edition: Option<String>,
+    progress: Arc<Progress>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<DrainReport> {
+    let mailer = Mailer::from_settings(&settings.mail)?;
+    let mut options = WorkerOptions::new(&settings);
+    options.edition = edition.clone();
+    options.stop_when_idle = true;
+    let started = Instant::now();
+    DeliveryWorker {
+        db: db.clone(),
+        settings,
+        mailer: mailer.clone(),
+        wake: Arc::new(Notify::new()),
+        options,
+        progress: progress.clone(),
+    }
+    .try_run(shutdown)
+    .await?;
+    let elapsed = started.elapsed();
+    mailer.shutdown().await;
+    Ok(DrainReport {
+        sent: progress.sent(),
+        retried: progress.retried(),
+        suppressed: progress.suppressed(),
+        dead: progress.dead(),
+        pending: outbox::pending_count(&db, edition.as_deref()).await?,
+        elapsed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        let o = WorkerOptions {
+            batch_size: 1,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            retry_base: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            edition: None,
+            stop_when_idle: false,
+        };
+        for _ in 0..100 {
+            let d1 = backoff(&o, 1);
+            assert!(d1 >= Duration::from_secs(30) && d1 <= Duration::from_secs(60));
+            let d3 = backoff(&o, 3);
+            assert!(d3 >= Duration::from_secs(120) && d3 <= Duration::from_secs(240));
+            assert!(backoff(&o, 30) <= Duration::from_secs(3600));
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! Delivery through a real SMTP server (aiosmtpd, tests/support_smtp.py):
+//! transactional and digest rows, retries, permanent failures, suppression
+//! at send time, DKIM, the file transport, and kill -9 safety. Every test
+//! runs on SQLite and PostgreSQL.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use casewire::config::Settings;
+use casewire::delivery::{DeliveryWorker, Mailer, Progress, WorkerOptions};
+use casewire::store::outbox::{self, NewMessage};
+use casewire::store::Db;
+use chrono::Utc;
+use common::smtp::SmtpServer;
+use common::{Engine, TestDb};
+use tokio_util::sync::CancellationToken;
+
+fn settings_toml(db_url: &str, mail: &str) -> String {
+    format!(
+        r#"
+[site]
+title = "Casewire"
+base_url = "https://example.com/"
+
+[database]
+url = "{db_url}"
+
+[mail]
+from = "Casewire <digest@example.com>"
+{mail}
+"#
+    )
+}
+
+fn settings(db: &TestDb, mail: &str) -> Arc<Settings> {
+    let text = settings_toml(&db.url, mail);
+    Arc::new(
+        Settings::from_toml(Path::new("test.toml"), &text, std::iter::empty())
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+fn smtp_mail(server: &SmtpServer, extra: &str) -> String {
+    format!(
+        "transport = \"smtp\"\nsmtp_url = \"{}\"\nconcurrency = 4\ntimeout_seconds = 10\n{extra}",
+        server.url()
+    )
+}
+
+fn raw_message(to: &str, marker: &str) -> String {
+    format!(
+        "From: Casewire <digest@example.com>\r\nTo: <{to}>\r\nSubject: Confirm your subscription\r\nDate: Sat, 21 Nov 2026 20:00:00 +0000\r\nMessage-ID: <{marker}@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease confirm: {marker}\r\n"
+    )
+}
+
+async fn queue_raw(db: &Db, key: &str, to: &str, subscriber_id: Option<i64>) {
+    let message = raw_message(to, key);
+    let vars = serde_json::json!({});
+    let queued = outbox::enqueue(
+        &db.pool,
+        &NewMessage {
+            dedupe_key: key,
+            kind: "confirmation",
+            edition: None,
+            subscriber_id,
+            recipient: to,
+            message: Some(&message),
+            body_id: None,
+            vars: &vars,
+            now: Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(queued);
+}
+
+/// Runs a worker until nothing is due; retries wait `retry_base`.
+async fn run_worker(db: &Db, settings: &Arc<Settings>, retry_base: Duration) -> Arc<Progress> {
+    let progress = Arc::new(Progress::default());
+    let mut options = WorkerOptions::new(settings);
+    options.stop_when_idle = true;
+    options.retry_base = retry_base;
+    DeliveryWorker {
+        db: db.clone(),
+        settings: settings.clone(),
+        mailer: Mailer::from_settings(&settings.mail).unwrap(),
+        wake: Default::default(),
+        options,
+        progress: progress.clone(),
+    }
+    .try_run(CancellationToken::new())
+    .await
+    .unwrap();
+    progress
+}
+
+/// Moves every queued retry to now: an injected clock instead of sleeping.
+async fn make_retries_due(db: &Db) {
+    sqlx::query("UPDATE outbox SET next_attempt_at = 0 WHERE state = 'queued'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+#[derive(Debug)]
+struct Row {
+    state: String,
+    attempts: i64,
+    last_error: Option<String>,
+    sent_at: Option<i64>,
+}
+
+async fn row(db: &Db, key: &str) -> Row {
+    let (state, attempts, last_error, sent_at): (String, i64, Option<String>, Option<i64>) =
+        sqlx::query_as(
+            "SELECT state, attempts, last_error, sent_at FROM outbox WHERE dedupe_key = $1",
+        )
+        .bind(key)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    Row {
+        state,
+        attempts,
+        last_error,
+        sent_at,
+    }
+}
+
+async fn add_subscriber(db: &Db, email: &str, status: &str) -> i64 {
+    sqlx::query_scalar("INSERT INTO subscribers (email, name, status, source, created_at) VALUES ($1, 'Ada', $2, 'cli', $3) RETURNING id")
+        .bind(email)
+        .bind(status)
+        .bind(Utc::now().timestamp_millis())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+
+async fn queued_raw_message_is_delivered_once(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "confirm:1", "ada@example.org", None).await;
+
+    let progress = run_worker(&db, &s, Duration::from_secs(60)).await;
+    assert_eq!(progress.sent(), 1);
+    let got = server.received_by("ada@example.org");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("Please confirm: confirm:1"));
+    assert!(got[0].starts_with("X-Envelope-From: digest@example.com"));
+    let r = row(&db, "confirm:1").await;
+    assert_eq!(r.state, "sent");
+    assert_eq!(r.attempts, 1);
+    assert!(r.sent_at.is_some());
+
+    // A second run finds nothing to send.
+    run_worker(&db, &s, Duration::from_secs(60)).await;
+    assert_eq!(server.received_count(), 1);
+}
+on_both_engines!(
+    queued_raw_message_is_delivered_once,
+    queued_raw_message_is_delivered_once
+);
+
+async fn temporary_failure_is_retried_and_received_exactly_once(engine: Engine) {
+    let server = SmtpServer::start(&["--tempfail", "grace@example.org:2"]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, "max_attempts = 5"));
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "confirm:g", "grace@example.org", None).await;
+
+    for attempt in 1..=2 {
+        let p = run_worker(&db, &s, Duration::from_secs(3600)).await;
+        assert_eq!((p.sent(), p.retried()), (0, 1));
+        let r = row(&db, "confirm:g").await;
+        assert_eq!(r.state, "queued", "never marked sent before success");
+        assert_eq!(r.attempts, attempt);
+        assert!(r.sent_at.is_none());
+        assert!(
+            r.last_error.as_deref().unwrap_or("").contains("451"),
+            "{r:?}"
+        );
+        assert_eq!(server.received_count(), 0);
+        // The retry waits for its time.
+        let p = run_worker(&db, &s, Duration::from_secs(3600)).await;
+        assert_eq!(p.sent() + p.retried(), 0);
+        make_retries_due(&db).await;
+    }
+    let p = run_worker(&db, &s, Duration::from_secs(3600)).await;
+    assert_eq!(p.sent(), 1);
+    assert_eq!(server.received_by("grace@example.org").len(), 1);
+    let r = row(&db, "confirm:g").await;
+    assert_eq!((r.state.as_str(), r.attempts), ("sent", 3));
+}
+on_both_engines!(
+    temporary_failure_is_retried_and_received_exactly_once,
+    temporary_failure_is_retried_and_received_exactly_once
+);
+
+async fn permanent_failure_suppresses_the_address(engine: Engine) {
+    let server = SmtpServer::start(&["--reject", "gone@example.org"]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "confirm:gone1", "gone@example.org", None).await;
+    queue_raw(&db, "confirm:ok", "ok@example.org", None).await;
+
+    let p = run_worker(&db, &s, Duration::from_millis(1)).await;
+    assert_eq!((p.sent(), p.suppressed(), p.retried()), (1, 1, 0));
+    let r = row(&db, "confirm:gone1").await;
+    assert_eq!(r.state, "suppressed");
+    assert!(r.last_error.as_deref().unwrap().contains("550"), "{r:?}");
+    let reason: String = sqlx::query_scalar("SELECT reason FROM suppressions WHERE email = $1")
+        .bind("gone@example.org")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        reason.contains("550") && reason.contains("User unknown"),
+        "{reason}"
+    );
+
+    // A later message to the address is suppressed without a transaction.
+    queue_raw(&db, "confirm:gone2", "gone@example.org", None).await;
+    let p = run_worker(&db, &s, Duration::from_millis(1)).await;
+    assert_eq!((p.sent(), p.suppressed()), (0, 1));
+    let r = row(&db, "confirm:gone2").await;
+    assert_eq!((r.state.as_str(), r.attempts), ("suppressed", 0));
+    assert!(server.received_by("gone@example.org").is_empty());
+    assert_eq!(server.received_by("ok@example.org").len(), 1);
+}
+on_both_engines!(
+    permanent_failure_suppresses_the_address,
+    permanent_failure_suppresses_the_address
+);
+
+async fn exhausted_attempts_make_the_row_dead(engine: Engine) {
+    let server = SmtpServer::start(&["--tempfail", "slow@example.org:100"]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, "max_attempts = 3"));
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "confirm:slow", "slow@example.org", None).await;
+
+    let mut dead = 0;
+    for _ in 0..3 {
+        let p = run_worker(&db, &s, Duration::from_secs(3600)).await;
+        dead += p.dead();
+        make_retries_due(&db).await;
+    }
+    assert_eq!(dead, 1);
+    let r = row(&db, "confirm:slow").await;
+    assert_eq!((r.state.as_str(), r.attempts), ("dead", 3));
+    assert!(r.last_error.as_deref().unwrap().contains("451"));
+    assert_eq!(server.received_count(), 0);
+
+    // What `casewire status` shows.
+    let depth = outbox::depth_by_state(&db).await.unwrap();
+    assert_eq!(depth, vec![("dead".to_owned(), 1)]);
+    let failures = outbox::recent_failures(&db, 10).await.unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].recipient, "slow@example.org");
+    assert!(failures[0].last_error.contains("451"));
+    // Nothing more happens to a dead row.
+    make_retries_due(&db).await;
+    run_worker(&db, &s, Duration::from_secs(3600)).await;
+    assert_eq!(row(&db, "confirm:slow").await.attempts, 3);
+}
+on_both_engines!(
+    exhausted_attempts_make_the_row_dead,
+    exhausted_attempts_make_the_row_dead
+);
+
+async fn queued_message_is_not_sent_after_unsubscribe(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let db = Db::open(&s.database.url).await.unwrap();
+    let left = add_subscriber(&db, "left@example.org", "confirmed").await;
+    let stays = add_subscriber(&db, "stays@example.org", "confirmed").await;
+    queue_raw(&db, "d:left", "left@example.org", Some(left)).await;
+    queue_raw(&db, "d:stays", "stays@example.org", Some(stays)).await;
+    queue_raw(&db, "d:deleted", "deleted@example.org", Some(999_999)).await;
+    queue_raw(&db, "d:listed", "listed@example.org", None).await;
+    // Commits after the rows were queued, before the worker runs.
+    sqlx::query("UPDATE subscribers SET status = 'unsubscribed' WHERE id = $1")
+        .bind(left)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ('listed@example.org', 'complaint', 0)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let p = run_worker(&db, &s, Duration::from_secs(60)).await;
+    assert_eq!((p.sent(), p.suppressed()), (1, 3));
+    for key in ["d:left", "d:deleted", "d:listed"] {
+        assert_eq!(row(&db, key).await.state, "suppressed", "{key}");
+    }
+    assert!(row(&db, "d:left")
+        .await
+        .last_error
+        .unwrap()
+        .contains("unsubscribed"));
+    let got: Vec<String> = server.received().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(got, vec!["stays@example.org".to_owned()]);
+}
+on_both_engines!(
+    queued_message_is_not_sent_after_unsubscribe,
+    queued_message_is_not_sent_after_unsubscribe
+);
+
+/// Queues one digest row on a shared body; returns its dedupe key.
+async fn queue_digest(db: &Db, body_id: i64, to: &str, n: usize) -> String {
+    let key = format!("digest:weekly:w1:{n}");
+    let vars = serde_json::json!({
+        "name": "Ada Lovelace",
+        "unsubscribe_url": format!("https://example.com/unsubscribe/tok{n}"),
+        "preferences_url": format!("https://example.com/preferences/tok{n}"),
+        "headers": {
+            "List-Unsubscribe": format!("<https://example.com/unsubscribe/tok{n}>"),
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Id": "Casewire weekly <weekly.example.com>",
+            "Feedback-ID": "weekly:casewire"
+        }
+    });
+    outbox::enqueue(
+        &db.pool,
+        &NewMessage {
+            dedupe_key: &key,
+            kind: "digest",
+            edition: Some("weekly"),
+            subscriber_id: None,
+            recipient: to,
+            message: None,
+            body_id: Some(body_id),
+            vars: &vars,
+            now: Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    key
+}
+
+async fn insert_body(db: &Db) -> i64 {
+    outbox::insert_body(
+        &db.pool,
+        "Casewire: Weekly",
+        "<p>Three new case studies</p><a href=\"%%CASEWIRE_UNSUBSCRIBE_URL%%\">Unsubscribe</a> <a href=\"%%CASEWIRE_PREFERENCES_URL%%\">Preferences</a>",
+        "Three new case studies\nUnsubscribe: %%CASEWIRE_UNSUBSCRIBE_URL%%\nPreferences: %%CASEWIRE_PREFERENCES_URL%%\n",
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Unfolds header lines and returns the value of `name`.
+fn header(message: &str, name: &str) -> Option<String> {
+    let head = message.split("\r\n\r\n").next().unwrap();
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+async fn digest_is_personalised_and_dkim_signed(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let key_file = tdb.path().join("dkim.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key_file)
+        .arg("2048")
+        .output()
+        .expect("the openssl command is required to generate a test DKIM key");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = settings(
+        &tdb,
+        &smtp_mail(
+            &server,
+            &format!(
+                "dkim = {{ selector = \"cw1\", domain = \"example.com\", key_file = \"{}\" }}",
+                key_file.display()
+            ),
+        ),
+    );
+    let db = Db::open(&s.database.url).await.unwrap();
+    let body = insert_body(&db).await;
+    let k1 = queue_digest(&db, body, "ada@example.org", 1).await;
+    let k2 = queue_digest(&db, body, "bob@example.org", 2).await;
+
+    let p = run_worker(&db, &s, Duration::from_secs(60)).await;
+    assert_eq!(p.sent(), 2);
+    assert_eq!(row(&db, &k1).await.state, "sent");
+    assert_eq!(row(&db, &k2).await.state, "sent");
+    let ada = &server.received_by("ada@example.org")[0];
+    let bob = &server.received_by("bob@example.org")[0];
+    assert_eq!(header(ada, "Subject").unwrap(), "Casewire: Weekly");
+    assert_eq!(
+        header(ada, "To").unwrap(),
+        "\"Ada Lovelace\" <ada@example.org>"
+    );
+    assert_eq!(
+        header(ada, "List-Unsubscribe").unwrap(),
+        "<https://example.com/unsubscribe/tok1>"
+    );
+    assert_eq!(
+        header(ada, "List-Unsubscribe-Post").unwrap(),
+        "List-Unsubscribe=One-Click"
+    );
+    assert!(header(ada, "List-Id").is_some() && header(ada, "Feedback-ID").is_some());
+    assert!(ada.contains("https://example.com/unsubscribe/tok1"));
+    assert!(ada.contains("https://example.com/preferences/tok1"));
+    assert!(!ada.contains("%%CASEWIRE_"));
+    assert!(bob.contains("https://example.com/unsubscribe/tok2"));
+    assert!(!bob.contains("tok1"));
+
+    let sig = header(ada, "DKIM-Signature").expect("a DKIM-Signature header");
+    let tags: std::collections::HashMap<&str, &str> = sig
+        .split(';')
+        .filter_map(|t| t.trim().split_once('='))
+        .collect();
+    assert_eq!(tags["d"], "example.com");
+    assert_eq!(tags["s"], "cw1");
+    assert!(tags["a"].starts_with("rsa-sha256"));
+    let signed: Vec<String> = tags["h"]
+        .split(':')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for h in [
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ] {
+        assert!(signed.iter().any(|s| s == h), "h= lacks {h}: {signed:?}");
+    }
+    assert!(!tags["b"].trim().is_empty());
+}
+on_both_engines!(
+    digest_is_personalised_and_dkim_signed,
+    digest_is_personalised_and_dkim_signed
+);
+
+async fn file_transport_writes_eml_files(engine: Engine) {
+    let tdb = TestDb::new(engine).await;
+    let dir = tdb.path().join("mail-out");
+    let s = settings(
+        &tdb,
+        &format!("transport = \"file\"\nfile_dir = \"{}\"", dir.display()),
+    );
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "confirm:f", "file@example.org", None).await;
+    let body = insert_body(&db).await;
+    queue_digest(&db, body, "digest@example.org", 7).await;
+
+    let p = run_worker(&db, &s, Duration::from_secs(60)).await;
+    assert_eq!(p.sent(), 2);
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(files.len(), 2);
+    assert!(files
+        .iter()
+        .any(|f| f.contains("Please confirm: confirm:f")));
+    assert!(files
+        .iter()
+        .any(|f| f.contains("https://example.com/unsubscribe/tok7")));
+}
+on_both_engines!(
+    file_transport_writes_eml_files,
+    file_transport_writes_eml_files
+);
+
+async fn rate_limited_delivery_delivers_everything(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, "rate_per_second = 40"));
+    let db = Db::open(&s.database.url).await.unwrap();
+    for i in 0..30 {
+        queue_raw(&db, &format!("r:{i}"), &format!("r{i}@example.org"), None).await;
+    }
+    let p = run_worker(&db, &s, Duration::from_secs(60)).await;
+    assert_eq!(p.sent(), 30);
+    assert_eq!(server.received_count(), 30);
+    for i in 0..30 {
+        assert_eq!(server.received_by(&format!("r{i}@example.org")).len(), 1);
+    }
+}
+on_both_engines!(
+    rate_limited_delivery_delivers_everything,
+    rate_limited_delivery_delivers_everything
+);
+
+// ---------------------------------------------------------------------------
+// kill -9 safety (DESIGN.md invariant 6). The sender is this test binary
+// itself, re-run as a child process that only runs `outbox_sender_child`.
+
+const CHILD_CONFIG: &str = "CASEWIRE_TEST_SENDER_CONFIG";
+
+/// In a child process: deliver until the outbox is empty. Otherwise: nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_sender_child() {
+    let Ok(config) = std::env::var(CHILD_CONFIG) else {
+        return;
+    };
+    let settings = Arc::new(Settings::load(Path::new(&config)).unwrap());
+    let db = Db::open(&settings.database.url).await.unwrap();
+    casewire::delivery::drain(
+        db,
+        settings,
+        None,
+        Default::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+}
+
+fn spawn_sender(config: &Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "outbox_sender_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_CONFIG, config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn kill_9_loses_nothing_and_duplicates_at_most_in_flight(engine: Engine) {
+    const N: usize = 5000;
+    const CONCURRENCY: usize = 4;
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let mail =
+        smtp_mail(&server, "").replace("concurrency = 4", &format!("concurrency = {CONCURRENCY}"));
+    let config = tdb.path().join("casewire.toml");
+    std::fs::write(&config, settings_toml(&tdb.url, &mail)).unwrap();
+    let s = settings(&tdb, &mail);
+    let db = Db::open(&s.database.url).await.unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let vars = serde_json::json!({});
+    for i in 0..N {
+        let to = format!("user{i}@example.org");
+        let key = format!("k:{i}");
+        let message = raw_message(&to, &key);
+        outbox::enqueue(
+            &mut *tx,
+            &NewMessage {
+                dedupe_key: &key,
+                kind: "confirmation",
+                edition: None,
+                subscriber_id: None,
+                recipient: &to,
+                message: Some(&message),
+                body_id: None,
+                vars: &vars,
+                now: Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let kills = [500, 2000, 3500];
+    for at in kills {
+        let mut child = spawn_sender(&config);
+        let reached = server.wait_for(at, Duration::from_secs(120));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(reached, "only {} messages arrived", server.received_count());
+    }
+    let status = spawn_sender(&config).wait().unwrap();
+    assert!(status.success());
+
+    let received = server.received();
+    let mut per: std::collections::HashMap<String, usize> = Default::default();
+    for (r, _) in &received {
+        *per.entry(r.clone()).or_default() += 1;
+    }
+    for i in 0..N {
+        assert!(
+            per.contains_key(&format!("user{i}@example.org")),
+            "user{i} got nothing"
+        );
+    }
+    let duplicates = received.len() - N;
+    eprintln!(
+        "{engine:?}: {} received, {duplicates} duplicates over {} kills",
+        received.len(),
+        kills.len()
+    );
+    assert!(
+        duplicates <= CONCURRENCY * kills.len(),
+        "{duplicates} duplicates, more than {CONCURRENCY} per kill"
+    );
+    let depth = outbox::depth_by_state(&db).await.unwrap();
+    assert_eq!(depth, vec![("sent".to_owned(), N as i64)]);
+}
+on_both_engines!(
+    kill_9_loses_nothing_and_duplicates_at_most_in_flight,
+    kill_9_loses_nothing_and_duplicates_at_most_in_flight
+);
