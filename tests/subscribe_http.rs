@@ -574,3 +574,42 @@ async fn sign_ups_are_rate_limited_per_ip(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(sign_up_rate_limit, sign_ups_are_rate_limited_per_ip);
+
+async fn concurrent_requests_do_not_fail(engine: Engine) {
+    let app = std::sync::Arc::new(spawn_app(engine).await);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            // The same address twice at once, and distinct ones.
+            let email = format!("race{}@example.com", i / 2);
+            app.subscribe(&email).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(app.count("subscribers").await, 6);
+    assert_eq!(app.count("outbox").await, 6, "one confirmation per address");
+    // Double-clicked confirmation buttons.
+    let path = app.confirmation_path("race0@example.com").await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let app = app.clone();
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            app.post_form(&path, &[]).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(
+        app.status("race0@example.com").await.as_deref(),
+        Some("confirmed")
+    );
+}
+on_both_engines!(
+    concurrent_sign_ups_and_confirmations,
+    concurrent_requests_do_not_fail
+);

@@ -8,8 +8,19 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::AnyConnection;
 
-use super::{from_millis, to_millis, StoreError};
+use super::{from_millis, to_millis, Backend, Db, StoreError};
 use crate::domain::Token;
+
+/// Begins a transaction that will write. On SQLite it takes the write lock
+/// up front (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
+/// writes fails with "database is locked" when another writer got there
+/// first, instead of waiting for it.
+pub async fn begin_write(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    Ok(match db.backend {
+        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => db.pool.begin().await?,
+    })
+}
 
 /// How long a confirmation link works.
 pub const CONFIRM_TOKEN_TTL: Duration = Duration::days(7);
