@@ -510,6 +510,9 @@ on_both_engines!(expired_confirmation_link, expired_confirmation_link_is_404);
 
 async fn json_clients_get_json(engine: Engine) {
     let app = spawn_app(engine).await;
+    let form = app.get_json("/subscribe").await.json();
+    assert_eq!(form["categories"][0]["slug"], "databases");
+    assert_eq!(form["editions"][1]["slug"], "daily");
     app.post_json(
         "/subscribe",
         serde_json::json!({"email": "api@example.com", "editions": ["weekly", "daily"]}),

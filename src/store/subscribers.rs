@@ -432,15 +432,16 @@ pub async fn suppress(
     Ok(())
 }
 
-/// Erases a subscriber's personal data: the row, choices and tokens. Queued
-/// messages to them are dropped too. A suppression row that already existed
-/// stays (it is what keeps the address from being mailed again).
+/// Erases a subscriber's personal data: the row, choices, tokens and the
+/// outbox rows addressed to them (except one a worker is sending right now).
+/// A suppression row that already existed stays (it is what keeps the
+/// address from being mailed again).
 pub async fn erase(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
     for sql in [
         "DELETE FROM tokens WHERE subscriber_id = $1",
         "DELETE FROM subscriber_categories WHERE subscriber_id = $1",
         "DELETE FROM subscriber_editions WHERE subscriber_id = $1",
-        "DELETE FROM outbox WHERE subscriber_id = $1 AND state = 'queued'",
+        "DELETE FROM outbox WHERE subscriber_id = $1 AND state <> 'sending'",
     ] {
         sqlx::query(sql).bind(id).execute(&mut *conn).await?;
     }
