@@ -88,7 +88,7 @@ async fn subscribe_confirm_manage_unsubscribe(engine: Engine) {
     assert_eq!(app.status(email).await.as_deref(), Some("confirmed"));
 
     // The confirmed page links to the preferences.
-    let body = confirmed.body.replace("&#x2f;", "/");
+    let body = &confirmed.body;
     let start = body.find("../preferences/").expect("preferences link");
     let manage: String = body[start + "../preferences/".len()..]
         .chars()
@@ -615,4 +615,44 @@ async fn concurrent_requests_do_not_fail(engine: Engine) {
 on_both_engines!(
     concurrent_sign_ups_and_confirmations,
     concurrent_requests_do_not_fail
+);
+
+async fn confirmation_message_reads_well(engine: Engine) {
+    let app = spawn_app(engine).await;
+    app.post_form(
+        "/subscribe",
+        &[("email", "reader@example.com"), ("name", "Rea O'Der")],
+    )
+    .await;
+    let msg = &app.outbox().await[0].message;
+    for header in [
+        "From: \"Casewire Test\" <digest@casewire.test>",
+        "Auto-Submitted: auto-generated",
+        "Message-ID: <",
+        "Content-Type: multipart/alternative",
+        "Content-Type: text/plain",
+        "Content-Type: text/html",
+    ] {
+        assert!(msg.contains(header), "{header} missing:\n{msg}");
+    }
+    let link = common::subs::link_in(msg, &format!("{}/confirm/", app.base));
+    // Undo quoted-printable (soft breaks, `=3D`) to read the HTML part.
+    let decoded = msg
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    assert!(
+        decoded.contains(&format!("href=\"{link}\"")),
+        "the HTML link is written plainly:\n{msg}"
+    );
+    assert!(!msg.contains("&#x2f;"));
+    assert!(
+        msg.contains("Hello Rea O'Der,") || msg.contains("Rea O&#x27;Der"),
+        "{msg}"
+    );
+    app.stop().await;
+}
+on_both_engines!(
+    confirmation_message_has_plain_links_and_headers,
+    confirmation_message_reads_well
 );

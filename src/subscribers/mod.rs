@@ -251,7 +251,7 @@ async fn queue_mail(
             format!("You are already subscribed to {}", settings.site.title),
             minijinja::context! {
                 name => s.name, email => s.email,
-                preferences_url => link(settings, &format!("preferences/{token}")),
+                preferences_url => views::url(&link(settings, &format!("preferences/{token}"))),
             },
         )
     } else {
@@ -261,7 +261,7 @@ async fn queue_mail(
             format!("Confirm your subscription to {}", settings.site.title),
             minijinja::context! {
                 name => s.name, email => s.email,
-                confirm_url => link(settings, &format!("confirm/{token}")),
+                confirm_url => views::url(&link(settings, &format!("confirm/{token}"))),
             },
         )
     };
@@ -275,7 +275,11 @@ async fn queue_mail(
             subject: &subject,
             text: &text,
             html: &html,
-            headers: Vec::new(),
+            // RFC 3834: keeps vacation responders from answering.
+            headers: vec![crate::delivery::compose::ExtraHeader {
+                name: "Auto-Submitted",
+                value: "auto-generated".into(),
+            }],
         },
     )?;
     let formatted = String::from_utf8_lossy(&message.formatted()).into_owned();
