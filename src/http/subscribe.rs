@@ -138,7 +138,14 @@ pub async fn submit(
             )
         }
         Err(SubscriberError::Invalid { field, message }) if !r.json => {
-            let text = format!("{field}: {message}");
+            let label = match field {
+                "email" => "E-mail address",
+                "name" => "Name",
+                "categories" => "Categories",
+                "edition" => "How often",
+                other => other,
+            };
+            let text = format!("{label}: {message}");
             // Echo only what is safe to put back into the form.
             let safe = SignUp {
                 email: req.email.chars().take(254).filter(|c| !c.is_control()).collect(),
