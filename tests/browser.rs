@@ -89,14 +89,22 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
         .unwrap_or_else(|e| panic!("cannot open a Chromium session through chromedriver: {e}"))
 }
 
-async fn text_of(client: &Client) -> String {
-    client
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// Waits (up to 10 s) until the page shows `needle`: a click that submits a
+/// form returns before the next page has loaded.
+async fn expect_text(client: &Client, needle: &str) {
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(body) = client.find(Locator::Css("body")).await {
+            if let Ok(text) = body.text().await {
+                if text.contains(needle) {
+                    return;
+                }
+                last = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page never showed {needle:?}; it shows:\n{last}");
 }
 
 async fn click(client: &Client, css: &str) {
@@ -134,7 +142,7 @@ async fn subscribe_confirm_manage_unsubscribe_in_a_browser(engine: Engine) {
     click(&c, "#cat-security").await;
     click(&c, "#ed-daily").await;
     click(&c, "button[type=submit]").await;
-    assert!(text_of(&c).await.contains("Check your inbox"));
+    expect_text(&c, "Check your inbox").await;
     assert_eq!(app.status(email).await.as_deref(), Some("pending"));
     assert_eq!(app.categories(email).await, ["databases", "security"]);
     assert_eq!(app.editions(email).await[0].0, "daily");
@@ -142,16 +150,17 @@ async fn subscribe_confirm_manage_unsubscribe_in_a_browser(engine: Engine) {
     // 2. Open the link from the queued message: a page with a button, still pending.
     let path = app.confirmation_path(email).await;
     c.goto(&app.url(&path)).await.unwrap();
-    assert!(text_of(&c).await.contains("Confirm your subscription"));
+    expect_text(&c, "Confirm your subscription").await;
     assert_eq!(app.status(email).await.as_deref(), Some("pending"));
 
     // 3. Press the button: confirmed.
     click(&c, "#confirm").await;
-    assert!(text_of(&c).await.contains("You are subscribed"));
+    expect_text(&c, "You are subscribed").await;
     assert_eq!(app.status(email).await.as_deref(), Some("confirmed"));
 
     // 4. Preferences: swap databases for performance, weekly instead of daily.
     click(&c, "#preferences-link").await;
+    expect_text(&c, "Your subscription").await;
     assert!(c
         .find(Locator::Css("#cat-databases"))
         .await
@@ -163,7 +172,7 @@ async fn subscribe_confirm_manage_unsubscribe_in_a_browser(engine: Engine) {
     click(&c, "#cat-performance").await;
     click(&c, "#ed-weekly").await;
     click(&c, "#save").await;
-    assert!(text_of(&c).await.contains("Your preferences are saved"));
+    expect_text(&c, "Your preferences are saved").await;
     assert_eq!(app.categories(email).await, ["performance", "security"]);
     let editions = app.editions(email).await;
     assert_eq!(editions.len(), 1);
@@ -171,7 +180,7 @@ async fn subscribe_confirm_manage_unsubscribe_in_a_browser(engine: Engine) {
 
     // 5. Unsubscribe with the button.
     click(&c, "#unsubscribe").await;
-    assert!(text_of(&c).await.contains("You are unsubscribed"));
+    expect_text(&c, "You are unsubscribed").await;
     assert_eq!(app.status(email).await.as_deref(), Some("unsubscribed"));
 
     c.close().await.unwrap();

@@ -88,7 +88,7 @@ async fn subscribe_confirm_manage_unsubscribe(engine: Engine) {
     assert_eq!(app.status(email).await.as_deref(), Some("confirmed"));
 
     // The confirmed page links to the preferences.
-    let body = confirmed.body.replace("&#x2f;", "/");
+    let body = &confirmed.body;
     let start = body.find("../preferences/").expect("preferences link");
     let manage: String = body[start + "../preferences/".len()..]
         .chars()
@@ -510,6 +510,9 @@ on_both_engines!(expired_confirmation_link, expired_confirmation_link_is_404);
 
 async fn json_clients_get_json(engine: Engine) {
     let app = spawn_app(engine).await;
+    let form = app.get_json("/subscribe").await.json();
+    assert_eq!(form["categories"][0]["slug"], "databases");
+    assert_eq!(form["editions"][1]["slug"], "daily");
     app.post_json(
         "/subscribe",
         serde_json::json!({"email": "api@example.com", "editions": ["weekly", "daily"]}),
@@ -574,3 +577,82 @@ async fn sign_ups_are_rate_limited_per_ip(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(sign_up_rate_limit, sign_ups_are_rate_limited_per_ip);
+
+async fn concurrent_requests_do_not_fail(engine: Engine) {
+    let app = std::sync::Arc::new(spawn_app(engine).await);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            // The same address twice at once, and distinct ones.
+            let email = format!("race{}@example.com", i / 2);
+            app.subscribe(&email).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(app.count("subscribers").await, 6);
+    assert_eq!(app.count("outbox").await, 6, "one confirmation per address");
+    // Double-clicked confirmation buttons.
+    let path = app.confirmation_path("race0@example.com").await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let app = app.clone();
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            app.post_form(&path, &[]).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(
+        app.status("race0@example.com").await.as_deref(),
+        Some("confirmed")
+    );
+}
+on_both_engines!(
+    concurrent_sign_ups_and_confirmations,
+    concurrent_requests_do_not_fail
+);
+
+async fn confirmation_message_reads_well(engine: Engine) {
+    let app = spawn_app(engine).await;
+    app.post_form(
+        "/subscribe",
+        &[("email", "reader@example.com"), ("name", "Rea O'Der")],
+    )
+    .await;
+    let msg = &app.outbox().await[0].message;
+    for header in [
+        "From: \"Casewire Test\" <digest@casewire.test>",
+        "Auto-Submitted: auto-generated",
+        "Message-ID: <",
+        "Content-Type: multipart/alternative",
+        "Content-Type: text/plain",
+        "Content-Type: text/html",
+    ] {
+        assert!(msg.contains(header), "{header} missing:\n{msg}");
+    }
+    let link = common::subs::link_in(msg, &format!("{}/confirm/", app.base));
+    // Undo quoted-printable (soft breaks, `=3D`) to read the HTML part.
+    let decoded = msg
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    assert!(
+        decoded.contains(&format!("href=\"{link}\"")),
+        "the HTML link is written plainly:\n{msg}"
+    );
+    assert!(!msg.contains("&#x2f;"));
+    assert!(
+        msg.contains("Hello Rea O'Der,") || msg.contains("Rea O&#x27;Der"),
+        "{msg}"
+    );
+    app.stop().await;
+}
+on_both_engines!(
+    confirmation_message_has_plain_links_and_headers,
+    confirmation_message_reads_well
+);

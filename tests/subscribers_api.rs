@@ -162,6 +162,11 @@ async fn api_manages_subscribers(engine: Engine) {
         assert_eq!(app.status(who).await, None);
     }
     assert_eq!(app.count("tokens").await, 0);
+    assert_eq!(
+        app.count("outbox").await,
+        0,
+        "messages to erased subscribers go too"
+    );
     assert_eq!(app.count("subscriber_categories").await, 3);
     let suppressed: Vec<String> = sqlx::query_scalar("SELECT email FROM suppressions")
         .fetch_all(&app.app.db.pool)

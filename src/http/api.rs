@@ -32,9 +32,10 @@ fn same_secret(a: &str, b: &str) -> bool {
         == 0
 }
 
-fn authorize(r: &Responder, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal to send, or None when the request carries the admin token.
+fn refuse(r: &Responder, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = r.settings.http.admin_token.as_deref() else {
-        return Err(r.problem(Problem::new(
+        return Some(r.problem(Problem::new(
             StatusCode::NOT_FOUND,
             "the admin API is disabled: set [http] admin_token (CASEWIRE_HTTP__ADMIN_TOKEN) to enable it",
         )));
@@ -45,7 +46,7 @@ fn authorize(r: &Responder, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(t) if same_secret(t, expected) => Ok(()),
+        Some(t) if same_secret(t, expected) => None,
         _ => {
             let mut resp = r.problem(Problem::new(
                 StatusCode::UNAUTHORIZED,
@@ -55,7 +56,7 @@ fn authorize(r: &Responder, headers: &HeaderMap) -> Result<(), Response> {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer realm=\"casewire\""),
             );
-            Err(resp)
+            Some(resp)
         }
     }
 }
@@ -82,7 +83,7 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let r = responder(&state);
-    if let Err(resp) = authorize(&r, &headers) {
+    if let Some(resp) = refuse(&r, &headers) {
         return resp;
     }
     let (page, per_page) = match (
@@ -125,7 +126,7 @@ pub async fn get_one(
     Path(key): Path<String>,
 ) -> Response {
     let r = responder(&state);
-    if let Err(resp) = authorize(&r, &headers) {
+    if let Some(resp) = refuse(&r, &headers) {
         return resp;
     }
     match subscribers::find(&state.db, &key).await {
@@ -136,23 +137,18 @@ pub async fn get_one(
 
 pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let r = responder(&state);
-    if let Err(resp) = authorize(&r, &headers) {
+    if let Some(resp) = refuse(&r, &headers) {
         return resp;
     }
     let (fields, _) = match read_fields(&headers, &body) {
         Ok(f) => f,
         Err(p) => return r.problem(p),
     };
-    let status = match fields.get("status").unwrap_or("confirmed") {
-        s => match Status::parse(s) {
-            Some(s) => s,
-            None => {
-                return r.problem(Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "status: expected confirmed, pending or unsubscribed",
-                ))
-            }
-        },
+    let Some(status) = Status::parse(fields.get("status").unwrap_or("confirmed")) else {
+        return r.problem(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "status: expected confirmed, pending or unsubscribed",
+        ));
     };
     let mut editions = fields.all("editions");
     editions.extend(fields.all("edition"));
@@ -183,7 +179,7 @@ pub async fn delete(
     Path(key): Path<String>,
 ) -> Response {
     let r = responder(&state);
-    if let Err(resp) = authorize(&r, &headers) {
+    if let Some(resp) = refuse(&r, &headers) {
         return resp;
     }
     match subscribers::erase(&state.db, &key).await {
@@ -200,7 +196,7 @@ pub async fn import_csv(
     body: Bytes,
 ) -> Response {
     let r = responder(&state);
-    if let Err(resp) = authorize(&r, &headers) {
+    if let Some(resp) = refuse(&r, &headers) {
         return resp;
     }
     let ct = headers
@@ -234,7 +230,7 @@ pub async fn import_csv(
 
 pub async fn export_csv(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let r = responder(&state);
-    if let Err(resp) = authorize(&r, &headers) {
+    if let Some(resp) = refuse(&r, &headers) {
         return resp;
     }
     let mut out = Vec::new();

@@ -8,7 +8,7 @@ use axum::response::Response;
 use super::respond::{wants_json, Problem, Responder};
 use super::AppState;
 use crate::store::subscribers::Purpose;
-use crate::subscribers::{self, link};
+use crate::subscribers::{self, link, views};
 
 pub async fn show(
     State(state): State<AppState>,
@@ -27,7 +27,7 @@ pub async fn show(
         Ok(_) => r.page(
             StatusCode::OK,
             "pages/confirm.html",
-            minijinja::context! { action => token },
+            minijinja::context! { action => views::url(&token) },
         ),
         Err(e) => r.problem(Problem::from_service(e)),
     }
@@ -57,7 +57,7 @@ pub async fn submit(
             minijinja::context! {
                 name => s.name,
                 email => s.email,
-                preferences_url => format!("../preferences/{manage}"),
+                preferences_url => views::url(&format!("../preferences/{manage}")),
             },
         ),
         Err(e) => r.problem(Problem::from_service(e)),

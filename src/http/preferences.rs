@@ -25,8 +25,8 @@ fn view(r: &Responder, s: &Subscriber, token: &str, saved: bool) -> Response {
         );
     }
     let ctx = minijinja::context! {
-        action => token,
-        unsubscribe_action => format!("../unsubscribe/{token}"),
+        action => views::url(token),
+        unsubscribe_action => views::url(&format!("../unsubscribe/{token}")),
         email => s.email,
         status => s.status.as_str(),
         saved => saved,

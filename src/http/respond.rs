@@ -221,7 +221,7 @@ impl Responder {
         let ctx = minijinja::context! {
             heading => heading,
             message => p.message,
-            subscribe_url => crate::subscribers::link(&self.settings, "subscribe"),
+            subscribe_url => views::url(&crate::subscribers::link(&self.settings, "subscribe")),
         };
         match views::render(&self.settings, "pages/error.html", ctx) {
             Ok(html) => (p.status, no_store(), Html(html)).into_response(),

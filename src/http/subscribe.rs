@@ -43,12 +43,33 @@ impl SignUpLimiter {
     }
 }
 
-pub async fn form(State(state): State<AppState>) -> Response {
+/// The form, or for JSON clients the categories and editions to choose from.
+pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let settings = state.snapshot().settings.clone();
     let r = Responder {
         settings: settings.clone(),
-        json: false,
+        json: wants_json(&headers),
     };
+    if r.json {
+        let categories: Vec<_> = settings
+            .categories
+            .iter()
+            .map(|c| serde_json::json!({"slug": c.slug, "name": c.name, "description": c.description}))
+            .collect();
+        let editions: Vec<_> = settings
+            .editions
+            .iter()
+            .map(|e| serde_json::json!({"slug": e.slug, "name": e.name}))
+            .collect();
+        return r.json(
+            StatusCode::OK,
+            serde_json::json!({
+                "fields": ["email", "name", "categories", "edition"],
+                "categories": categories,
+                "editions": editions,
+            }),
+        );
+    }
     render_form(&r, StatusCode::OK, None, &SignUp::default())
 }
 
@@ -117,7 +138,14 @@ pub async fn submit(
             )
         }
         Err(SubscriberError::Invalid { field, message }) if !r.json => {
-            let text = format!("{field}: {message}");
+            let label = match field {
+                "email" => "E-mail address",
+                "name" => "Name",
+                "categories" => "Categories",
+                "edition" => "How often",
+                other => other,
+            };
+            let text = format!("{label}: {message}");
             // Echo only what is safe to put back into the form.
             let safe = SignUp {
                 email: req.email.chars().take(254).filter(|c| !c.is_control()).collect(),

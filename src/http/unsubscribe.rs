@@ -10,7 +10,7 @@ use axum::response::Response;
 use super::respond::{wants_json, Problem, Responder};
 use super::AppState;
 use crate::store::subscribers::{Purpose, Subscriber};
-use crate::subscribers;
+use crate::subscribers::{self, views};
 
 pub async fn show(
     State(state): State<AppState>,
@@ -30,9 +30,9 @@ pub async fn show(
             StatusCode::OK,
             "pages/unsubscribe.html",
             minijinja::context! {
-                action => token,
+                action => views::url(&token),
                 email => s.email,
-                preferences_url => format!("../preferences/{token}"),
+                preferences_url => views::url(&format!("../preferences/{token}")),
             },
         ),
         Err(e) => r.problem(Problem::from_service(e)),

@@ -8,8 +8,19 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::AnyConnection;
 
-use super::{from_millis, to_millis, StoreError};
+use super::{from_millis, to_millis, Backend, Db, StoreError};
 use crate::domain::Token;
+
+/// Begins a transaction that will write. On SQLite it takes the write lock
+/// up front (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
+/// writes fails with "database is locked" when another writer got there
+/// first, instead of waiting for it.
+pub async fn begin_write(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    Ok(match db.backend {
+        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => db.pool.begin().await?,
+    })
+}
 
 /// How long a confirmation link works.
 pub const CONFIRM_TOKEN_TTL: Duration = Duration::days(7);
@@ -421,15 +432,16 @@ pub async fn suppress(
     Ok(())
 }
 
-/// Erases a subscriber's personal data: the row, choices and tokens. Queued
-/// messages to them are dropped too. A suppression row that already existed
-/// stays (it is what keeps the address from being mailed again).
+/// Erases a subscriber's personal data: the row, choices, tokens and the
+/// outbox rows addressed to them (except one a worker is sending right now).
+/// A suppression row that already existed stays (it is what keeps the
+/// address from being mailed again).
 pub async fn erase(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
     for sql in [
         "DELETE FROM tokens WHERE subscriber_id = $1",
         "DELETE FROM subscriber_categories WHERE subscriber_id = $1",
         "DELETE FROM subscriber_editions WHERE subscriber_id = $1",
-        "DELETE FROM outbox WHERE subscriber_id = $1 AND state = 'queued'",
+        "DELETE FROM outbox WHERE subscriber_id = $1 AND state <> 'sending'",
     ] {
         sqlx::query(sql).bind(id).execute(&mut *conn).await?;
     }

@@ -183,7 +183,7 @@ async fn write_batch(
             editions: &r.editions,
         })
         .collect();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin_write(db).await?;
     let inserted = store::insert_many(&mut tx, &rows, now).await?;
     tx.commit().await?;
     report.imported += inserted;

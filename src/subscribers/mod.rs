@@ -194,7 +194,7 @@ pub async fn sign_up(
     let name = parse_name(&req.name)?;
     let choices = parse_choices(settings, &req.categories, &req.editions)?;
 
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin_write(db).await?;
     let existing = match store::find_by_email(&mut tx, email.as_str()).await? {
         Some(s) => Some(s),
         None => {
@@ -251,7 +251,7 @@ async fn queue_mail(
             format!("You are already subscribed to {}", settings.site.title),
             minijinja::context! {
                 name => s.name, email => s.email,
-                preferences_url => link(settings, &format!("preferences/{token}")),
+                preferences_url => views::url(&link(settings, &format!("preferences/{token}"))),
             },
         )
     } else {
@@ -261,7 +261,7 @@ async fn queue_mail(
             format!("Confirm your subscription to {}", settings.site.title),
             minijinja::context! {
                 name => s.name, email => s.email,
-                confirm_url => link(settings, &format!("confirm/{token}")),
+                confirm_url => views::url(&link(settings, &format!("confirm/{token}"))),
             },
         )
     };
@@ -275,7 +275,11 @@ async fn queue_mail(
             subject: &subject,
             text: &text,
             html: &html,
-            headers: Vec::new(),
+            // RFC 3834: keeps vacation responders from answering.
+            headers: vec![crate::delivery::compose::ExtraHeader {
+                name: "Auto-Submitted",
+                value: "auto-generated".into(),
+            }],
         },
     )?;
     let formatted = String::from_utf8_lossy(&message.formatted()).into_owned();
@@ -323,7 +327,7 @@ pub async fn confirm(
     now: DateTime<Utc>,
 ) -> Result<(Subscriber, Token), SubscriberError> {
     let token = Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin_write(db).await?;
     let id = store::token_subscriber(&mut tx, &token, Purpose::Confirm, now)
         .await?
         .ok_or(SubscriberError::UnknownToken)?;
@@ -351,7 +355,7 @@ pub async fn update_preferences(
 ) -> Result<Subscriber, SubscriberError> {
     let token = Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
     let choices = parse_choices(settings, categories, editions)?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin_write(db).await?;
     let id = store::token_subscriber(&mut tx, &token, Purpose::Manage, now)
         .await?
         .ok_or(SubscriberError::UnknownToken)?;
@@ -372,7 +376,7 @@ pub async fn unsubscribe(
     now: DateTime<Utc>,
 ) -> Result<Subscriber, SubscriberError> {
     let token = Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin_write(db).await?;
     let id = store::token_subscriber(&mut tx, &token, Purpose::Manage, now)
         .await?
         .ok_or(SubscriberError::UnknownToken)?;
@@ -398,7 +402,7 @@ pub async fn add(
     let email = EmailAddress::parse(&req.email).map_err(|e| invalid("email", e.to_string()))?;
     let name = parse_name(&req.name)?;
     let choices = parse_choices(settings, &req.categories, &req.editions)?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin_write(db).await?;
     let new = NewSubscriber {
         email: email.as_str(),
         name: &name,
@@ -432,7 +436,7 @@ pub async fn find(db: &Db, key: &str) -> Result<Subscriber, SubscriberError> {
 /// Erases a subscriber's personal data (see [`store::erase`]).
 pub async fn erase(db: &Db, key: &str) -> Result<Subscriber, SubscriberError> {
     let s = find(db, key).await?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin_write(db).await?;
     store::erase(&mut tx, s.id).await?;
     tx.commit().await?;
     Ok(s)
