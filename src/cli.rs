@@ -96,7 +96,7 @@ pub enum SubscribersCommand {
         /// Category slugs (repeat or separate by commas); none means all.
         #[arg(long, value_delimiter = ',')]
         categories: Vec<String>,
-        /// Edition slugs (repeat or separate by commas); none means all.
+        /// Edition slugs (repeat or separate by commas); none means the first configured edition.
         #[arg(long, value_delimiter = ',')]
         editions: Vec<String>,
     },

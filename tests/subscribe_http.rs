@@ -41,7 +41,7 @@ async fn subscribe_confirm_manage_unsubscribe(engine: Engine) {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body.contains("Check your inbox"));
-    let email = "Ada@example.com";
+    let email = "ada@example.com";
     assert_eq!(app.status(email).await.as_deref(), Some("pending"));
     assert_eq!(app.categories(email).await, ["databases", "security"]);
     assert_eq!(app.editions(email).await, [("daily".to_owned(), 0)]);
@@ -54,7 +54,7 @@ async fn subscribe_confirm_manage_unsubscribe(engine: Engine) {
     assert!(outbox[0]
         .message
         .contains("Subject: Confirm your subscription to Casewire Test"));
-    assert!(outbox[0].message.contains("To: Ada <Ada@example.com>"));
+    assert!(outbox[0].message.contains("To: Ada <ada@example.com>"));
     let path = app.confirmation_path(email).await;
     let token = path.trim_start_matches("/confirm/");
 

@@ -89,9 +89,10 @@ pub fn preview(
     let rt = super::runtime()?;
     let (follows, studies, to, name) = match subscriber {
         Some(email) => rt.block_on(async {
+            let address = crate::domain::EmailAddress::parse(&email)?;
             let db = Db::open(&settings.database.url).await?;
             let row: Option<(i64, String, String)> = sqlx::query_as("SELECT id, email, name FROM subscribers WHERE email = $1")
-                .bind(email.trim().to_lowercase())
+                .bind(address.as_str())
                 .fetch_optional(&db.pool)
                 .await?;
             let Some((id, email, name)) = row else { bail!("no subscriber {email:?}") };

@@ -4,8 +4,7 @@
 use std::fmt;
 
 /// An address that `email_address` and lettre both accept, trimmed, with the
-/// domain lower-cased and in punycode (IDNA). The local part is kept as
-/// typed: some servers treat it case-sensitively.
+/// domain in punycode (IDNA) and the whole address lower-cased.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct EmailAddress(String);
@@ -67,7 +66,10 @@ impl EmailAddress {
         if !domain.contains('.') || domain.ends_with('.') || domain.starts_with('.') {
             return fail("the domain needs a dot, as in example.com");
         }
-        let normalized = format!("{local}@{domain}");
+        // Lower-cased whole: providers treat local parts case-insensitively, and
+        // "Ada@x.com" and "ada@x.com" must not become two subscribers who
+        // each get every digest.
+        let normalized = format!("{}@{domain}", local.to_lowercase());
         if normalized.len() > Self::MAX_LEN {
             return fail("it is longer than 254 characters");
         }
@@ -116,7 +118,7 @@ mod tests {
             EmailAddress::parse("  Ada.Lovelace@Example.COM ")
                 .unwrap()
                 .as_str(),
-            "Ada.Lovelace@example.com"
+            "ada.lovelace@example.com"
         );
         assert_eq!(
             EmailAddress::parse("hans@bücher.example").unwrap().as_str(),
