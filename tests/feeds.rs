@@ -1300,3 +1300,17 @@ fn update_after_one_edit_equals_a_full_scan() {
         catalog = updated;
     }
 }
+
+#[test]
+fn update_with_a_path_named_twice_reads_it_once() {
+    let site = TestSite::new();
+    write_fixtures(&site);
+    let store = DirectoryStore::new(&site.settings);
+    let catalog = store.scan(None);
+    let path = site.path("ci-token.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("in a log", "in a build log")).unwrap();
+    let updated = store.update(&catalog, &[path.clone(), path]);
+    assert!(updated.problems.is_empty(), "{:?}", updated.problems);
+    assert_eq!(updated.len(), catalog.len());
+}

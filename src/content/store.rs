@@ -146,7 +146,11 @@ impl<'a> DirectoryStore<'a> {
     /// case studies one changed file costs well under a millisecond of CPU
     /// here (benches/feeds_build.rs), since unchanged studies are shared.
     pub fn update(&self, previous: &Catalog, changed: &[PathBuf]) -> Catalog {
-        let changed: Vec<&PathBuf> = changed.iter().filter(|p| is_content_file(p)).collect();
+        let mut changed: Vec<&PathBuf> = changed.iter().filter(|p| is_content_file(p)).collect();
+        // A path named twice (two events for one save) is read once; read
+        // twice, it would collide with itself as a duplicate slug.
+        changed.sort();
+        changed.dedup();
         let read: Vec<(&PathBuf, Option<FileResult>)> = changed
             .iter()
             .map(|p| (*p, p.is_file().then(|| self.read_one(p))))
