@@ -1217,7 +1217,7 @@ fn update_after_one_edit_equals_a_full_scan() {
     write_fixtures(&site);
     let store = DirectoryStore::new(&site.settings);
     let mut catalog = store.scan(None);
-    let edits: [(&str, &str, &str); 4] = [
+    let edits: [(&str, &str, &str); 5] = [
         // A title change, a category change, a slug change, a new file.
         (
             "2026/pool.md",
@@ -1234,17 +1234,21 @@ fn update_after_one_edit_equals_a_full_scan() {
             "tags: [jvm]",
             "tags: [jvm]\nslug: gc-pauses",
         ),
-        ("new/added.md", "", ""),
+        (
+            "new/added.md",
+            "",
+            "title: \"Added\"\ndate: 2026-04-01\ncategories: [security]",
+        ),
+        // A new file taking an existing slug, and winning it by path order.
+        (
+            "aaa/dup.md",
+            "",
+            "title: \"Dup\"\ndate: 2026-04-02\nslug: vacuum",
+        ),
     ];
     for (rel, from, to) in edits {
         let path = if from.is_empty() {
-            site.write(
-                rel,
-                &yaml_study(
-                    "title: \"Added\"\ndate: 2026-04-01\ncategories: [security]",
-                    "New.\n",
-                ),
-            )
+            site.write(rel, &yaml_study(to, "New.\n"))
         } else {
             let p = site.path(rel);
             let text = std::fs::read_to_string(&p).unwrap();
@@ -1268,9 +1272,45 @@ fn update_after_one_edit_equals_a_full_scan() {
                 .collect()
         };
         assert_eq!(view(&updated), view(&full), "after editing {rel}");
-        assert_eq!(updated.problems.len(), full.problems.len(), "{rel}");
+        let problems =
+            |c: &Catalog| -> Vec<String> { c.problems.iter().map(|p| p.to_string()).collect() };
+        assert_eq!(problems(&updated), problems(&full), "{rel}");
         let scopes = feeds::affected_scopes(&site.settings, &catalog, &updated, now(), now());
         assert!(scopes.contains(&feeds::Scope::All), "{rel}: {scopes:?}");
+        // Every feed outside the affected scopes is byte-identical; every
+        // affected category feed really changed.
+        let old_files = feeds::build_all(&site.settings, &catalog, now());
+        let new_files = feeds::build_all(&site.settings, &updated, now());
+        for (o, n) in old_files.iter().zip(&new_files) {
+            assert_eq!(o.path, n.path);
+            if !scopes.contains(&n.scope) {
+                assert_eq!(
+                    o.body, n.body,
+                    "{rel}: {} changed but is not affected",
+                    n.path
+                );
+            } else if n.scope != feeds::Scope::All {
+                assert_ne!(
+                    o.body, n.body,
+                    "{rel}: {} is affected but unchanged",
+                    n.path
+                );
+            }
+        }
         catalog = updated;
     }
+}
+
+#[test]
+fn update_with_a_path_named_twice_reads_it_once() {
+    let site = TestSite::new();
+    write_fixtures(&site);
+    let store = DirectoryStore::new(&site.settings);
+    let catalog = store.scan(None);
+    let path = site.path("ci-token.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("in a log", "in a build log")).unwrap();
+    let updated = store.update(&catalog, &[path.clone(), path]);
+    assert!(updated.problems.is_empty(), "{:?}", updated.problems);
+    assert_eq!(updated.len(), catalog.len());
 }

@@ -244,36 +244,77 @@ pub fn build_all(settings: &Settings, catalog: &Catalog, now: DateTime<Utc>) -> 
 /// The scopes whose feeds can differ between two catalogs: everything, plus
 /// each category of a case study that was added, removed or changed (in
 /// either its old or its new version), or whose publication time was crossed.
-pub fn affected_scopes(
+pub fn affected_scopes<'a>(
     settings: &Settings,
-    old: &Catalog,
-    new: &Catalog,
+    old: &'a Catalog,
+    new: &'a Catalog,
     old_now: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Vec<Scope> {
+    use std::cmp::Ordering;
     use std::collections::{BTreeSet, HashMap};
-    let visible = |c: &Catalog, t: DateTime<Utc>| -> HashMap<String, (String, Vec<Slug>)> {
-        c.published(t)
-            .map(|s| (s.slug.to_string(), (s.hash.clone(), s.categories.clone())))
-            .collect()
+    let before: Vec<&'a Arc<CaseStudy>> = old.published(old_now).collect();
+    let after: Vec<&'a Arc<CaseStudy>> = new.published(now).collect();
+    // Both are in catalog order (newest first, then slug): walk them
+    // together. An update shares every unchanged case study (the same Arc),
+    // so only the few left unpaired are compared by slug, and a one-file
+    // change costs no allocation or hashing per case study.
+    let order = |x: &CaseStudy, y: &CaseStudy| {
+        y.published
+            .cmp(&x.published)
+            .then_with(|| x.slug.cmp(&y.slug))
     };
-    let before = visible(old, old_now);
-    let after = visible(new, now);
-    let mut changed_cats: BTreeSet<Slug> = BTreeSet::new();
-    let mut any = false;
-    for (slug, (hash, cats)) in &after {
-        if before.get(slug).map(|(h, _)| h) != Some(hash) {
-            any = true;
-            changed_cats.extend(cats.iter().cloned());
-            if let Some((_, old_cats)) = before.get(slug) {
-                changed_cats.extend(old_cats.iter().cloned());
+    let (mut only_before, mut only_after) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < before.len() && j < after.len() {
+        let (b, a) = (before[i], after[j]);
+        if Arc::ptr_eq(b, a) {
+            (i, j) = (i + 1, j + 1);
+            continue;
+        }
+        match order(b, a) {
+            Ordering::Less => {
+                only_before.push(b);
+                i += 1;
+            }
+            Ordering::Greater => {
+                only_after.push(a);
+                j += 1;
+            }
+            Ordering::Equal => {
+                only_before.push(b);
+                only_after.push(a);
+                (i, j) = (i + 1, j + 1);
             }
         }
     }
-    for (slug, (_, cats)) in &before {
-        if !after.contains_key(slug) {
+    only_before.extend_from_slice(&before[i..]);
+    only_after.extend_from_slice(&after[j..]);
+    // Few after an update; everything after a full rescan, hence maps.
+    let by_slug = |v: &[&'a Arc<CaseStudy>]| -> HashMap<&'a str, &'a Arc<CaseStudy>> {
+        v.iter().map(|s| (s.slug.as_str(), *s)).collect()
+    };
+    let (only_before_slugs, only_after_slugs) = (by_slug(&only_before), by_slug(&only_after));
+    let mut changed_cats: BTreeSet<&Slug> = BTreeSet::new();
+    let mut any = false;
+    for study in &only_after {
+        match only_before_slugs.get(study.slug.as_str()) {
+            Some(old) if old.hash == study.hash => {}
+            Some(old) => {
+                any = true;
+                changed_cats.extend(&study.categories);
+                changed_cats.extend(&old.categories);
+            }
+            None => {
+                any = true;
+                changed_cats.extend(&study.categories);
+            }
+        }
+    }
+    for study in &only_before {
+        if !only_after_slugs.contains_key(study.slug.as_str()) {
             any = true;
-            changed_cats.extend(cats.iter().cloned());
+            changed_cats.extend(&study.categories);
         }
     }
     if !any {
@@ -284,7 +325,7 @@ pub fn affected_scopes(
             changed_cats
                 .into_iter()
                 .filter(|c| settings.category(c.as_str()).is_some())
-                .map(Scope::Category),
+                .map(|c| Scope::Category(c.clone())),
         )
         .collect()
 }

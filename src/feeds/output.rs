@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::FeedFile;
 
@@ -21,11 +22,38 @@ pub struct OutputError {
     pub source: std::io::Error,
 }
 
+/// Most threads writing at once. Each changed file waits for its own
+/// `fdatasync` (4–8 ms on a VM disk); run one after another, nine changed
+/// feeds cost ~50 ms, while the journal commits concurrent syncs together.
+const WRITERS: usize = 16;
+
+/// Writes every file that changed. Files are written concurrently; on failure
+/// every file has been tried and the first error (in `files` order) is returned.
 pub fn write_all(out_dir: &Path, files: &[FeedFile]) -> Result<WriteReport, OutputError> {
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<(usize, Result<bool, OutputError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..files.len().min(WRITERS))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(file) = files.get(i) else { break };
+                        done.push((i, write_if_changed(&out_dir.join(&file.path), &file.body)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a feed writer panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
     let mut report = WriteReport::default();
-    for file in files {
-        let path = out_dir.join(&file.path);
-        if write_if_changed(&path, &file.body)? {
+    for (_, result) in results {
+        if result? {
             report.written += 1;
         } else {
             report.unchanged += 1;
