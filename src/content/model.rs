@@ -266,7 +266,7 @@ impl CaseStudy {
             .map_err(|e| problem(e.line, e.message))?
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| markdown::first_paragraph(split.body, 300));
+            .unwrap_or_else(|| default_summary(split.body));
 
         let (cat_names, cat_key) = fm.categories().map_err(|e| problem(e.line, e.message))?;
         let mut categories = Vec::with_capacity(cat_names.len());
@@ -475,4 +475,32 @@ fn date_prefix(stem: &str) -> Option<DateTime<Utc>> {
         return None;
     }
     frontmatter::parse_date(prefix)
+}
+
+/// The first paragraph as plain text. Markdown is parsed block by block over
+/// the whole input, so it looks at the first 2 KB first and reads the whole
+/// body only when no paragraph starts there.
+fn default_summary(body: &str) -> String {
+    let head = prefix(body, 2048);
+    let summary = markdown::first_paragraph(head, 300);
+    if summary.is_empty() && head.len() < body.len() {
+        markdown::first_paragraph(body, 300)
+    } else {
+        summary
+    }
+}
+
+fn prefix(body: &str, max: usize) -> &str {
+    if body.len() <= max {
+        return body;
+    }
+    let mut end = max;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    // Cut at a line end so no construct is split mid-line.
+    match body[..end].rfind('\n') {
+        Some(i) if i > 0 => &body[..i],
+        _ => &body[..end],
+    }
 }
