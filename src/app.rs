@@ -166,6 +166,11 @@ pub async fn run(config_path: PathBuf, settings: Settings) -> anyhow::Result<()>
             _ = hup.recv() => match Settings::load(&config_path) {
                 Ok(new) => {
                     tracing::info!(config = %config_path.display(), "reloading configuration, templates and content");
+                    let current = app.snapshot.borrow().settings.clone();
+                    if new.http.listen != current.http.listen || new.database.url != current.database.url {
+                        tracing::warn!("[http] listen and [database] url take effect at the next restart");
+                    }
+                    crate::templates::reload();
                     let _ = app.publisher.send(Command::Reload(Arc::new(new))).await;
                 }
                 Err(e) => tracing::error!("reload rejected, the running configuration stays in force: {e}"),

@@ -3,68 +3,15 @@
 //! the built-in copy of the same name, so an operator can restyle pages
 //! without rebuilding, and a fresh install works without a templates folder.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use minijinja::{Environment, Value};
 
 use crate::config::Settings;
 
-fn builtin(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "pages/layout.html" => include_str!("../../templates/pages/layout.html"),
-        "pages/_choices.html" => include_str!("../../templates/pages/_choices.html"),
-        "pages/subscribe.html" => include_str!("../../templates/pages/subscribe.html"),
-        "pages/message.html" => include_str!("../../templates/pages/message.html"),
-        "pages/error.html" => include_str!("../../templates/pages/error.html"),
-        "pages/confirm.html" => include_str!("../../templates/pages/confirm.html"),
-        "pages/confirmed.html" => include_str!("../../templates/pages/confirmed.html"),
-        "pages/preferences.html" => include_str!("../../templates/pages/preferences.html"),
-        "pages/unsubscribe.html" => include_str!("../../templates/pages/unsubscribe.html"),
-        "email/confirm.txt" => include_str!("../../templates/email/confirm.txt"),
-        "email/confirm.html" => include_str!("../../templates/email/confirm.html"),
-        "email/already.txt" => include_str!("../../templates/email/already.txt"),
-        "email/already.html" => include_str!("../../templates/email/already.html"),
-        _ => return None,
-    })
-}
-
-fn build(dir: PathBuf) -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_loader(move |name: &str| {
-        // Names come from this module, never from a request; still refuse to leave `dir`.
-        if name.split('/').any(|part| part == ".." || part.is_empty()) {
-            return Ok(None);
-        }
-        let path = dir.join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(builtin(name).map(str::to_owned))
-            }
-            Err(e) => Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                format!("cannot read {}: {e}", path.display()),
-            )),
-        }
-    });
-    env
-}
-
-/// One environment per templates folder, built on first use; the loader
-/// caches each template after its first load.
 fn environment(dir: &Path) -> Arc<Environment<'static>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Environment<'static>>>>> = OnceLock::new();
-    let mut cache = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    cache
-        .entry(dir.to_owned())
-        .or_insert_with(|| Arc::new(build(dir.to_owned())))
-        .clone()
+    crate::templates::cached(dir)
 }
 
 /// A URL for an `href` or `action`: HTML-escaped except for `/`, which
