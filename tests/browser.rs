@@ -89,11 +89,11 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
         .unwrap_or_else(|e| panic!("cannot open a Chromium session through chromedriver: {e}"))
 }
 
-/// Waits (up to 10 s) until the page shows `needle`: a click that submits a
+/// Waits (up to 30 s) until the page shows `needle`: a click that submits a
 /// form returns before the next page has loaded.
 async fn expect_text(client: &Client, needle: &str) {
     let mut last = String::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         if let Ok(body) = client.find(Locator::Css("body")).await {
             if let Ok(text) = body.text().await {
                 if text.contains(needle) {
