@@ -15,7 +15,7 @@ use crate::delivery::compose::{
 use crate::editions::render::{self, DigestInput};
 use crate::editions::schedule::parse_cron;
 use crate::store::ledger::Ledger;
-use crate::store::{from_millis, Db};
+use crate::store::{from_millis, outbox, Db};
 
 pub fn schedule(settings: &Settings) -> Result<Exit> {
     let now = Utc::now();
@@ -91,27 +91,42 @@ pub fn preview(
         Some(email) => rt.block_on(async {
             let address = crate::domain::EmailAddress::parse(&email)?;
             let db = Db::open(&settings.database.url).await?;
-            let row: Option<(i64, String, String)> = sqlx::query_as("SELECT id, email, name FROM subscribers WHERE email = $1")
-                .bind(address.as_str())
-                .fetch_optional(&db.pool)
-                .await?;
-            let Some((id, email, name)) = row else { bail!("no subscriber {email:?}") };
-            let follows: Vec<String> = sqlx::query_scalar("SELECT category FROM subscriber_categories WHERE subscriber_id = $1").bind(id).fetch_all(&db.pool).await?;
-            let follows: Vec<crate::domain::Slug> = follows.iter().filter_map(|c| crate::domain::Slug::parse(c).ok()).collect();
-            let cursor: Option<i64> = sqlx::query_scalar("SELECT cursor_event_id FROM subscriber_editions WHERE subscriber_id = $1 AND edition = $2")
-                .bind(id)
-                .bind(edition.slug.as_str())
-                .fetch_optional(&db.pool)
-                .await?;
-            let slugs: Vec<String> = sqlx::query_scalar("SELECT slug FROM publication_events WHERE id > $1 ORDER BY id").bind(cursor.unwrap_or(i64::MAX)).fetch_all(&db.pool).await?;
-            let studies: Vec<Arc<CaseStudy>> = slugs
+            let mut conn = db.pool.acquire().await?;
+            let Some(sub) =
+                crate::store::subscribers::find_by_email(&mut conn, address.as_str()).await?
+            else {
+                bail!("no subscriber {email:?}")
+            };
+            drop(conn);
+            let follows: Vec<crate::domain::Slug> = sub
+                .categories
                 .iter()
-                .filter_map(|s| catalog.get(s).cloned())
-                .filter(|s| carries(s) && (follows.is_empty() || s.categories.iter().any(|c| follows.contains(c))))
+                .filter_map(|c| crate::domain::Slug::parse(c).ok())
                 .collect();
-            anyhow::Ok((follows, studies, email, name))
+            let cursor =
+                crate::store::editions::subscriber_cursor(&db, sub.id, edition.slug.as_str())
+                    .await?;
+            // Not receiving this edition: nothing is new for them in it.
+            let events = match cursor {
+                Some(c) => crate::store::editions::events_between(&db, c, i64::MAX).await?,
+                None => Vec::new(),
+            };
+            let studies: Vec<Arc<CaseStudy>> = events
+                .iter()
+                .filter_map(|(_, s)| catalog.get(s).cloned())
+                .filter(|s| {
+                    carries(s)
+                        && (follows.is_empty() || s.categories.iter().any(|c| follows.contains(c)))
+                })
+                .collect();
+            anyhow::Ok((follows, studies, sub.email, sub.name))
         })?,
-        None => (Vec::new(), Vec::new(), "reader@example.com".to_owned(), String::new()),
+        None => (
+            Vec::new(),
+            Vec::new(),
+            "reader@example.com".to_owned(),
+            String::new(),
+        ),
     };
     let studies = if studies.is_empty() {
         eprintln!("note: nothing new for this reader; previewing the latest published case studies instead");
@@ -218,7 +233,7 @@ pub fn status(settings: &Settings) -> Result<Exit> {
         let db = Db::open(&settings.database.url).await?;
         let now = Utc::now();
         println!("Outbox");
-        let states: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state").fetch_all(&db.pool).await?;
+        let states = outbox::depth_by_state(&db).await?;
         if states.is_empty() {
             println!("  empty");
         }
@@ -227,16 +242,13 @@ pub fn status(settings: &Settings) -> Result<Exit> {
         }
         println!("Editions");
         for e in &settings.editions {
-            let last: Option<(String, i64, Option<i64>, i64)> = sqlx::query_as(
-                "SELECT window_key, started_at, finished_at, enqueued FROM edition_runs WHERE edition = $1 ORDER BY started_at DESC LIMIT 1",
-            )
-            .bind(e.slug.as_str())
-            .fetch_optional(&db.pool)
-            .await?;
+            let last = crate::store::editions::last_run(&db, e.slug.as_str()).await?;
             let last = match last {
                 Some((w, s, f, n)) => format!(
                     "last {} ({}, {} queued{})",
-                    from_millis(s).with_timezone(&e.timezone).format("%Y-%m-%d %H:%M %Z"),
+                    from_millis(s)
+                        .with_timezone(&e.timezone)
+                        .format("%Y-%m-%d %H:%M %Z"),
                     w,
                     n,
                     if f.is_none() { ", unfinished" } else { "" }
@@ -247,22 +259,31 @@ pub fn status(settings: &Settings) -> Result<Exit> {
                 ScheduleSpec::Instant => "next: on publication".to_owned(),
                 ScheduleSpec::Cron(c) => parse_cron(c)?
                     .next_after(now, e.timezone)
-                    .map(|t| format!("next {}", t.with_timezone(&e.timezone).format("%Y-%m-%d %H:%M %Z")))
+                    .map(|t| {
+                        format!(
+                            "next {}",
+                            t.with_timezone(&e.timezone).format("%Y-%m-%d %H:%M %Z")
+                        )
+                    })
                     .unwrap_or_default(),
             };
             println!("  {:<12} {last}; {next}", e.slug.as_str());
         }
         println!("Recent failures");
-        let failures: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT recipient, state, COALESCE(last_error, ''), updated_at FROM outbox WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10",
-        )
-        .fetch_all(&db.pool)
-        .await?;
+        let failures = outbox::recent_failures(&db, 10).await?;
         if failures.is_empty() {
             println!("  none");
         }
-        for (to, state, err, at) in failures {
-            println!("  {} {to} [{state}] {err}", from_millis(at).format("%Y-%m-%d %H:%M:%S UTC"));
+        for f in failures {
+            println!(
+                "  {} {} [{}{}] after {} attempt(s): {}",
+                from_millis(f.updated_at).format("%Y-%m-%d %H:%M:%S UTC"),
+                f.recipient,
+                f.state,
+                f.edition.map(|e| format!(", {e}")).unwrap_or_default(),
+                f.attempts,
+                f.last_error
+            );
         }
         anyhow::Ok(Exit::Ok)
     })

@@ -23,12 +23,7 @@ use crate::store::Db;
 /// bar (sent, retrying, failed, rate, ETA) and returns when none is due.
 /// Exit status 1 when any message failed for good.
 pub async fn deliver_edition(db: &Db, settings: &Settings, edition: &str) -> anyhow::Result<Exit> {
-    let total: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM outbox WHERE edition = $1 AND state IN ('queued', 'sending')",
-    )
-    .bind(edition)
-    .fetch_one(&db.pool)
-    .await?;
+    let total = crate::store::outbox::pending_count(db, Some(edition)).await?;
     let progress = Arc::new(Progress::default());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(drain(

@@ -20,8 +20,9 @@ use super::render::{self, DigestInput};
 use crate::config::{Edition, Settings};
 use crate::content::{CaseStudy, Catalog};
 use crate::delivery::compose::sender_domain;
-use crate::domain::{Slug, Token};
-use crate::store::{outbox, to_millis, Db};
+use crate::domain::Token;
+use crate::store::editions::{self as store, DigestRow};
+use crate::store::{outbox, Db};
 
 /// Subscribers handled per transaction.
 pub const BATCH: i64 = 500;
@@ -38,13 +39,6 @@ pub struct RunReport {
     pub rendered: u64,
 }
 
-struct Subscriber {
-    id: i64,
-    email: String,
-    cursor: i64,
-    follows: Vec<Slug>,
-}
-
 /// Runs `edition` for `window` (e.g. the scheduled fire time, RFC 3339).
 pub async fn run_edition(
     db: &Db,
@@ -57,44 +51,19 @@ pub async fn run_edition(
 ) -> anyhow::Result<RunReport> {
     let mut report = RunReport::default();
     let slug = edition.slug.as_str();
-    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM publication_events")
-        .fetch_one(&db.pool)
-        .await?;
+    let current = store::current_high_water(db).await?;
     let high_water = if dry_run {
         current
     } else {
-        sqlx::query("INSERT INTO edition_runs (edition, window_key, started_at, high_water) VALUES ($1, $2, $3, $4) ON CONFLICT (edition, window_key) DO NOTHING")
-            .bind(slug)
-            .bind(window)
-            .bind(to_millis(now))
-            .bind(current)
-            .execute(&db.pool)
-            .await?;
-        let (hw, finished): (i64, Option<i64>) = sqlx::query_as("SELECT high_water, finished_at FROM edition_runs WHERE edition = $1 AND window_key = $2")
-            .bind(slug)
-            .bind(window)
-            .fetch_one(&db.pool)
-            .await?;
-        if finished.is_some() {
+        let state = store::start_run(db, slug, window, now, current).await?;
+        if state.finished {
             report.already_done = true;
             return Ok(report);
         }
-        hw
+        state.high_water
     };
-
-    let min_cursor: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(cursor_event_id) FROM subscriber_editions WHERE edition = $1",
-    )
-    .bind(slug)
-    .fetch_one(&db.pool)
-    .await?;
-    let events: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, slug FROM publication_events WHERE id > $1 AND id <= $2 ORDER BY id",
-    )
-    .bind(min_cursor.unwrap_or(high_water))
-    .bind(high_water)
-    .fetch_all(&db.pool)
-    .await?;
+    let min_cursor = store::min_cursor(db, slug).await?;
+    let events = store::events_between(db, min_cursor.unwrap_or(high_water), high_water).await?;
     // Only case studies the edition carries and the catalog can render.
     let events: Vec<(i64, Arc<CaseStudy>)> = events
         .into_iter()
@@ -112,7 +81,7 @@ pub async fn run_edition(
     let mut bodies: HashMap<String, i64> = HashMap::new();
     let mut after_id = 0i64;
     loop {
-        let batch = load_batch(db, slug, high_water, after_id).await?;
+        let batch = store::subscriber_batch(db, slug, high_water, after_id, BATCH).await?;
         let Some(last) = batch.last() else { break };
         after_id = last.id;
         report.subscribers += batch.len() as u64;
@@ -121,7 +90,7 @@ pub async fn run_edition(
         } else {
             Some(db.pool.begin().await?)
         };
-        let mut covered: Vec<i64> = Vec::with_capacity(batch.len());
+        let mut rows: Vec<DigestRow> = Vec::with_capacity(batch.len());
         for sub in &batch {
             let matching: Vec<&(i64, Arc<CaseStudy>)> = events
                 .iter()
@@ -131,7 +100,6 @@ pub async fn run_edition(
                             || s.categories.iter().any(|c| sub.follows.contains(c)))
                 })
                 .collect();
-            covered.push(sub.id);
             if matching.is_empty() {
                 report.nothing_new += 1;
                 continue;
@@ -174,53 +142,24 @@ pub async fn run_edition(
                 }
             };
             let token = Token::generate();
-            sqlx::query("INSERT INTO tokens (hash, subscriber_id, purpose, created_at, expires_at) VALUES ($1, $2, 'manage', $3, NULL)")
-                .bind(token.hash())
-                .bind(sub.id)
-                .bind(to_millis(now))
-                .execute(&mut **tx)
-                .await?;
-            let vars = recipient_vars(settings, edition, token.as_str(), window);
-            let dedupe = format!("digest:{slug}:{window}:{}", sub.id);
-            outbox::enqueue(
-                &mut **tx,
-                &outbox::NewMessage {
-                    dedupe_key: &dedupe,
-                    kind: "digest",
-                    edition: Some(slug),
-                    subscriber_id: Some(sub.id),
-                    recipient: &sub.email,
-                    message: None,
-                    body_id: Some(body_id),
-                    vars: &vars,
-                    now,
-                },
-            )
-            .await?;
+            rows.push(DigestRow {
+                subscriber_id: sub.id,
+                recipient: sub.email.clone(),
+                dedupe_key: format!("digest:{slug}:{window}:{}", sub.id),
+                body_id,
+                token_hash: token.hash(),
+                vars: recipient_vars(settings, edition, token.as_str()).to_string(),
+            });
         }
         if let Some(mut tx) = tx {
-            // Ids are integers from the database, so inlining them is safe.
-            let ids = covered
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            sqlx::query(&format!("UPDATE subscriber_editions SET cursor_event_id = $1 WHERE edition = $2 AND cursor_event_id < $1 AND subscriber_id IN ({ids})"))
-                .bind(high_water)
-                .bind(slug)
-                .execute(&mut *tx)
-                .await?;
+            store::enqueue_digests(&mut tx, slug, &rows, now).await?;
+            let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
+            store::advance_cursors(&mut tx, slug, &ids, high_water).await?;
             tx.commit().await?;
         }
     }
     if !dry_run {
-        sqlx::query("UPDATE edition_runs SET finished_at = $1, enqueued = enqueued + $2 WHERE edition = $3 AND window_key = $4")
-            .bind(to_millis(Utc::now()))
-            .bind(report.enqueued as i64)
-            .bind(slug)
-            .bind(window)
-            .execute(&db.pool)
-            .await?;
+        store::finish_run(db, slug, window, report.enqueued, Utc::now()).await?;
         metrics::counter!("casewire_edition_runs_total", "edition" => slug.to_owned()).increment(1);
     }
     tracing::info!(
@@ -236,59 +175,8 @@ pub async fn run_edition(
     Ok(report)
 }
 
-async fn load_batch(
-    db: &Db,
-    edition: &str,
-    high_water: i64,
-    after_id: i64,
-) -> anyhow::Result<Vec<Subscriber>> {
-    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-        "SELECT s.id, s.email, se.cursor_event_id
-         FROM subscriber_editions se
-         JOIN subscribers s ON s.id = se.subscriber_id
-         LEFT JOIN suppressions sp ON sp.email = s.email
-         WHERE se.edition = $1 AND s.status = 'confirmed' AND sp.email IS NULL
-           AND se.cursor_event_id < $2 AND s.id > $3
-         ORDER BY s.id LIMIT $4",
-    )
-    .bind(edition)
-    .bind(high_water)
-    .bind(after_id)
-    .bind(BATCH)
-    .fetch_all(&db.pool)
-    .await?;
-    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        return Ok(Vec::new());
-    };
-    let cats: Vec<(i64, String)> = sqlx::query_as("SELECT subscriber_id, category FROM subscriber_categories WHERE subscriber_id >= $1 AND subscriber_id <= $2")
-        .bind(first.0)
-        .bind(last.0)
-        .fetch_all(&db.pool)
-        .await?;
-    let mut follows: HashMap<i64, Vec<Slug>> = HashMap::new();
-    for (id, c) in cats {
-        if let Ok(slug) = Slug::parse(&c) {
-            follows.entry(id).or_default().push(slug);
-        }
-    }
-    Ok(rows
-        .into_iter()
-        .map(|(id, email, cursor)| Subscriber {
-            id,
-            email,
-            cursor,
-            follows: follows.remove(&id).unwrap_or_default(),
-        })
-        .collect())
-}
-
 /// Per-recipient values delivery fills into the shared body and headers.
-fn recipient_vars(
-    settings: &Settings,
-    edition: &Edition,
-    token: &str,
-    window: &str,
-) -> serde_json::Value {
+fn recipient_vars(settings: &Settings, edition: &Edition, token: &str) -> serde_json::Value {
     let base = &settings.site.base_url;
     let unsubscribe = base
         .join(&format!("unsubscribe/{token}"))
@@ -303,7 +191,6 @@ fn recipient_vars(
         .parse::<lettre::message::Mailbox>()
         .map(|m| m.email.to_string())
         .unwrap_or_else(|_| format!("digest@{domain}"));
-    let _ = window;
     serde_json::json!({
         "unsubscribe_url": unsubscribe.as_str(),
         "preferences_url": preferences.as_str(),

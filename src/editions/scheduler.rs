@@ -17,6 +17,7 @@ use super::run::run_edition;
 use super::schedule::{parse_cron, CronSchedule};
 use crate::config::{Edition, ScheduleSpec};
 use crate::publisher::Snapshot;
+use crate::store::editions as store;
 use crate::store::{Backend, Db};
 
 /// Lock id of the scheduler's PostgreSQL advisory lock.
@@ -96,12 +97,7 @@ impl Scheduler {
         if self.db.backend == Backend::Sqlite {
             return Ok(None);
         }
-        let mut conn = self.db.pool.acquire().await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK)
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(got.then_some(conn))
+        Ok(store::try_leader_lock(&self.db, LEADER_LOCK).await?)
     }
 
     /// Runs whatever is due at `now`; returns the next cron fire time.
@@ -146,10 +142,7 @@ impl Scheduler {
 
     /// The last window run for `edition`, or when it was first scheduled.
     async fn since(&self, edition: &Edition, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
-        let last: Option<String> = sqlx::query_scalar("SELECT MAX(window_key) FROM edition_runs WHERE edition = $1 AND window_key LIKE 'cron:%'")
-            .bind(edition.slug.as_str())
-            .fetch_one(&self.db.pool)
-            .await?;
+        let last = store::last_cron_window(&self.db, edition.slug.as_str()).await?;
         if let Some(t) = last
             .as_deref()
             .and_then(|k| k.strip_prefix("cron:"))
@@ -176,14 +169,8 @@ impl Scheduler {
         edition: &Edition,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM publication_events")
-                .fetch_one(&self.db.pool)
-                .await?;
-        let done: Option<i64> = sqlx::query_scalar("SELECT MAX(high_water) FROM edition_runs WHERE edition = $1 AND finished_at IS NOT NULL")
-            .bind(edition.slug.as_str())
-            .fetch_one(&self.db.pool)
-            .await?;
+        let current = store::current_high_water(&self.db).await?;
+        let done = store::finished_high_water(&self.db, edition.slug.as_str()).await?;
         if current == 0 || done.is_some_and(|d| d >= current) {
             return Ok(false);
         }

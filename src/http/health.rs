@@ -9,10 +9,7 @@ use super::AppState;
 
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let snapshot = state.snapshot();
-    let db_ok = sqlx::query("SELECT 1")
-        .execute(&state.db.pool)
-        .await
-        .is_ok();
+    let db_ok = state.db.ping().await;
     let body = serde_json::json!({
         "status": if db_ok { "ok" } else { "degraded" },
         "database": db_ok,

@@ -6,6 +6,7 @@
 //! `BIGINT` milliseconds since the Unix epoch in UTC (DESIGN.md invariant 8),
 //! and the few statements that differ (row claiming) branch on [`Backend`].
 
+pub mod editions;
 pub mod ledger;
 pub mod outbox;
 pub mod subscribers;
@@ -121,6 +122,11 @@ impl Db {
             Backend::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {

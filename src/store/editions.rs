@@ -1,0 +1,326 @@
+//! Edition runs: windows, high-water marks, subscriber batches, per-edition
+//! cursors, and queueing a batch of digests in a few multi-row statements.
+
+use chrono::{DateTime, Utc};
+
+use super::{to_millis, Db, StoreError};
+use crate::domain::Slug;
+
+/// What `edition_runs` says about one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunState {
+    /// The last publication event the run covers, fixed when it started.
+    pub high_water: i64,
+    pub finished: bool,
+}
+
+/// One subscriber of an edition, as a run sees them.
+#[derive(Debug, Clone)]
+pub struct EditionSubscriber {
+    pub id: i64,
+    pub email: String,
+    /// Last publication event already covered for them in this edition.
+    pub cursor: i64,
+    /// Categories followed; empty means all.
+    pub follows: Vec<Slug>,
+}
+
+/// One digest to queue.
+#[derive(Debug, Clone)]
+pub struct DigestRow {
+    pub subscriber_id: i64,
+    pub recipient: String,
+    pub dedupe_key: String,
+    pub body_id: i64,
+    /// Hash of the manage token whose raw value is in `vars`' links.
+    pub token_hash: String,
+    pub vars: String,
+}
+
+/// The newest publication event id (0 when none).
+pub async fn current_high_water(db: &Db) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM publication_events")
+            .fetch_one(&db.pool)
+            .await?,
+    )
+}
+
+/// Records the start of `window` (idempotent) and returns its state: a
+/// window already started keeps the high-water mark it started with.
+pub async fn start_run(
+    db: &Db,
+    edition: &str,
+    window: &str,
+    now: DateTime<Utc>,
+    high_water: i64,
+) -> Result<RunState, StoreError> {
+    sqlx::query("INSERT INTO edition_runs (edition, window_key, started_at, high_water) VALUES ($1, $2, $3, $4) ON CONFLICT (edition, window_key) DO NOTHING")
+        .bind(edition)
+        .bind(window)
+        .bind(to_millis(now))
+        .bind(high_water)
+        .execute(&db.pool)
+        .await?;
+    let (high_water, finished): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT high_water, finished_at FROM edition_runs WHERE edition = $1 AND window_key = $2",
+    )
+    .bind(edition)
+    .bind(window)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(RunState {
+        high_water,
+        finished: finished.is_some(),
+    })
+}
+
+pub async fn finish_run(
+    db: &Db,
+    edition: &str,
+    window: &str,
+    enqueued: u64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE edition_runs SET finished_at = $1, enqueued = enqueued + $2 WHERE edition = $3 AND window_key = $4")
+        .bind(to_millis(now))
+        .bind(enqueued as i64)
+        .bind(edition)
+        .bind(window)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Publication events in `(after, upto]` as (id, slug), oldest first.
+pub async fn events_between(
+    db: &Db,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, slug FROM publication_events WHERE id > $1 AND id <= $2 ORDER BY id",
+    )
+    .bind(after)
+    .bind(upto)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// The lowest cursor among the edition's subscribers: events at or below it
+/// are covered for everyone.
+pub async fn min_cursor(db: &Db, edition: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT MIN(cursor_event_id) FROM subscriber_editions WHERE edition = $1",
+    )
+    .bind(edition)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// The next `limit` confirmed, unsuppressed subscribers of `edition` with
+/// `id > after_id` whose cursor is below `high_water` (keyset pagination: the
+/// list is never loaded whole).
+pub async fn subscriber_batch(
+    db: &Db,
+    edition: &str,
+    high_water: i64,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<EditionSubscriber>, StoreError> {
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT s.id, s.email, se.cursor_event_id
+         FROM subscriber_editions se
+         JOIN subscribers s ON s.id = se.subscriber_id
+         LEFT JOIN suppressions sp ON sp.email = s.email
+         WHERE se.edition = $1 AND s.status = 'confirmed' AND sp.email IS NULL
+           AND se.cursor_event_id < $2 AND s.id > $3
+         ORDER BY s.id LIMIT $4",
+    )
+    .bind(edition)
+    .bind(high_water)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(Vec::new());
+    };
+    let cats: Vec<(i64, String)> = sqlx::query_as("SELECT subscriber_id, category FROM subscriber_categories WHERE subscriber_id >= $1 AND subscriber_id <= $2")
+        .bind(first.0)
+        .bind(last.0)
+        .fetch_all(&db.pool)
+        .await?;
+    let mut follows: std::collections::HashMap<i64, Vec<Slug>> = std::collections::HashMap::new();
+    for (id, c) in cats {
+        if let Ok(slug) = Slug::parse(&c) {
+            follows.entry(id).or_default().push(slug);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(id, email, cursor)| EditionSubscriber {
+            id,
+            email,
+            cursor,
+            follows: follows.remove(&id).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Rows per multi-row INSERT (11 parameters each, far below SQLite's limit).
+const CHUNK: usize = 250;
+
+/// Queues `rows` and their manage tokens in the caller's transaction, a few
+/// hundred rows per statement. Rows whose dedupe key exists are skipped.
+pub async fn enqueue_digests(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    edition: &str,
+    rows: &[DigestRow],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let now = to_millis(now);
+    let mut inserted = 0;
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO tokens (hash, subscriber_id, purpose, created_at, expires_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 3;
+            sql.push_str(&format!(
+                "{}(${}, ${}, 'manage', ${}, NULL)",
+                if i == 0 { "" } else { ", " },
+                p + 1,
+                p + 2,
+                p + 3
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q.bind(&r.token_hash).bind(r.subscriber_id).bind(now);
+        }
+        q.execute(&mut **tx).await?;
+
+        let mut sql = String::from(
+            "INSERT INTO outbox (dedupe_key, kind, edition, subscriber_id, recipient, body_id, vars, state, attempts, next_attempt_at, created_at, updated_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 8;
+            sql.push_str(&format!(
+                "{}(${}, 'digest', ${}, ${}, ${}, ${}, ${}, 'queued', 0, ${}, ${}, ${})",
+                if i == 0 { "" } else { ", " },
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 8
+            ));
+        }
+        sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(&r.dedupe_key)
+                .bind(edition)
+                .bind(r.subscriber_id)
+                .bind(&r.recipient)
+                .bind(r.body_id)
+                .bind(&r.vars)
+                .bind(now)
+                .bind(now);
+        }
+        inserted += q.execute(&mut **tx).await?.rows_affected();
+    }
+    if inserted > 0 {
+        metrics::counter!("casewire_outbox_enqueued_total", "kind" => "digest", "edition" => edition.to_owned()).increment(inserted);
+    }
+    Ok(inserted)
+}
+
+/// Moves the cursors of `subscriber_ids` in `edition` up to `high_water`.
+pub async fn advance_cursors(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    edition: &str,
+    subscriber_ids: &[i64],
+    high_water: i64,
+) -> Result<(), StoreError> {
+    if subscriber_ids.is_empty() {
+        return Ok(());
+    }
+    // Ids are integers from the database, so inlining them is safe.
+    let ids = subscriber_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    sqlx::query(&format!("UPDATE subscriber_editions SET cursor_event_id = $1 WHERE edition = $2 AND cursor_event_id < $1 AND subscriber_id IN ({ids})"))
+        .bind(high_water)
+        .bind(edition)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The latest scheduled window run for `edition` ("cron:…" keys sort in time order).
+pub async fn last_cron_window(db: &Db, edition: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT MAX(window_key) FROM edition_runs WHERE edition = $1 AND window_key LIKE 'cron:%'",
+    )
+    .bind(edition)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// The highest high-water mark of a finished run of `edition`.
+pub async fn finished_high_water(db: &Db, edition: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT MAX(high_water) FROM edition_runs WHERE edition = $1 AND finished_at IS NOT NULL",
+    )
+    .bind(edition)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// The most recent run of `edition`: (window, started_at, finished_at, enqueued).
+pub async fn last_run(
+    db: &Db,
+    edition: &str,
+) -> Result<Option<(String, i64, Option<i64>, i64)>, StoreError> {
+    Ok(sqlx::query_as("SELECT window_key, started_at, finished_at, enqueued FROM edition_runs WHERE edition = $1 ORDER BY started_at DESC LIMIT 1")
+        .bind(edition)
+        .fetch_optional(&db.pool)
+        .await?)
+}
+
+/// Takes a session-level PostgreSQL advisory lock on a dedicated connection;
+/// the lock lives as long as the returned connection. None: another holds it.
+pub async fn try_leader_lock(
+    db: &Db,
+    key: i64,
+) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Any>>, StoreError> {
+    let mut conn = db.pool.acquire().await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(got.then_some(conn))
+}
+
+/// A subscriber's cursor in `edition`; None when they do not receive it.
+pub async fn subscriber_cursor(
+    db: &Db,
+    subscriber_id: i64,
+    edition: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT cursor_event_id FROM subscriber_editions WHERE subscriber_id = $1 AND edition = $2",
+    )
+    .bind(subscriber_id)
+    .bind(edition)
+    .fetch_optional(&db.pool)
+    .await?)
+}
