@@ -4,7 +4,7 @@
 //! Prints figures; asserts nothing.
 //!
 //! `cargo bench --bench delivery`; `CASEWIRE_BENCH_MESSAGES` (default 20000),
-//! `CASEWIRE_BENCH_CONCURRENCY` (default "8,16").
+//! `CASEWIRE_BENCH_CONCURRENCY` (default "8,16"), `CASEWIRE_BENCH_SIZE` (bytes, default 20000).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 const SINK: &str = "/usr/sbin/smtp-sink";
 const SOURCE: &str = "/usr/sbin/smtp-source";
-const SIZE: usize = 20_000;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -55,12 +54,12 @@ fn start_sink(port: u16) -> Sink {
     panic!("smtp-sink did not start on port {port}");
 }
 
-fn message(i: usize) -> String {
+fn message(i: usize, size: usize) -> String {
     let mut m = format!(
         "From: Casewire <digest@example.com>\r\nTo: <user{i}@example.org>\r\nSubject: Benchmark {i}\r\nDate: Sat, 21 Nov 2026 20:00:00 +0000\r\nMessage-ID: <bench{i}@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
     );
     let line = "The connection pool ran dry at 09:14; requests queued behind a slow query.\r\n";
-    while m.len() + line.len() <= SIZE {
+    while m.len() + line.len() <= size {
         m.push_str(line);
     }
     m
@@ -80,7 +79,7 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-async fn ours(n: usize, concurrency: usize) -> (f64, f64) {
+async fn ours(n: usize, size: usize, concurrency: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = start_sink(port);
@@ -97,7 +96,7 @@ async fn ours(n: usize, concurrency: usize) -> (f64, f64) {
     for i in 0..n {
         let to = format!("user{i}@example.org");
         let key = format!("bench:{i}");
-        let m = message(i);
+        let m = message(i, size);
         outbox::enqueue(
             &mut *tx,
             &NewMessage {
@@ -145,7 +144,7 @@ async fn ours(n: usize, concurrency: usize) -> (f64, f64) {
     (report.rate(), report.elapsed.as_secs_f64())
 }
 
-fn theirs(n: usize, concurrency: usize) -> f64 {
+fn theirs(n: usize, size: usize, concurrency: usize) -> f64 {
     let port = free_port();
     let _sink = start_sink(port);
     let t = Instant::now();
@@ -155,7 +154,7 @@ fn theirs(n: usize, concurrency: usize) -> f64 {
             "-s",
             &concurrency.to_string(),
             "-l",
-            &SIZE.to_string(),
+            &size.to_string(),
             "-m",
             &n.to_string(),
         ])
@@ -180,12 +179,16 @@ fn main() {
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
+    let size: usize = std::env::var("CASEWIRE_BENCH_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    println!("delivery benchmark: {n} messages of {SIZE} bytes, SQLite outbox, Postfix smtp-sink");
+    println!("delivery benchmark: {n} messages of {size} bytes, SQLite outbox, Postfix smtp-sink");
     for c in levels {
         println!("concurrency {c}:");
-        let (rate, _) = rt.block_on(ours(n, c));
-        let reference = theirs(n, c);
+        let (rate, _) = rt.block_on(ours(n, size, c));
+        let reference = theirs(n, size, c);
         println!(
             "  ratio casewire / smtp-source: {:.2}; peak RSS so far {:.0} MiB",
             rate / reference,

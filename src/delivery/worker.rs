@@ -146,11 +146,16 @@ impl DeliveryWorker {
             RateLimiter::direct(quota)
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        // Claims and result writes of this worker take turns on this lock:
+        // SQLite has one writer, and its busy handler would otherwise sleep
+        // whole milliseconds whenever the two collide.
+        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let writer = tokio::spawn(write_results(
             self.db.clone(),
             owner.clone(),
             rx,
             self.progress.clone(),
+            write_lock.clone(),
         ));
         let stop_renewing = CancellationToken::new();
         let renewer = tokio::spawn(renew(
@@ -182,62 +187,38 @@ impl DeliveryWorker {
             "delivery worker started"
         );
 
-        'claiming: loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let now = Utc::now();
-            let lease_until = now + opts.lease;
-            let rows = match outbox::claim(
-                &self.db,
-                &owner,
-                opts.batch_size as i64,
-                now,
-                lease_until,
-                opts.edition.as_deref(),
-            )
-            .await
-            {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!("claiming outbox rows failed, retrying: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(opts.poll_interval) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                    continue;
-                }
+        // The claimer keeps up to one batch of claimed rows ready, so send
+        // slots never wait for a claim statement.
+        let (rows_tx, mut rows_rx) = mpsc::channel::<ClaimedRow>(opts.batch_size);
+        let claimer = tokio::spawn(claim_rows(
+            self.db.clone(),
+            owner.clone(),
+            opts.clone(),
+            write_lock.clone(),
+            tracker.clone(),
+            rows_tx,
+            self.wake.clone(),
+            shutdown.clone(),
+        ));
+        loop {
+            let row = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = rows_rx.recv() => match r {
+                    Some(r) => r,
+                    None => break,
+                },
             };
-            if rows.is_empty() {
-                if opts.stop_when_idle {
-                    if tracker.is_empty() {
-                        break;
-                    }
-                    // Results in flight may schedule retries that are due at once.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(opts.poll_interval) => {}
-                    _ = self.wake.notified() => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-            let mut rows = rows.into_iter();
-            while let Some(row) = rows.next() {
-                let permit = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => {
-                        let ids: Vec<i64> = std::iter::once(row.id).chain(rows.map(|r| r.id)).collect();
-                        release(&shared, ids).await;
-                        break 'claiming;
-                    }
-                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                };
-                tracker.spawn(deliver(shared.clone(), row, permit));
-            }
+            let permit = tokio::select! {
+                biased;
+                // The row stays `sending` under our lease; it is released below.
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            tracker.spawn(deliver(shared.clone(), row, permit));
         }
+        drop(rows_rx);
+        let _ = claimer.await;
 
         // Stop intake; let every started SMTP transaction finish and its result commit.
         tracker.close();
@@ -323,6 +304,78 @@ async fn recover(
     }
 }
 
+/// Claims batches into `rows` while there is room; returns (closing
+/// `rows`) on shutdown, or when `stop_when_idle` and nothing is due or in flight.
+#[allow(clippy::too_many_arguments)]
+async fn claim_rows(
+    db: Db,
+    owner: String,
+    opts: WorkerOptions,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    in_flight: TaskTracker,
+    rows: mpsc::Sender<ClaimedRow>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        // Wait for room for a whole batch (or half of one, to keep the pipe full).
+        let room = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = rows.reserve_many(opts.batch_size.div_ceil(2)) => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        drop(room);
+        let want = rows.capacity().max(1) as i64;
+        let now = Utc::now();
+        let claimed = {
+            let _turn = write_lock.lock().await;
+            outbox::claim(
+                &db,
+                &owner,
+                want,
+                now,
+                now + opts.lease,
+                opts.edition.as_deref(),
+            )
+            .await
+        };
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("claiming outbox rows failed, retrying: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.poll_interval) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            if opts.stop_when_idle {
+                if in_flight.is_empty() && rows.capacity() == rows.max_capacity() {
+                    return;
+                }
+                // Results in flight may schedule retries that are due at once.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(opts.poll_interval) => {}
+                _ = wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        for row in claimed {
+            if rows.send(row).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 async fn renew(db: Db, owner: String, lease: Duration, stop: CancellationToken) {
     let every = lease / 3;
     loop {
@@ -333,21 +386,6 @@ async fn renew(db: Db, owner: String, lease: Duration, stop: CancellationToken) 
         if let Err(e) = outbox::renew_leases(&db, &owner, Utc::now() + lease).await {
             tracing::warn!("renewing outbox leases failed: {e}");
         }
-    }
-}
-
-/// Returns unstarted rows to the queue.
-async fn release(shared: &Shared, ids: Vec<i64>) {
-    let outcomes: Vec<Outcome> = ids.into_iter().map(|id| Outcome::Released { id }).collect();
-    let mut acks = Vec::new();
-    for o in outcomes {
-        let (ack, done) = oneshot::channel();
-        if shared.results.send((o, None, ack)).is_ok() {
-            acks.push(done);
-        }
-    }
-    for a in acks {
-        let _ = a.await;
     }
 }
 
@@ -571,6 +609,7 @@ async fn write_results(
     owner: String,
     mut rx: mpsc::UnboundedReceiver<Report>,
     progress: Arc<Progress>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut batch: Vec<Report> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -583,7 +622,12 @@ async fn write_results(
         }
         let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let mut backoff = Duration::from_millis(50);
-        while let Err(e) = outbox::record_outcomes(&db, &owner, &outcomes, Utc::now()).await {
+        loop {
+            let result = {
+                let _turn = write_lock.lock().await;
+                outbox::record_outcomes(&db, &owner, &outcomes, Utc::now()).await
+            };
+            let Err(e) = result else { break };
             tracing::warn!(
                 "recording {} delivery results failed, retrying: {e}",
                 outcomes.len()
