@@ -10,6 +10,7 @@
 //! - [`feeds`]: one view model, three writers (RSS, Atom, JSON), atomic output.
 //! - [`editions`]: schedules, segmentation, digest rendering.
 //! - [`store`]: SQLite/PostgreSQL access; the publication ledger.
+//! - [`delivery`]: the outbox's delivery worker, transports (SMTP pool, .eml files), DKIM.
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
 //! - [`telemetry`]: the Prometheus recorder.

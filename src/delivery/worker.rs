@@ -48,6 +48,11 @@ pub struct WorkerOptions {
     pub edition: Option<String>,
     /// Return once no row is due and nothing is in flight (`digest send`, tools).
     pub stop_when_idle: bool,
+    /// Release rows a dead process left in `sending` at startup (see
+    /// [`recover`]). On SQLite this must be off in a process that may run
+    /// beside the daemon (`digest send`): it cannot tell a dead owner from a
+    /// live one there, and rows of a dead owner come back when their lease ends.
+    pub recover: bool,
 }
 
 impl WorkerOptions {
@@ -60,6 +65,7 @@ impl WorkerOptions {
             retry_max: Duration::from_secs(6 * 3600),
             edition: None,
             stop_when_idle: false,
+            recover: true,
         }
     }
 }
@@ -137,7 +143,7 @@ impl DeliveryWorker {
             .parse()
             .map_err(|e| anyhow::anyhow!("[mail] from {:?}: {e}", mail.from))?;
         let reply_to = mail.reply_to.as_deref().and_then(|r| r.parse().ok());
-        let liveness = recover(&self.db, key).await?;
+        let liveness = recover(&self.db, key, self.options.recover).await?;
 
         let limiter = (mail.rate_per_second > 0.0).then(|| {
             let quota = Quota::with_period(Duration::from_secs_f64(1.0 / mail.rate_per_second))
@@ -260,8 +266,10 @@ impl DeliveryWorker {
 async fn recover(
     db: &Db,
     key: i64,
+    release: bool,
 ) -> anyhow::Result<Option<sqlx::pool::PoolConnection<sqlx::Any>>> {
     match db.backend {
+        Backend::Sqlite if !release => Ok(None),
         Backend::Sqlite => {
             let n = outbox::release_owner(db, None).await?;
             if n > 0 {
@@ -275,6 +283,9 @@ async fn recover(
                 .bind(key)
                 .execute(&mut *mine)
                 .await?;
+            if !release {
+                return Ok(Some(mine));
+            }
             let mut probe = db.pool.acquire().await?;
             for other in outbox::sending_owners(db).await? {
                 let Ok(other_key) = other.parse::<i64>() else {
@@ -690,6 +701,8 @@ pub async fn drain(
     let mut options = WorkerOptions::new(&settings);
     options.edition = edition.clone();
     options.stop_when_idle = true;
+    // PostgreSQL proves an owner dead before releasing its rows; SQLite cannot.
+    options.recover = db.backend == Backend::Postgres;
     let started = Instant::now();
     DeliveryWorker {
         db: db.clone(),
@@ -727,6 +740,7 @@ mod tests {
             retry_max: Duration::from_secs(3600),
             edition: None,
             stop_when_idle: false,
+            recover: true,
         };
         for _ in 0..100 {
             let d1 = backoff(&o, 1);
