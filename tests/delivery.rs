@@ -722,3 +722,38 @@ on_both_engines!(
     shutdown_finishes_in_flight_and_requeues_the_rest,
     shutdown_finishes_in_flight_and_requeues_the_rest
 );
+
+async fn enqueuers_wake_an_idle_worker(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let db = Db::open(&s.database.url).await.unwrap();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut options = WorkerOptions::new(&s);
+    options.poll_interval = Duration::from_secs(3600);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        DeliveryWorker {
+            db: db.clone(),
+            settings: s.clone(),
+            mailer: Mailer::from_settings(&s.mail).unwrap(),
+            wake: wake.clone(),
+            options,
+            progress: Default::default(),
+        }
+        .run(shutdown.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    queue_raw(&db, "confirm:w", "w@example.org", None).await;
+    wake.notify_one();
+    let srv = &server;
+    let arrived = tokio::task::block_in_place(|| srv.wait_for(1, Duration::from_secs(10)));
+    shutdown.cancel();
+    task.await.unwrap();
+    assert!(
+        arrived,
+        "the wake-up did not start the worker before its next poll"
+    );
+    assert_eq!(row(&db, "confirm:w").await.state, "sent");
+}
+on_both_engines!(enqueuers_wake_an_idle_worker, enqueuers_wake_an_idle_worker);
