@@ -3,6 +3,14 @@
 //! `smtp-source` sending as many messages of the same size to the same sink.
 //! Prints figures; asserts nothing.
 //!
+//! Where the time goes (2 shared cores, 20 KB messages, SQLite): the send
+//! path itself is cheap (one SMTP transaction is ~2 ms at 16 connections);
+//! the limit is SQLite's one writer. Claiming and marking sent each rewrite
+//! the whole row, 20 KB of overflow pages included, and a send slot is held
+//! until its result commits (that bounds kill -9 duplicates by
+//! `mail.concurrency`), so commits of ~2 rows each set the pace. With 1 KB
+//! messages the same worker reaches about 5,000 messages/s.
+//!
 //! `cargo bench --bench delivery`; `CASEWIRE_BENCH_MESSAGES` (default 20000),
 //! `CASEWIRE_BENCH_CONCURRENCY` (default "8,16"), `CASEWIRE_BENCH_SIZE` (bytes, default 20000).
 
