@@ -11,6 +11,7 @@
 //! - [`editions`]: schedules, segmentation, digest rendering.
 //! - [`store`]: SQLite/PostgreSQL access; the publication ledger.
 //! - [`subscribers`]: sign-up, confirmation, preferences, unsubscribe, import/export.
+//! - [`delivery`]: the outbox's delivery worker, transports (SMTP pool, .eml files), DKIM.
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
 //! - [`telemetry`]: the Prometheus recorder.

@@ -526,13 +526,18 @@ async fn outbox_sender_child() {
     };
     let settings = Arc::new(Settings::load(Path::new(&config)).unwrap());
     let db = Db::open(&settings.database.url).await.unwrap();
-    casewire::delivery::drain(
+    // As the daemon does: release what a killed predecessor left in `sending`.
+    let mut options = WorkerOptions::new(&settings);
+    options.stop_when_idle = true;
+    DeliveryWorker {
         db,
-        settings,
-        None,
-        Default::default(),
-        CancellationToken::new(),
-    )
+        settings: settings.clone(),
+        mailer: Mailer::from_settings(&settings.mail).unwrap(),
+        wake: Default::default(),
+        options,
+        progress: Default::default(),
+    }
+    .try_run(CancellationToken::new())
     .await
     .unwrap();
 }
@@ -626,3 +631,129 @@ on_both_engines!(
     kill_9_loses_nothing_and_duplicates_at_most_in_flight,
     kill_9_loses_nothing_and_duplicates_at_most_in_flight
 );
+
+async fn drain_sends_one_edition_and_reports(engine: Engine) {
+    let server = SmtpServer::start(&["--reject", "bounce@example.org"]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "confirm:t", "t@example.org", None).await;
+    let body = insert_body(&db).await;
+    for (n, to) in ["a@example.org", "b@example.org", "bounce@example.org"]
+        .iter()
+        .enumerate()
+    {
+        queue_digest(&db, body, to, n).await;
+    }
+    let progress = Arc::new(Progress::default());
+    let report = casewire::delivery::drain(
+        db.clone(),
+        s.clone(),
+        Some("weekly".into()),
+        progress.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.sent, report.suppressed, report.retried, report.dead),
+        (2, 1, 0, 0)
+    );
+    assert_eq!(report.pending, 0);
+    assert!(report.rate() > 0.0);
+    assert_eq!(progress.sent(), 2);
+    let counts = outbox::edition_counts(&db, "weekly").await.unwrap();
+    assert_eq!(
+        counts,
+        vec![("sent".to_owned(), 2), ("suppressed".to_owned(), 1)]
+    );
+    // Transactional mail was left for the daemon.
+    assert_eq!(row(&db, "confirm:t").await.state, "queued");
+    assert!(server.received_by("t@example.org").is_empty());
+    assert_eq!(outbox::pending_count(&db, Some("")).await.unwrap(), 1);
+}
+on_both_engines!(
+    drain_sends_one_edition_and_reports,
+    drain_sends_one_edition_and_reports
+);
+
+async fn shutdown_finishes_in_flight_and_requeues_the_rest(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, "rate_per_second = 5"));
+    let db = Db::open(&s.database.url).await.unwrap();
+    for i in 0..20 {
+        queue_raw(&db, &format!("s:{i}"), &format!("s{i}@example.org"), None).await;
+    }
+    let shutdown = CancellationToken::new();
+    let worker = DeliveryWorker {
+        db: db.clone(),
+        settings: s.clone(),
+        mailer: Mailer::from_settings(&s.mail).unwrap(),
+        wake: Default::default(),
+        options: WorkerOptions::new(&s),
+        progress: Default::default(),
+    };
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+    let srv = &server;
+    tokio::task::block_in_place(|| assert!(srv.wait_for(2, Duration::from_secs(30))));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the worker stops promptly")
+        .unwrap();
+    let depth: std::collections::HashMap<String, i64> = outbox::depth_by_state(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(depth.get("sending"), None, "{depth:?}");
+    let sent = depth.get("sent").copied().unwrap_or(0);
+    assert_eq!(sent as usize, server.received_count(), "{depth:?}");
+    assert_eq!(sent + depth.get("queued").copied().unwrap_or(0), 20);
+    let unattempted: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND attempts = 0")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(unattempted, 20 - sent, "returned rows count no attempt");
+}
+on_both_engines!(
+    shutdown_finishes_in_flight_and_requeues_the_rest,
+    shutdown_finishes_in_flight_and_requeues_the_rest
+);
+
+async fn enqueuers_wake_an_idle_worker(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let db = Db::open(&s.database.url).await.unwrap();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut options = WorkerOptions::new(&s);
+    options.poll_interval = Duration::from_secs(3600);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        DeliveryWorker {
+            db: db.clone(),
+            settings: s.clone(),
+            mailer: Mailer::from_settings(&s.mail).unwrap(),
+            wake: wake.clone(),
+            options,
+            progress: Default::default(),
+        }
+        .run(shutdown.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    queue_raw(&db, "confirm:w", "w@example.org", None).await;
+    wake.notify_one();
+    let srv = &server;
+    let arrived = tokio::task::block_in_place(|| srv.wait_for(1, Duration::from_secs(10)));
+    shutdown.cancel();
+    task.await.unwrap();
+    assert!(
+        arrived,
+        "the wake-up did not start the worker before its next poll"
+    );
+    assert_eq!(row(&db, "confirm:w").await.state, "sent");
+}
+on_both_engines!(enqueuers_wake_an_idle_worker, enqueuers_wake_an_idle_worker);

@@ -4,7 +4,7 @@
 //! classified as permanent (never retry, suppress) or transient (retry later).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::message::dkim::{
@@ -12,8 +12,9 @@ use lettre::message::dkim::{
     DkimSigningKey,
 };
 use lettre::message::header::HeaderName;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -61,8 +62,106 @@ pub enum TransportError {
 }
 
 enum Inner {
+    /// `smtp://`: casewire's own pool of lettre connections (see [`SmtpPool`]).
+    Plain(SmtpPool),
+    /// `smtps://`: lettre's pooled transport with implicit TLS.
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     File(AsyncFileTransport<Tokio1Executor>),
+}
+
+/// Pooled SMTP connections on sockets with `TCP_NODELAY`.
+///
+/// lettre's own transport cannot set that option, and it writes a message's
+/// content and the final `.` line in two writes: with Nagle's algorithm the
+/// second write waits for the server's delayed ACK, 40 ms per message on
+/// Linux (measured: 170 messages/s at 8 connections). lettre's
+/// [`AsyncSmtpConnection`] still speaks the protocol (EHLO, STARTTLS, AUTH,
+/// pipelining of nothing, dot-stuffing); only the socket is ours.
+struct SmtpPool {
+    host: String,
+    port: u16,
+    /// STARTTLS when the server offers it.
+    tls: TlsParameters,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    timeout: Duration,
+    max_idle: usize,
+    /// A std Mutex: held to push or pop, never across an await.
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+/// A connection idle longer than this is checked with NOOP before reuse
+/// (servers close idle sessions); busier ones are reused as they are.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(2);
+/// Idle connections older than this are closed instead of reused.
+const IDLE_MAX: Duration = Duration::from_secs(60);
+
+impl SmtpPool {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+        let target = format!("{}:{}", self.host, self.port);
+        let connecting = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+        let stream = tokio::time::timeout(self.timeout, connecting)
+            .await
+            .map_err(|_| DeliveryError::Transient(format!("connecting to {target}: timed out")))?
+            .map_err(|e| DeliveryError::Transient(format!("connecting to {target}: {e}")))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| DeliveryError::Transient(format!("connecting to {target}: {e}")))?;
+        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+            .await
+            .map_err(classify)?;
+        if conn.can_starttls() {
+            conn.starttls(self.tls.clone(), &self.hello)
+                .await
+                .map_err(classify)?;
+        }
+        if let Some(c) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(conn)
+    }
+
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+        loop {
+            let parked = self.idle.lock().expect("not poisoned").pop();
+            let Some((mut conn, since)) = parked else {
+                return self.connect().await;
+            };
+            let idle = since.elapsed();
+            if idle > IDLE_MAX {
+                conn.abort().await;
+                continue;
+            }
+            if idle > IDLE_CHECK_AFTER && !conn.test_connected().await {
+                conn.abort().await;
+                continue;
+            }
+            return Ok(conn);
+        }
+    }
+
+    async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), DeliveryError> {
+        let mut conn = self.checkout().await?;
+        let result = conn.send(envelope, bytes).await;
+        if conn.has_broken() {
+            conn.abort().await;
+        } else {
+            let mut idle = self.idle.lock().expect("not poisoned");
+            if idle.len() < self.max_idle {
+                idle.push((conn, Instant::now()));
+            }
+        }
+        result.map(|_| ()).map_err(classify)
+    }
+
+    async fn shutdown(&self) {
+        let conns: Vec<_> = std::mem::take(&mut *self.idle.lock().expect("not poisoned"));
+        for (mut c, _) in conns {
+            let _ = c.quit().await;
+        }
+    }
 }
 
 /// A transport built from `[mail]`. Cheap to share behind an `Arc`.
@@ -84,7 +183,7 @@ impl Mailer {
                 })?;
                 Inner::File(AsyncFileTransport::new(&mail.file_dir))
             }
-            Transport::Smtp => Inner::Smtp(smtp_transport(mail)?),
+            Transport::Smtp => smtp_transport(mail)?,
         };
         let dkim = match &mail.dkim {
             None => None,
@@ -134,6 +233,7 @@ impl Mailer {
         let attempt =
             async {
                 match &self.inner {
+                    Inner::Plain(p) => p.send(envelope, bytes).await,
                     Inner::Smtp(t) => t
                         .send_raw(envelope, bytes)
                         .await
@@ -155,8 +255,10 @@ impl Mailer {
 
     /// Closes pooled connections.
     pub async fn shutdown(&self) {
-        if let Inner::Smtp(t) = &self.inner {
-            t.shutdown().await;
+        match &self.inner {
+            Inner::Plain(p) => p.shutdown().await,
+            Inner::Smtp(t) => t.shutdown().await,
+            Inner::File(_) => {}
         }
     }
 }
@@ -170,9 +272,7 @@ pub fn classify(e: lettre::transport::smtp::Error) -> DeliveryError {
     }
 }
 
-fn smtp_transport(
-    mail: &MailSettings,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, TransportError> {
+fn smtp_transport(mail: &MailSettings) -> Result<Inner, TransportError> {
     let url_err = |message: &str| TransportError::Url {
         url: crate::config::redact(&mail.smtp_url),
         message: message.to_owned(),
@@ -191,25 +291,38 @@ fn smtp_transport(
     };
     let port = url.port().unwrap_or(if implicit_tls { 465 } else { 25 });
     let tls = TlsParameters::new(host.clone())?;
+    let decode = |s: &str| {
+        percent_decode(s).ok_or_else(|| url_err("credentials are not valid percent-encoded UTF-8"))
+    };
+    let credentials = if url.username().is_empty() {
+        None
+    } else {
+        Some(Credentials::new(
+            decode(url.username())?,
+            decode(url.password().unwrap_or(""))?,
+        ))
+    };
+    if !implicit_tls {
+        return Ok(Inner::Plain(SmtpPool {
+            host,
+            port,
+            tls,
+            credentials,
+            hello: ClientId::default(),
+            timeout: mail.timeout,
+            max_idle: mail.concurrency,
+            idle: Default::default(),
+        }));
+    }
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(port)
-        .tls(if implicit_tls {
-            Tls::Wrapper(tls)
-        } else {
-            Tls::Opportunistic(tls)
-        })
+        .tls(Tls::Wrapper(tls))
         .timeout(Some(mail.timeout))
         .pool_config(PoolConfig::new().max_size(mail.concurrency as u32));
-    if !url.username().is_empty() {
-        let decode = |s: &str| {
-            percent_decode(s)
-                .ok_or_else(|| url_err("credentials are not valid percent-encoded UTF-8"))
-        };
-        let user = decode(url.username())?;
-        let pass = decode(url.password().unwrap_or(""))?;
-        builder = builder.credentials(Credentials::new(user, pass));
+    if let Some(c) = credentials {
+        builder = builder.credentials(c);
     }
-    Ok(builder.build())
+    Ok(Inner::Smtp(builder.build()))
 }
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -48,6 +48,11 @@ pub struct WorkerOptions {
     pub edition: Option<String>,
     /// Return once no row is due and nothing is in flight (`digest send`, tools).
     pub stop_when_idle: bool,
+    /// Release rows a dead process left in `sending` at startup (see
+    /// [`recover`]). On SQLite this must be off in a process that may run
+    /// beside the daemon (`digest send`): it cannot tell a dead owner from a
+    /// live one there, and rows of a dead owner come back when their lease ends.
+    pub recover: bool,
 }
 
 impl WorkerOptions {
@@ -60,6 +65,7 @@ impl WorkerOptions {
             retry_max: Duration::from_secs(6 * 3600),
             edition: None,
             stop_when_idle: false,
+            recover: true,
         }
     }
 }
@@ -137,7 +143,7 @@ impl DeliveryWorker {
             .parse()
             .map_err(|e| anyhow::anyhow!("[mail] from {:?}: {e}", mail.from))?;
         let reply_to = mail.reply_to.as_deref().and_then(|r| r.parse().ok());
-        let liveness = recover(&self.db, key).await?;
+        let liveness = recover(&self.db, key, self.options.recover).await?;
 
         let limiter = (mail.rate_per_second > 0.0).then(|| {
             let quota = Quota::with_period(Duration::from_secs_f64(1.0 / mail.rate_per_second))
@@ -146,11 +152,16 @@ impl DeliveryWorker {
             RateLimiter::direct(quota)
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        // Claims and result writes of this worker take turns on this lock:
+        // SQLite has one writer, and its busy handler would otherwise sleep
+        // whole milliseconds whenever the two collide.
+        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let writer = tokio::spawn(write_results(
             self.db.clone(),
             owner.clone(),
             rx,
             self.progress.clone(),
+            write_lock.clone(),
         ));
         let stop_renewing = CancellationToken::new();
         let renewer = tokio::spawn(renew(
@@ -182,62 +193,38 @@ impl DeliveryWorker {
             "delivery worker started"
         );
 
-        'claiming: loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let now = Utc::now();
-            let lease_until = now + opts.lease;
-            let rows = match outbox::claim(
-                &self.db,
-                &owner,
-                opts.batch_size as i64,
-                now,
-                lease_until,
-                opts.edition.as_deref(),
-            )
-            .await
-            {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!("claiming outbox rows failed, retrying: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(opts.poll_interval) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                    continue;
-                }
+        // The claimer keeps up to one batch of claimed rows ready, so send
+        // slots never wait for a claim statement.
+        let (rows_tx, mut rows_rx) = mpsc::channel::<ClaimedRow>(opts.batch_size);
+        let claimer = tokio::spawn(claim_rows(
+            self.db.clone(),
+            owner.clone(),
+            opts.clone(),
+            write_lock.clone(),
+            tracker.clone(),
+            rows_tx,
+            self.wake.clone(),
+            shutdown.clone(),
+        ));
+        loop {
+            let row = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = rows_rx.recv() => match r {
+                    Some(r) => r,
+                    None => break,
+                },
             };
-            if rows.is_empty() {
-                if opts.stop_when_idle {
-                    if tracker.is_empty() {
-                        break;
-                    }
-                    // Results in flight may schedule retries that are due at once.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(opts.poll_interval) => {}
-                    _ = self.wake.notified() => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-            let mut rows = rows.into_iter();
-            while let Some(row) = rows.next() {
-                let permit = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => {
-                        let ids: Vec<i64> = std::iter::once(row.id).chain(rows.map(|r| r.id)).collect();
-                        release(&shared, ids).await;
-                        break 'claiming;
-                    }
-                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                };
-                tracker.spawn(deliver(shared.clone(), row, permit));
-            }
+            let permit = tokio::select! {
+                biased;
+                // The row stays `sending` under our lease; it is released below.
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            tracker.spawn(deliver(shared.clone(), row, permit));
         }
+        drop(rows_rx);
+        let _ = claimer.await;
 
         // Stop intake; let every started SMTP transaction finish and its result commit.
         tracker.close();
@@ -279,8 +266,10 @@ impl DeliveryWorker {
 async fn recover(
     db: &Db,
     key: i64,
+    release: bool,
 ) -> anyhow::Result<Option<sqlx::pool::PoolConnection<sqlx::Any>>> {
     match db.backend {
+        Backend::Sqlite if !release => Ok(None),
         Backend::Sqlite => {
             let n = outbox::release_owner(db, None).await?;
             if n > 0 {
@@ -294,6 +283,9 @@ async fn recover(
                 .bind(key)
                 .execute(&mut *mine)
                 .await?;
+            if !release {
+                return Ok(Some(mine));
+            }
             let mut probe = db.pool.acquire().await?;
             for other in outbox::sending_owners(db).await? {
                 let Ok(other_key) = other.parse::<i64>() else {
@@ -323,6 +315,78 @@ async fn recover(
     }
 }
 
+/// Claims batches into `rows` while there is room; returns (closing
+/// `rows`) on shutdown, or when `stop_when_idle` and nothing is due or in flight.
+#[allow(clippy::too_many_arguments)]
+async fn claim_rows(
+    db: Db,
+    owner: String,
+    opts: WorkerOptions,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    in_flight: TaskTracker,
+    rows: mpsc::Sender<ClaimedRow>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        // Wait for room for a whole batch (or half of one, to keep the pipe full).
+        let room = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = rows.reserve_many(opts.batch_size.div_ceil(2)) => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        drop(room);
+        let want = rows.capacity().max(1) as i64;
+        let now = Utc::now();
+        let claimed = {
+            let _turn = write_lock.lock().await;
+            outbox::claim(
+                &db,
+                &owner,
+                want,
+                now,
+                now + opts.lease,
+                opts.edition.as_deref(),
+            )
+            .await
+        };
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("claiming outbox rows failed, retrying: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.poll_interval) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            if opts.stop_when_idle {
+                if in_flight.is_empty() && rows.capacity() == rows.max_capacity() {
+                    return;
+                }
+                // Results in flight may schedule retries that are due at once.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(opts.poll_interval) => {}
+                _ = wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        for row in claimed {
+            if rows.send(row).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 async fn renew(db: Db, owner: String, lease: Duration, stop: CancellationToken) {
     let every = lease / 3;
     loop {
@@ -333,21 +397,6 @@ async fn renew(db: Db, owner: String, lease: Duration, stop: CancellationToken) 
         if let Err(e) = outbox::renew_leases(&db, &owner, Utc::now() + lease).await {
             tracing::warn!("renewing outbox leases failed: {e}");
         }
-    }
-}
-
-/// Returns unstarted rows to the queue.
-async fn release(shared: &Shared, ids: Vec<i64>) {
-    let outcomes: Vec<Outcome> = ids.into_iter().map(|id| Outcome::Released { id }).collect();
-    let mut acks = Vec::new();
-    for o in outcomes {
-        let (ack, done) = oneshot::channel();
-        if shared.results.send((o, None, ack)).is_ok() {
-            acks.push(done);
-        }
-    }
-    for a in acks {
-        let _ = a.await;
     }
 }
 
@@ -571,6 +620,7 @@ async fn write_results(
     owner: String,
     mut rx: mpsc::UnboundedReceiver<Report>,
     progress: Arc<Progress>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut batch: Vec<Report> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -583,7 +633,12 @@ async fn write_results(
         }
         let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let mut backoff = Duration::from_millis(50);
-        while let Err(e) = outbox::record_outcomes(&db, &owner, &outcomes, Utc::now()).await {
+        loop {
+            let result = {
+                let _turn = write_lock.lock().await;
+                outbox::record_outcomes(&db, &owner, &outcomes, Utc::now()).await
+            };
+            let Err(e) = result else { break };
             tracing::warn!(
                 "recording {} delivery results failed, retrying: {e}",
                 outcomes.len()
@@ -646,6 +701,8 @@ pub async fn drain(
     let mut options = WorkerOptions::new(&settings);
     options.edition = edition.clone();
     options.stop_when_idle = true;
+    // PostgreSQL proves an owner dead before releasing its rows; SQLite cannot.
+    options.recover = db.backend == Backend::Postgres;
     let started = Instant::now();
     DeliveryWorker {
         db: db.clone(),
@@ -683,6 +740,7 @@ mod tests {
             retry_max: Duration::from_secs(3600),
             edition: None,
             stop_when_idle: false,
+            recover: true,
         };
         for _ in 0..100 {
             let d1 = backoff(&o, 1);

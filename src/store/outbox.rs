@@ -270,7 +270,6 @@ pub async fn record_outcomes(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let now = to_millis(now);
-    let mut tx = db.pool.begin().await?;
     let sent: Vec<i64> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -285,17 +284,15 @@ pub async fn record_outcomes(
             _ => None,
         })
         .collect();
+    // The common case, only successes: one statement is atomic on its own,
+    // and skipping BEGIN/COMMIT saves two round trips per batch.
+    if sent.len() == outcomes.len() && sent.len() <= 500 {
+        mark_sent(&db.pool, owner, &sent, now).await?;
+        return Ok(());
+    }
+    let mut tx = db.pool.begin().await?;
     for chunk in sent.chunks(500) {
-        let sql = format!(
-            "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
-             WHERE lease_owner = $2 AND id IN ({})",
-            placeholders(3, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).bind(now).bind(owner);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        q.execute(&mut *tx).await?;
+        mark_sent(&mut *tx, owner, chunk, now).await?;
     }
     for chunk in released.chunks(500) {
         let sql = format!(
@@ -362,6 +359,23 @@ pub async fn record_outcomes(
         }
     }
     tx.commit().await?;
+    Ok(())
+}
+
+async fn mark_sent<'c, E>(executor: E, owner: &str, ids: &[i64], now: i64) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let sql = format!(
+        "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
+         WHERE lease_owner = $2 AND id IN ({})",
+        placeholders(3, ids.len())
+    );
+    let mut q = sqlx::query(&sql).bind(now).bind(owner);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q.execute(executor).await?;
     Ok(())
 }
 
