@@ -18,7 +18,7 @@ use chrono::Utc;
 
 #[path = "corpus/mod.rs"]
 mod corpus;
-use corpus::{ensure_store, STUDIES};
+use corpus::{ensure_store, run_child, Run, STUDIES};
 
 const RUNS: usize = 5;
 const EDITS: usize = 50;
@@ -165,49 +165,6 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print!("{table}");
-}
-
-// ---------------------------------------------------------------------------
-// Running a child and measuring it.
-
-struct Run {
-    wall: Duration,
-    /// User + system CPU time of the child.
-    cpu: Duration,
-    /// Peak resident set of the child, KiB (wait4's ru_maxrss).
-    max_rss_kb: i64,
-}
-
-/// Spawns `cmd`, reaps it with `wait4` for its own rusage, and panics on failure.
-fn run_child(cmd: &mut Command, log: &Path) -> Run {
-    let log_file = std::fs::File::create(log).expect("log file");
-    let started = Instant::now();
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own child, not yet reaped (std never waits on its own).
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = started.elapsed();
-    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
-    std::mem::forget(child);
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    assert!(
-        ok,
-        "{cmd:?} failed (status {status}): {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Run {
-        wall,
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kb: usage.ru_maxrss,
-    }
 }
 
 fn min(v: &[Duration]) -> Duration {

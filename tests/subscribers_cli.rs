@@ -103,7 +103,7 @@ async fn cli_manages_subscribers(engine: Engine) {
     let out = casewire(&config, &["subscribers", "list", "--search", "new"]);
     assert_eq!(
         text(&out.stdout),
-        "New@example.com\tconfirmed\tNewt\tdatabases,security\tweekly\n"
+        "new@example.com\tconfirmed\tNewt\tdatabases,security\tweekly\n"
     );
     let out = casewire(&config, &["subscribers", "remove", "New@example.com"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -1,0 +1,302 @@
+//! Digests benchmark: one edition run of personalized digests to Postfix's
+//! `smtp-sink` on 127.0.0.1, as an operator runs it (`casewire digest send`,
+//! release build, measured with wait4): subscribers over 8 categories, each
+//! following one or two, 24 newly published case studies, digests of about
+//! 20 KB. Next to it, in the same run, Postfix's `smtp-source` sends the same
+//! number of same-size messages to the same sink. Prints figures; asserts
+//! nothing.
+//!
+//! `cargo bench --bench digests`. Environment:
+//! - DIGESTS_SUBSCRIBERS (default 100000)
+//! - DIGESTS_ENGINES (default "sqlite,postgres")
+//! - DIGESTS_MILLION=1 adds a 1,000,000-subscriber run on SQLite for its peak RSS
+//! - DIGESTS_CONCURRENCY (default 16)
+//! - CASEWIRE_TEST_POSTGRES (default postgres://postgres@127.0.0.1:5432/test)
+
+#[path = "corpus/mod.rs"]
+mod corpus;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use casewire::content::{Catalog, DirectoryStore};
+use casewire::store::ledger::Ledger;
+use casewire::store::Db;
+use chrono::Utc;
+use sqlx::{Connection, Executor};
+
+const SINK: &str = "/usr/sbin/smtp-sink";
+const SOURCE: &str = "/usr/sbin/smtp-source";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Sink(Child);
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_sink(port: u16) -> Sink {
+    let child = Command::new(SINK)
+        .args(["-u", "nobody", "-m", "1024"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("1024")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{SINK} (Debian package postfix) is needed: {e}"));
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Sink(child);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("smtp-sink did not start on port {port}");
+}
+
+fn main() {
+    let n: usize = env_or("DIGESTS_SUBSCRIBERS", 100_000);
+    let concurrency: usize = env_or("DIGESTS_CONCURRENCY", 16);
+    let engines = std::env::var("DIGESTS_ENGINES").unwrap_or_else(|_| "sqlite,postgres".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("digests benchmark: {n} subscribers, 8 categories, 24 new case studies, concurrency {concurrency}");
+    for engine in engines.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        rt.block_on(one_run(engine, n, concurrency, true));
+    }
+    if std::env::var_os("DIGESTS_MILLION").is_some() {
+        rt.block_on(one_run("sqlite", 1_000_000, concurrency, false));
+    }
+}
+
+async fn one_run(engine: &str, n: usize, concurrency: usize, compare: bool) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/bench-data/digests/{engine}-{n}"));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("content")).unwrap();
+    let db_url = match engine {
+        "sqlite" => format!("sqlite://{}", root.join("casewire.db").display()),
+        "postgres" => fresh_postgres().await,
+        other => panic!("unknown engine {other:?} (sqlite or postgres)"),
+    };
+    let port = free_port();
+    let config = root.join("casewire.toml");
+    std::fs::write(&config, config_text(&root, &db_url, port, concurrency)).unwrap();
+    let settings = casewire::config::Settings::load(&config).unwrap();
+
+    let t = Instant::now();
+    write_content(&root.join("content"));
+    let db = Db::open(&db_url).await.unwrap();
+    let mut ledger = Ledger::load(db.clone()).await.unwrap();
+    ledger.sync(&Catalog::default(), Utc::now()).await.unwrap();
+    let catalog = DirectoryStore::new(&settings).scan(None);
+    ledger.sync(&catalog, Utc::now()).await.unwrap();
+    insert_subscribers(&db, n).await;
+    println!(
+        "[{engine}, {n}] setup (content, ledger, subscribers) in {:.1?}",
+        t.elapsed()
+    );
+
+    let _sink = start_sink(port);
+    let run = corpus::run_child(
+        Command::new(env!("CARGO_BIN_EXE_casewire"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "digest",
+                "send",
+                "weekly",
+            ])
+            .env("RUST_LOG", "warn"),
+        &root.join("digest-send.log"),
+    );
+    let log = std::fs::read_to_string(root.join("digest-send.log")).unwrap_or_default();
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let sent = states
+        .iter()
+        .find(|(s, _)| s == "sent")
+        .map_or(0, |(_, c)| *c);
+    let size: Option<f64> = sqlx::query_scalar(
+        "SELECT AVG(CAST(LENGTH(b.html) + LENGTH(b.text) AS DOUBLE PRECISION)) FROM outbox o JOIN outbox_bodies b ON b.id = o.body_id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .ok()
+    .flatten();
+    let size = size.unwrap_or(0.0) as usize + 1200; // + headers and MIME framing
+    db.pool.close().await;
+    let rate = sent as f64 / run.wall.as_secs_f64();
+    println!("[{engine}, {n}] casewire digest send: {sent} digests of ~{:.1} KB in {:.2?} = {rate:.0} digests/s (whole run: segment, render, queue, deliver); peak RSS {:.1} MB; CPU {:.2?}", size as f64 / 1024.0, run.wall, run.max_rss_kb as f64 / 1024.0, run.cpu);
+    for line in log.lines().filter(|l| l.contains("weekly:")) {
+        println!("    {}", line.trim());
+    }
+    if sent as usize != n {
+        println!("    outbox states: {states:?}");
+    }
+    if compare {
+        let theirs = smtp_source(sent.max(1) as usize, size, concurrency, port);
+        println!("[{engine}, {n}] smtp-source -s {concurrency}: {theirs:.0} messages/s; casewire / smtp-source = {:.2}", rate / theirs);
+    }
+}
+
+fn smtp_source(n: usize, size: usize, concurrency: usize, port: u16) -> f64 {
+    let t = Instant::now();
+    let status = Command::new(SOURCE)
+        .args([
+            "-d",
+            "-s",
+            &concurrency.to_string(),
+            "-l",
+            &size.to_string(),
+            "-m",
+            &n.to_string(),
+        ])
+        .args(["-f", "digest@bench.example.com", "-t", "reader@example.org"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{SOURCE} (Debian package postfix) is needed: {e}"));
+    assert!(status.success(), "smtp-source failed: {status}");
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn fresh_postgres() -> String {
+    let admin = std::env::var("CASEWIRE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("cw_bench_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
+    let _ = conn
+        .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+        .await;
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+fn config_text(root: &Path, db_url: &str, port: u16, concurrency: usize) -> String {
+    let mut t = format!(
+        r#"[site]
+title = "Casewire Bench"
+description = "Benchmark"
+base_url = "https://bench.example.com/"
+
+[content]
+dir = {content:?}
+
+[feeds]
+out_dir = {feeds:?}
+
+[database]
+url = "{db_url}"
+
+[mail]
+from = "Casewire Bench <digest@bench.example.com>"
+transport = "smtp"
+smtp_url = "smtp://127.0.0.1:{port}"
+concurrency = {concurrency}
+max_attempts = 3
+
+[templates]
+dir = {templates:?}
+
+[[editions]]
+slug = "weekly"
+name = "Weekly digest"
+schedule = "0 8 * * MON"
+timezone = "Europe/Berlin"
+max_items = 12
+"#,
+        content = root.join("content").display().to_string(),
+        feeds = root.join("feeds").display().to_string(),
+        templates = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("templates")
+            .display()
+            .to_string(),
+    );
+    for (slug, name) in corpus::CATEGORIES {
+        t.push_str(&format!(
+            "\n[[categories]]\nslug = \"{slug}\"\nname = \"{name}\"\n"
+        ));
+    }
+    t
+}
+
+/// 24 case studies, three per category, with summaries long enough that a
+/// reader following one or two categories gets a digest of about 20 KB.
+fn write_content(dir: &Path) {
+    let summary = "A routine change met an unusual load pattern, and the safeguards everyone relied on turned out to depend on an assumption nobody had written down. This write-up follows the incident from the first alert to the fix, and explains which signals were there all along, how experienced teams watch for them, and why they are so easy to miss in review.";
+    for (i, (slug, _)) in corpus::CATEGORIES.iter().cycle().take(24).enumerate() {
+        let other = corpus::CATEGORIES[(i + 3) % 8].0;
+        let body = format!(
+            "---\ntitle: \"Case study {i}: when the {slug} safeguard failed\"\nslug: bench-study-{i}\ndate: 2026-11-{:02}T08:00:00Z\ncategories: [{slug}{}]\nsummary: \"{summary}\"\nfeatured: {}\n---\n\n## Summary\n\n{summary}\n",
+            1 + i % 20,
+            if i % 4 == 0 { format!(", {other}") } else { String::new() },
+            i % 11 == 0
+        );
+        std::fs::write(dir.join(format!("bench-study-{i}.md")), body).unwrap();
+    }
+}
+
+/// Confirmed subscribers, each following one or two categories, receiving
+/// the weekly edition, inserted a thousand per statement.
+async fn insert_subscribers(db: &Db, n: usize) {
+    let cats: Vec<&str> = corpus::CATEGORIES.iter().map(|(s, _)| *s).collect();
+    let mut done = 0;
+    while done < n {
+        let chunk = (n - done).min(1000);
+        let mut tx = db.pool.begin().await.unwrap();
+        let mut subs = String::from("INSERT INTO subscribers (id, email, name, status, source, created_at, confirmed_at) VALUES ");
+        let mut sc =
+            String::from("INSERT INTO subscriber_categories (subscriber_id, category) VALUES ");
+        let mut se = String::from(
+            "INSERT INTO subscriber_editions (subscriber_id, edition, cursor_event_id) VALUES ",
+        );
+        for k in 0..chunk {
+            let id = done + k + 1;
+            let sep = if k == 0 { "" } else { ", " };
+            subs.push_str(&format!(
+                "{sep}({id}, 'reader{id}@example{}.org', '', 'confirmed', 'bench', 0, 0)",
+                id % 50
+            ));
+            let a = cats[id % 8];
+            sc.push_str(&format!("{sep}({id}, '{a}')"));
+            if id % 3 == 0 {
+                // A repeated pair is dropped by ON CONFLICT.
+                sc.push_str(&format!(", ({id}, '{}')", cats[(id / 3 + 1) % 8]));
+            }
+            se.push_str(&format!("{sep}({id}, 'weekly', 0)"));
+        }
+        sqlx::query(&subs).execute(&mut *tx).await.unwrap();
+        sqlx::query(&(sc + " ON CONFLICT DO NOTHING"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(&se).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        done += chunk;
+    }
+}
