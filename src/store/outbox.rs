@@ -122,10 +122,16 @@ pub async fn claim(
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    // Rows whose owner stopped renewing its lease go back to the queue first,
+    // so the claim itself is one index range in (next_attempt_at, id) order.
+    sqlx::query("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE state = 'sending' AND lease_until < $1")
+        .bind(to_millis(now))
+        .execute(&db.pool)
+        .await?;
     let sql = format!(
         "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3
          WHERE id IN (SELECT id FROM outbox
-                      WHERE ((state = 'queued' AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until < $3)){filter}
+                      WHERE state = 'queued' AND next_attempt_at <= $3{filter}
                       ORDER BY next_attempt_at, id LIMIT $4{lock})
          RETURNING {CLAIM_COLUMNS}"
     );
