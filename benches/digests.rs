@@ -1,7 +1,7 @@
 //! Digests benchmark: one edition run of personalized digests to Postfix's
 //! `smtp-sink` on 127.0.0.1, as an operator runs it (`casewire digest send`,
 //! release build, measured with wait4): subscribers over 8 categories, each
-//! following one or two, 24 newly published case studies, digests of about
+//! following one or two, 48 newly published case studies, digests of about
 //! 20 KB. Next to it, in the same run, Postfix's `smtp-source` sends the same
 //! number of same-size messages to the same sink. Prints figures; asserts
 //! nothing.
@@ -77,7 +77,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("digests benchmark: {n} subscribers, 8 categories, 24 new case studies, concurrency {concurrency}");
+    println!("digests benchmark: {n} subscribers, 8 categories, 48 new case studies, concurrency {concurrency}");
     for engine in engines.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         rt.block_on(one_run(engine, n, concurrency, true));
     }
@@ -245,11 +245,11 @@ max_items = 12
     t
 }
 
-/// 24 case studies, three per category, with summaries long enough that a
+/// 48 case studies, six per category, with summaries long enough that a
 /// reader following one or two categories gets a digest of about 20 KB.
 fn write_content(dir: &Path) {
-    let summary = "A routine change met an unusual load pattern, and the safeguards everyone relied on turned out to depend on an assumption nobody had written down. This write-up follows the incident from the first alert to the fix, and explains which signals were there all along, how experienced teams watch for them, and why they are so easy to miss in review.";
-    for (i, (slug, _)) in corpus::CATEGORIES.iter().cycle().take(24).enumerate() {
+    let summary = "A routine change met an unusual load pattern, and the safeguards everyone relied on turned out to depend on an assumption nobody had written down. This write-up follows the incident from the first alert to the fix, and explains which signals were there all along, how experienced teams watch for them, and why they are so easy to miss in review. The timeline shows where the first hour went: dashboards that averaged away the tail, a runbook written for a smaller fleet, and a rollback that could not undo a schema change. The fix was small; finding it was not, and the follow-up work changed how the team reviews capacity assumptions.";
+    for (i, (slug, _)) in corpus::CATEGORIES.iter().cycle().take(48).enumerate() {
         let other = corpus::CATEGORIES[(i + 3) % 8].0;
         let body = format!(
             "---\ntitle: \"Case study {i}: when the {slug} safeguard failed\"\nslug: bench-study-{i}\ndate: 2026-11-{:02}T08:00:00Z\ncategories: [{slug}{}]\nsummary: \"{summary}\"\nfeatured: {}\n---\n\n## Summary\n\n{summary}\n",

@@ -395,7 +395,10 @@ pub struct Run {
     pub wall: Duration,
     /// User + system CPU time of the child.
     pub cpu: Duration,
-    /// Peak resident set of the child, KiB (wait4's ru_maxrss).
+    /// Peak resident set of the child, KiB: the last VmHWM read from
+    /// /proc/PID/status while it ran (polled every 10 ms). Not wait4's
+    /// ru_maxrss: Linux carries the parent's high-water mark across
+    /// fork + exec into it, so it reports the benchmark's own size.
     pub max_rss_kb: i64,
 }
 
@@ -409,6 +412,26 @@ pub fn run_child(cmd: &mut Command, log: &Path) -> Run {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let pid = child.id() as libc::pid_t;
+    let watcher = std::thread::spawn(move || {
+        let mut peak = 0i64;
+        loop {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                break;
+            };
+            let Some(hwm) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) else {
+                break;
+            };
+            peak = peak.max(
+                hwm.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0),
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    });
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -427,6 +450,6 @@ pub fn run_child(cmd: &mut Command, log: &Path) -> Run {
     Run {
         wall,
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kb: usage.ru_maxrss,
+        max_rss_kb: watcher.join().unwrap_or(0),
     }
 }
