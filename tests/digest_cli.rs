@@ -1,0 +1,172 @@
+//! The edition commands as an operator runs them: `digest send`, `digest
+//! preview`, `schedule` and `status` on the real binary, SQLite and PostgreSQL,
+//! with the file transport.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::daemon::{config_text, study};
+use common::{Engine, TestDb};
+
+const EDITION: &str = r#"
+[[editions]]
+slug = "weekly"
+name = "Weekly"
+schedule = "0 8 * * MON"
+timezone = "Europe/Berlin"
+"#;
+
+fn casewire(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_casewire"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mails(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+async fn digest_send_delivers_only_what_is_new(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let root = db.path();
+    std::fs::create_dir_all(root.join("content")).unwrap();
+    std::fs::write(
+        root.join("content/old.md"),
+        study(
+            "Old pool story",
+            "old-pool",
+            "2025-01-01T00:00:00Z",
+            &["databases"],
+        ),
+    )
+    .unwrap();
+    let config = root.join("casewire.toml");
+    std::fs::write(&config, config_text(&db.url, &root, EDITION)).unwrap();
+    let outbox = root.join("outbox");
+
+    // First run on an existing store: the ledger is seeded, nothing is sent.
+    ok(&casewire(&config, &["digest", "send", "weekly"]));
+    ok(&casewire(
+        &config,
+        &[
+            "subscribers",
+            "add",
+            "Reader@Example.com",
+            "--categories",
+            "databases",
+            "--editions",
+            "weekly",
+        ],
+    ));
+    ok(&casewire(
+        &config,
+        &[
+            "subscribers",
+            "add",
+            "sec@example.com",
+            "--categories",
+            "security",
+            "--editions",
+            "weekly",
+        ],
+    ));
+    std::fs::write(
+        root.join("content/new.md"),
+        study(
+            "Fresh replica lag story",
+            "replica-lag",
+            "2025-02-01T00:00:00Z",
+            &["databases"],
+        ),
+    )
+    .unwrap();
+
+    let out = casewire(&config, &["digest", "send", "weekly"]);
+    ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("weekly: 1 sent"), "{log}");
+    let sent = mails(&outbox);
+    assert_eq!(sent.len(), 1, "one digest, for the databases reader only");
+    let m = &sent[0];
+    assert!(m.contains("To: reader@example.com"), "{m}");
+    assert!(m.contains("Fresh replica lag story") && !m.contains("Old pool story"));
+    assert!(m.contains("List-Unsubscribe: <https://notes.example.com/unsubscribe/"));
+    assert!(m.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+    assert!(!m.contains("%%CASEWIRE_"), "placeholders are filled");
+
+    // Nothing new: no empty digest, nothing twice.
+    ok(&casewire(&config, &["digest", "send", "weekly"]));
+    assert_eq!(mails(&outbox).len(), 1);
+
+    let status = ok(&casewire(&config, &["status"]));
+    assert!(
+        status.contains("sent") && status.contains("weekly"),
+        "{status}"
+    );
+    let preview = ok(&casewire(
+        &config,
+        &["digest", "preview", "weekly", "--format", "eml"],
+    ));
+    assert!(
+        preview.contains("Subject: ") && preview.contains("multipart/alternative"),
+        "{preview}"
+    );
+    let preview = ok(&casewire(
+        &config,
+        &[
+            "digest",
+            "preview",
+            "weekly",
+            "--subscriber",
+            "reader@example.com",
+            "--format",
+            "text",
+        ],
+    ));
+    assert!(
+        preview.contains("Fresh replica lag story") || preview.contains("Old pool story"),
+        "{preview}"
+    );
+    let schedule = ok(&casewire(&config, &["schedule"]));
+    assert_eq!(
+        schedule
+            .lines()
+            .filter(|l| l.contains("CET") || l.contains("CEST"))
+            .count(),
+        5,
+        "{schedule}"
+    );
+    assert_eq!(
+        casewire(&config, &["digest", "send", "nope"]).status.code(),
+        Some(2)
+    );
+}
+on_both_engines!(
+    digest_send_delivers_only_what_is_new,
+    digest_send_delivers_only_what_is_new
+);
