@@ -209,45 +209,22 @@ pub fn send(settings: &Settings, slug: &str, dry_run: bool) -> Result<Exit> {
         let mut ledger = Ledger::load(db.clone()).await?;
         ledger.sync(&catalog, now).await?;
         let window = format!("manual:{}", now.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
-        let print = |report: &crate::editions::run::RunReport| {
-            eprintln!(
-                "{slug}: {} subscribers, {} digests {}, {} with nothing new, {} distinct bodies",
-                report.subscribers,
-                report.enqueued,
-                if dry_run { "would be queued" } else { "queued" },
-                report.nothing_new,
-                report.rendered
-            )
-        };
+        let report = crate::editions::run::run_edition(
+            &db, settings, &catalog, &edition, &window, now, dry_run,
+        )
+        .await?;
+        eprintln!(
+            "{slug}: {} subscribers, {} digests {}, {} with nothing new, {} distinct bodies",
+            report.subscribers,
+            report.enqueued,
+            if dry_run { "would be queued" } else { "queued" },
+            report.nothing_new,
+            report.rendered
+        );
         if dry_run {
-            let report = crate::editions::run::run_edition(
-                &db, settings, &catalog, &edition, &window, now, true,
-            )
-            .await?;
-            print(&report);
             return Ok(Exit::Ok);
         }
-        // Queue and deliver at once: sending starts with the first committed batch.
-        let run = {
-            let (db, settings, catalog, edition) = (
-                db.clone(),
-                settings.clone(),
-                catalog.clone(),
-                edition.clone(),
-            );
-            tokio::spawn(async move {
-                crate::editions::run::run_edition(
-                    &db, &settings, &catalog, &edition, &window, now, false,
-                )
-                .await
-            })
-        };
-        let (exit, report) =
-            crate::delivery::deliver_edition(&db, settings, slug, Some(run)).await?;
-        if let Some(report) = report {
-            print(&report);
-        }
-        Ok(exit)
+        crate::delivery::deliver_edition(&db, settings, slug).await
     })
 }
 
