@@ -15,52 +15,19 @@
 //! `CASEWIRE_BENCH_CONCURRENCY` (default "8,16"), `CASEWIRE_BENCH_SIZE` (bytes, default 20000).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+#[path = "corpus/mod.rs"]
+mod corpus;
 
 use casewire::config::Settings;
 use casewire::delivery::{drain, Progress};
 use casewire::store::outbox::{self, NewMessage};
 use casewire::store::Db;
 use chrono::Utc;
+use corpus::postfix::{free_port, smtp_source, start_sink};
 use tokio_util::sync::CancellationToken;
-
-const SINK: &str = "/usr/sbin/smtp-sink";
-const SOURCE: &str = "/usr/sbin/smtp-source";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Sink(Child);
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sink(port: u16) -> Sink {
-    let child = Command::new(SINK)
-        .args(["-u", "nobody", "-m", "1024"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("1024")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{SINK} (Debian package postfix) is needed: {e}"));
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Sink(child);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("smtp-sink did not start on port {port}");
-}
 
 fn message(i: usize, size: usize) -> String {
     let mut m = format!(
@@ -155,25 +122,8 @@ async fn ours(n: usize, size: usize, concurrency: usize) -> (f64, f64) {
 fn theirs(n: usize, size: usize, concurrency: usize) -> f64 {
     let port = free_port();
     let _sink = start_sink(port);
-    let t = Instant::now();
-    let status = Command::new(SOURCE)
-        .args([
-            "-d",
-            "-s",
-            &concurrency.to_string(),
-            "-l",
-            &size.to_string(),
-            "-m",
-            &n.to_string(),
-        ])
-        .args(["-f", "digest@example.com", "-t", "user@example.org"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{SOURCE} (Debian package postfix) is needed: {e}"));
-    let secs = t.elapsed().as_secs_f64();
-    let rate = n as f64 / secs;
-    println!("  smtp-source -d -s {concurrency}: {n} in {secs:.2} s = {rate:.0} msg/s ({status})");
+    let rate = smtp_source(n, size, concurrency, port);
+    println!("  smtp-source -d -s {concurrency}: {n} messages = {rate:.0} msg/s");
     rate
 }
 

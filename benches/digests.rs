@@ -17,8 +17,8 @@
 mod corpus;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use casewire::content::{Catalog, DirectoryStore};
 use casewire::store::ledger::Ledger;
@@ -26,47 +26,13 @@ use casewire::store::Db;
 use chrono::Utc;
 use sqlx::{Connection, Executor};
 
-const SINK: &str = "/usr/sbin/smtp-sink";
-const SOURCE: &str = "/usr/sbin/smtp-source";
+use corpus::postfix::{free_port, smtp_source, start_sink};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-struct Sink(Child);
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_sink(port: u16) -> Sink {
-    let child = Command::new(SINK)
-        .args(["-u", "nobody", "-m", "1024"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("1024")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{SINK} (Debian package postfix) is needed: {e}"));
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Sink(child);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("smtp-sink did not start on port {port}");
 }
 
 fn main() {
@@ -158,27 +124,6 @@ async fn one_run(engine: &str, n: usize, concurrency: usize, compare: bool) {
         let theirs = smtp_source(sent.max(1) as usize, size, concurrency, port);
         println!("[{engine}, {n}] smtp-source -s {concurrency}: {theirs:.0} messages/s; casewire / smtp-source = {:.2}", rate / theirs);
     }
-}
-
-fn smtp_source(n: usize, size: usize, concurrency: usize, port: u16) -> f64 {
-    let t = Instant::now();
-    let status = Command::new(SOURCE)
-        .args([
-            "-d",
-            "-s",
-            &concurrency.to_string(),
-            "-l",
-            &size.to_string(),
-            "-m",
-            &n.to_string(),
-        ])
-        .args(["-f", "digest@bench.example.com", "-t", "reader@example.org"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{SOURCE} (Debian package postfix) is needed: {e}"));
-    assert!(status.success(), "smtp-source failed: {status}");
-    n as f64 / t.elapsed().as_secs_f64()
 }
 
 async fn fresh_postgres() -> String {

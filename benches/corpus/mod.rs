@@ -3,6 +3,8 @@
 //! deterministic generator, kept under target/ and reused while it matches.
 #![allow(dead_code)]
 
+pub mod postfix;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
