@@ -67,7 +67,7 @@ impl std::error::Error for Problem {}
 /// What a content file turned out to be.
 #[derive(Debug)]
 pub enum Parsed {
-    Study(CaseStudy),
+    Study(Box<CaseStudy>),
     /// `draft: true` (or Jekyll's `published: false`): left out, not an error.
     Draft,
     /// Not a case study at all (Hugo's `_index.md` section pages).
@@ -302,7 +302,7 @@ impl CaseStudy {
         let authors = fm.authors().map_err(|e| problem(e.line, e.message))?;
         let featured = fm.featured().map_err(|e| problem(e.line, e.message))?;
         let link = settings.permalink(&slug);
-        Ok(Parsed::Study(CaseStudy {
+        Ok(Parsed::Study(Box::new(CaseStudy {
             slug,
             title,
             published,
@@ -317,7 +317,7 @@ impl CaseStudy {
             origin: Origin::File(path.to_owned()),
             link,
             html: OnceLock::new(),
-        }))
+        })))
     }
 }
 

@@ -242,7 +242,7 @@ impl<'a> DirectoryStore<'a> {
         }
         for s in &previous.studies {
             if let Origin::File(p) = &s.origin {
-                if !changed.iter().any(|c| *c == p) {
+                if !changed.contains(&p) {
                     results.push((p.clone(), FileResult::Study(Arc::clone(s))));
                 }
             }
@@ -288,7 +288,7 @@ impl<'a> DirectoryStore<'a> {
             Err(e) => return problem(format!("cannot read the file: {e}")),
         };
         match CaseStudy::from_file(path, &bytes, self.settings) {
-            Ok(Parsed::Study(s)) => FileResult::Study(Arc::new(s)),
+            Ok(Parsed::Study(s)) => FileResult::Study(Arc::from(s)),
             Ok(Parsed::Draft) => FileResult::Skip { draft: true },
             Ok(Parsed::NotAnEntry) => FileResult::Skip { draft: false },
             Err(p) => FileResult::Problem(p),

@@ -362,7 +362,7 @@ fn upstream_slug(id: &str, link: &url::Url) -> Slug {
     let hash = hex::encode(&Sha256::digest(id.as_bytes())[..4]);
     let stem = link
         .path_segments()
-        .and_then(|s| s.filter(|p| !p.is_empty()).next_back())
+        .and_then(|mut s| s.rfind(|p| !p.is_empty()))
         .map(|s| s.trim_end_matches(".html").trim_end_matches(".htm"))
         .and_then(Slug::slugify)
         .map(|s| s.as_str().chars().take(80).collect::<String>())
