@@ -203,6 +203,42 @@ impl TestApp {
         .await
     }
 
+    /// Status of a POST whose body the server refuses before reading it. Over
+    /// raw TCP: the server may answer 413 and close while the body is still
+    /// being written, which an HTTP client reports as a broken pipe instead
+    /// of the answer it already received.
+    pub async fn post_oversized(&self, path: &str, content_type: &str, body: Vec<u8>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self
+            .url("")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let mut last = String::new();
+        // A reset can also discard the answer on our side: try a few times.
+        for _ in 0..5 {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            // The server may stop reading at any point; what it answered is what counts.
+            let _ = stream.write_all(&body).await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                stream.read_to_end(&mut answer),
+            )
+            .await;
+            last = String::from_utf8_lossy(&answer).into_owned();
+            if let Some(code) = last.split_whitespace().nth(1).and_then(|c| c.parse().ok()) {
+                return code;
+            }
+        }
+        panic!("no HTTP answer to the oversized POST: {last:?}")
+    }
+
     /// Signs `email` up through the form.
     pub async fn subscribe(&self, email: &str) -> Reply {
         self.post_form("/subscribe", &[("email", email), ("name", "Ada")])
