@@ -2,10 +2,10 @@
 //! fetch every link); `POST /confirm/{token}` confirms, and again is fine.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::respond::{wants_json, Problem, Responder};
+use super::respond::{Problem, Responder};
 use super::AppState;
 use crate::store::subscribers::Purpose;
 use crate::subscribers::{self, link, views};
@@ -13,12 +13,8 @@ use crate::subscribers::{self, link, views};
 pub async fn show(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    r: Responder,
 ) -> Response {
-    let r = Responder {
-        settings: state.snapshot().settings.clone(),
-        json: wants_json(&headers),
-    };
     match subscribers::by_token(&state.db, &token, Purpose::Confirm, chrono::Utc::now()).await {
         Ok(_) if r.json => r.json(
             StatusCode::OK,
@@ -36,12 +32,8 @@ pub async fn show(
 pub async fn submit(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    r: Responder,
 ) -> Response {
-    let r = Responder {
-        settings: state.snapshot().settings.clone(),
-        json: wants_json(&headers),
-    };
     match subscribers::confirm(&state.db, &token, chrono::Utc::now()).await {
         Ok((s, manage)) if r.json => r.json(
             StatusCode::OK,

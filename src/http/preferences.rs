@@ -38,12 +38,8 @@ fn view(r: &Responder, s: &Subscriber, token: &str, saved: bool) -> Response {
 pub async fn show(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    r: Responder,
 ) -> Response {
-    let r = Responder {
-        settings: state.snapshot().settings.clone(),
-        json: wants_json(&headers),
-    };
     match subscribers::by_token(&state.db, &token, Purpose::Manage, chrono::Utc::now()).await {
         Ok(s) => view(&r, &s, &token, false),
         Err(e) => r.problem(Problem::from_service(e)),

@@ -169,6 +169,22 @@ pub struct Responder {
     pub json: bool,
 }
 
+/// Every page handler starts from the current settings and whether the
+/// client asked for JSON.
+impl axum::extract::FromRequestParts<super::AppState> for Responder {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &super::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Responder {
+            settings: state.snapshot().settings.clone(),
+            json: wants_json(&parts.headers),
+        })
+    }
+}
+
 impl Responder {
     pub fn page(&self, status: StatusCode, name: &str, ctx: Value) -> Response {
         match views::render(&self.settings, name, ctx) {

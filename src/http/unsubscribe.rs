@@ -4,10 +4,10 @@
 //! never a redirect. The status change has committed when the answer leaves.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::respond::{wants_json, Problem, Responder};
+use super::respond::{Problem, Responder};
 use super::AppState;
 use crate::store::subscribers::{Purpose, Subscriber};
 use crate::subscribers::{self, views};
@@ -15,12 +15,8 @@ use crate::subscribers::{self, views};
 pub async fn show(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    r: Responder,
 ) -> Response {
-    let r = Responder {
-        settings: state.snapshot().settings.clone(),
-        json: wants_json(&headers),
-    };
     match subscribers::by_token(&state.db, &token, Purpose::Manage, chrono::Utc::now()).await {
         Ok(s) if r.json => r.json(
             StatusCode::OK,
@@ -43,12 +39,8 @@ pub async fn show(
 pub async fn submit(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    r: Responder,
 ) -> Response {
-    let r = Responder {
-        settings: state.snapshot().settings.clone(),
-        json: wants_json(&headers),
-    };
     match subscribers::unsubscribe(&state.db, &token, chrono::Utc::now()).await {
         Ok(s) => done(&r, &s),
         Err(e) => r.problem(Problem::from_service(e)),
