@@ -196,21 +196,20 @@ pub async fn blocked_reason(
     subscriber_id: Option<i64>,
 ) -> Result<Option<String>, StoreError> {
     let lower = recipient.to_lowercase();
-    let suppressed: Option<String> =
-        sqlx::query_scalar("SELECT reason FROM suppressions WHERE email = $1 OR email = $2")
-            .bind(recipient)
-            .bind(&lower)
-            .fetch_optional(&db.pool)
-            .await?;
+    // One round trip: this runs right before every send.
+    let (suppressed, status): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT reason FROM suppressions WHERE email = $1 OR email = $2),
+                (SELECT status FROM subscribers WHERE id = $3)",
+    )
+    .bind(recipient)
+    .bind(&lower)
+    .bind(subscriber_id)
+    .fetch_one(&db.pool)
+    .await?;
     if let Some(reason) = suppressed {
         return Ok(Some(format!("address is suppressed: {reason}")));
     }
-    if let Some(id) = subscriber_id {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM subscribers WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&db.pool)
-                .await?;
+    if subscriber_id.is_some() {
         match status.as_deref() {
             None => return Ok(Some("subscriber was deleted".into())),
             Some("unsubscribed") => return Ok(Some("subscriber unsubscribed".into())),
