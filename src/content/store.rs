@@ -78,7 +78,8 @@ impl Catalog {
     }
 }
 
-/// Reads case studies from a content folder.
+/// Reads case studies from a content folder. Its catalogs hold files only;
+/// the publisher adds upstream entries when it composes the snapshot.
 pub struct DirectoryStore<'a> {
     settings: &'a Settings,
     root: PathBuf,
@@ -138,7 +139,7 @@ impl<'a> DirectoryStore<'a> {
                 (path, r)
             })
             .collect();
-        self.assemble(results, previous, &[])
+        self.assemble(results, previous)
     }
 
     /// Re-reads only `changed` paths (added, modified or removed) and reuses
@@ -254,13 +255,7 @@ impl<'a> DirectoryStore<'a> {
         }
         results.sort_by_cached_key(|r| path_order_key(&r.0));
         results.dedup_by(|a, b| a.0 == b.0 && matches!(b.1, FileResult::Problem(_)));
-        let upstream: Vec<Arc<CaseStudy>> = previous
-            .studies
-            .iter()
-            .filter(|s| matches!(s.origin, Origin::Upstream { .. }))
-            .cloned()
-            .collect();
-        self.assemble(results, Some(previous), &upstream)
+        self.assemble(results, Some(previous))
     }
 
     fn read_one(&self, path: &Path) -> FileResult {
@@ -295,24 +290,15 @@ impl<'a> DirectoryStore<'a> {
         }
     }
 
-    fn assemble(
-        &self,
-        results: Vec<(PathBuf, FileResult)>,
-        previous: Option<&Catalog>,
-        extra: &[Arc<CaseStudy>],
-    ) -> Catalog {
+    fn assemble(&self, results: Vec<(PathBuf, FileResult)>, previous: Option<&Catalog>) -> Catalog {
         // Built on the first problem only: hashing 10,000 paths costs more
         // than the rest of a one-file update.
         let mut last_good: Option<HashMap<&Path, &Arc<CaseStudy>>> = None;
         // Borrowed keys and values: no allocation per case study.
         let mut by_slug: HashMap<&str, &Path> = HashMap::with_capacity(results.len());
-        let mut studies = Vec::with_capacity(results.len() + extra.len());
+        let mut studies = Vec::with_capacity(results.len());
         let mut problems = Vec::new();
         let mut drafts = 0;
-        for s in extra {
-            by_slug.insert(s.slug.as_str(), Path::new(s.link.as_str()));
-            studies.push(s.clone());
-        }
         for (path, result) in &results {
             let study = match result {
                 FileResult::Study(s) => s,

@@ -42,10 +42,6 @@ impl FeedCache {
         self.feeds.is_empty()
     }
 
-    pub fn paths(&self) -> impl Iterator<Item = &String> {
-        self.feeds.keys()
-    }
-
     /// A cache with `files` replacing their paths; returns it and the paths
     /// whose bytes actually changed (what WebSub hubs must hear about).
     /// `now` is the Last-Modified of changed feeds; a feed seen for the first

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{from_millis, to_millis, Db, StoreError};
+use super::{to_millis, Db, StoreError};
 use crate::content::{CaseStudy, Catalog};
 
 const SEEDED_KEY: &str = "ledger_seeded_at";
@@ -24,15 +24,6 @@ pub struct SyncReport {
     pub announced: Vec<String>,
     /// Published case studies whose content changed.
     pub edited: usize,
-}
-
-/// A newly published case study, as editions consume it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicationEvent {
-    pub id: i64,
-    pub slug: String,
-    pub categories: Vec<String>,
-    pub created_at: DateTime<Utc>,
 }
 
 /// The ledger with an in-memory copy of each slug's hash, so a sync after a
@@ -55,10 +46,6 @@ impl Ledger {
             known: rows.into_iter().collect(),
             seeded,
         })
-    }
-
-    pub fn is_seeded(&self) -> bool {
-        self.seeded
     }
 
     /// Records what `catalog` shows published at `now`.
@@ -139,41 +126,6 @@ impl Ledger {
         }
         Ok(report)
     }
-
-    /// Events with an id above `after`, oldest first.
-    pub async fn events_after(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<PublicationEvent>, StoreError> {
-        events_after(&self.db, after, limit).await
-    }
-}
-
-pub async fn events_after(
-    db: &Db,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<PublicationEvent>, StoreError> {
-    let rows: Vec<(i64, String, String, i64)> =
-        sqlx::query_as("SELECT id, slug, categories, created_at FROM publication_events WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&db.pool)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, slug, cats, created)| PublicationEvent {
-            id,
-            slug,
-            categories: cats
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            created_at: from_millis(created),
-        })
-        .collect())
 }
 
 fn categories(study: &CaseStudy) -> String {
