@@ -288,12 +288,12 @@ pub struct Category {
     pub description: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ScheduleSpec {
     /// Fires on every publication event.
     Instant,
-    /// A 5-field crontab expression (or @daily, @weekly, …), checked at load.
-    Cron(String),
+    /// A 5-field crontab expression (or @daily, @weekly, …), parsed at load.
+    Cron(crate::editions::schedule::CronSchedule),
 }
 
 #[derive(Debug, Clone)]
@@ -714,7 +714,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             ScheduleSpec::Instant
         } else {
             match crate::editions::schedule::parse_cron(&e.schedule) {
-                Ok(_) => ScheduleSpec::Cron(e.schedule.trim().to_owned()),
+                Ok(cron) => ScheduleSpec::Cron(cron),
                 Err(err) => {
                     p.push(&format!("{key} schedule"), err);
                     ScheduleSpec::Instant

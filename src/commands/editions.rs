@@ -13,7 +13,6 @@ use crate::delivery::compose::{
     compose, Draft, ExtraHeader, PLACEHOLDER_PREFERENCES_URL, PLACEHOLDER_UNSUBSCRIBE_URL,
 };
 use crate::editions::render::{self, DigestInput};
-use crate::editions::schedule::parse_cron;
 use crate::store::ledger::Ledger;
 use crate::store::{from_millis, outbox, Db};
 
@@ -29,8 +28,7 @@ pub fn schedule(settings: &Settings) -> Result<Exit> {
         );
         match &e.schedule {
             ScheduleSpec::Instant => println!("  fires on every newly published case study"),
-            ScheduleSpec::Cron(expr) => {
-                let s = parse_cron(expr)?;
+            ScheduleSpec::Cron(s) => {
                 for t in s.upcoming(now, e.timezone, 5) {
                     let local = t.with_timezone(&e.timezone);
                     println!(
@@ -48,7 +46,7 @@ pub fn schedule(settings: &Settings) -> Result<Exit> {
 fn schedule_text(e: &Edition) -> String {
     match &e.schedule {
         ScheduleSpec::Instant => "instant".into(),
-        ScheduleSpec::Cron(c) => format!("\"{c}\""),
+        ScheduleSpec::Cron(c) => format!("\"{}\"", c.as_str()),
     }
 }
 
@@ -257,7 +255,7 @@ pub fn status(settings: &Settings) -> Result<Exit> {
             };
             let next = match &e.schedule {
                 ScheduleSpec::Instant => "next: on publication".to_owned(),
-                ScheduleSpec::Cron(c) => parse_cron(c)?
+                ScheduleSpec::Cron(c) => c
                     .next_after(now, e.timezone)
                     .map(|t| {
                         format!(

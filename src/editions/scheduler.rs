@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::run::run_edition;
-use super::schedule::{parse_cron, CronSchedule};
+use super::schedule::CronSchedule;
 use crate::config::{Edition, ScheduleSpec};
 use crate::publisher::Snapshot;
 use crate::store::editions as store;
@@ -107,10 +107,9 @@ impl Scheduler {
         for edition in &snapshot.settings.editions {
             let ran = match &edition.schedule {
                 ScheduleSpec::Instant => self.instant(&snapshot, edition, now).await?,
-                ScheduleSpec::Cron(expr) => {
-                    let schedule = parse_cron(expr)?;
+                ScheduleSpec::Cron(schedule) => {
                     let since = self.since(edition, now).await?;
-                    let ran = match due_window(&schedule, edition.timezone, since, now) {
+                    let ran = match due_window(schedule, edition.timezone, since, now) {
                         Some(window) => {
                             tracing::info!(edition = %edition.slug, window = %window.to_rfc3339(), "edition due");
                             let report = run_edition(
