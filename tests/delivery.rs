@@ -513,44 +513,25 @@ on_both_engines!(
 );
 
 // ---------------------------------------------------------------------------
-// kill -9 safety (DESIGN.md invariant 6). The sender is this test binary
-// itself, re-run as a child process that only runs `outbox_sender_child`.
-
-const CHILD_CONFIG: &str = "CASEWIRE_TEST_SENDER_CONFIG";
-
-/// In a child process: deliver until the outbox is empty. Otherwise: nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbox_sender_child() {
-    let Ok(config) = std::env::var(CHILD_CONFIG) else {
-        return;
-    };
-    let settings = Arc::new(Settings::load(Path::new(&config)).unwrap());
-    let db = Db::open(&settings.database.url).await.unwrap();
-    // As the daemon does: release what a killed predecessor left in `sending`.
-    let mut options = WorkerOptions::new(&settings);
-    options.stop_when_idle = true;
-    DeliveryWorker {
-        db,
-        settings: settings.clone(),
-        mailer: Mailer::from_settings(&settings.mail).unwrap(),
-        wake: Default::default(),
-        options,
-        progress: Default::default(),
-    }
-    .try_run(CancellationToken::new())
-    .await
-    .unwrap();
-}
+// kill -9 safety (DESIGN.md invariant 6). The sender is examples/outbox_sender.rs,
+// which `cargo test` builds next to this test binary.
 
 fn spawn_sender(config: &Path) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "outbox_sender_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_CONFIG, config)
+    // target/<profile>/deps/delivery-… → target/<profile>/examples/outbox_sender
+    let exe = std::env::current_exe().unwrap();
+    let sender = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/outbox_sender");
+    assert!(
+        sender.exists(),
+        "{} is missing: a plain `cargo test` builds it from examples/outbox_sender.rs (with --test, add `cargo build --example outbox_sender`)",
+        sender.display()
+    );
+    std::process::Command::new(sender)
+        .arg(config)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()
