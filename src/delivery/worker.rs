@@ -15,17 +15,18 @@ use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::Mailbox;
 use lettre::{Address, Message};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::compose::{message_id, PLACEHOLDER_PREFERENCES_URL, PLACEHOLDER_UNSUBSCRIBE_URL};
+use super::compose::message_id;
+use super::prepared::{Links, PreparedBody};
 use super::transport::{DeliveryError, Mailer};
 use crate::config::Settings;
-use crate::store::outbox::{self, Body, ClaimedRow, Outcome};
+use crate::store::outbox::{self, ClaimedRow, Outcome};
 use crate::store::{Backend, Db};
 
 /// Tuning that is not part of the configuration file.
@@ -108,6 +109,13 @@ pub struct DeliveryWorker {
 
 type Report = (Outcome, Option<String>, oneshot::Sender<()>);
 
+/// A send-time check: recipient, subscriber, and where the answer goes.
+type Check = (
+    String,
+    Option<i64>,
+    oneshot::Sender<Result<Option<String>, String>>,
+);
+
 struct Shared {
     db: Db,
     settings: Arc<Settings>,
@@ -119,8 +127,9 @@ struct Shared {
     /// A std Mutex: held only to look up or insert, never across an await.
     domains: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     limiter: Option<DefaultDirectRateLimiter>,
-    bodies: std::sync::Mutex<HashMap<i64, Arc<Body>>>,
+    bodies: std::sync::Mutex<HashMap<i64, Arc<PreparedBody>>>,
     results: mpsc::UnboundedSender<Report>,
+    checks: mpsc::UnboundedSender<Check>,
     shutdown: CancellationToken,
 }
 
@@ -163,6 +172,8 @@ impl DeliveryWorker {
             self.progress.clone(),
             write_lock.clone(),
         ));
+        let (checks, checks_rx) = mpsc::unbounded_channel();
+        let checker = tokio::spawn(check_recipients(self.db.clone(), checks_rx));
         let stop_renewing = CancellationToken::new();
         let renewer = tokio::spawn(renew(
             self.db.clone(),
@@ -182,6 +193,7 @@ impl DeliveryWorker {
             limiter,
             bodies: Default::default(),
             results: tx,
+            checks,
             shutdown: shutdown.clone(),
         });
         let slots = Arc::new(Semaphore::new(mail.concurrency));
@@ -230,6 +242,7 @@ impl DeliveryWorker {
         tracker.close();
         tracker.wait().await;
         drop(shared);
+        let _ = checker.await;
         let _ = writer.await;
         stop_renewing.cancel();
         let _ = renewer.await;
@@ -443,7 +456,14 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, _slot: OwnedSemaphorePerm
 
 async fn attempt(shared: &Shared, row: &ClaimedRow) -> Outcome {
     let id = row.id;
-    match outbox::blocked_reason(&shared.db, &row.recipient, row.subscriber_id).await {
+    let (answer, checked) = oneshot::channel();
+    let _ = shared
+        .checks
+        .send((row.recipient.clone(), row.subscriber_id, answer));
+    let verdict = checked
+        .await
+        .unwrap_or_else(|_| Err("the check stopped".into()));
+    match verdict {
         Ok(Some(reason)) => {
             return Outcome::Suppressed {
                 id,
@@ -559,7 +579,7 @@ async fn build_digest(
                 .await
                 .map_err(|e| BuildError::Store(format!("loading body {body_id}: {e}")))?
                 .ok_or_else(|| BuildError::Invalid(format!("body {body_id} does not exist")))?;
-            let b = Arc::new(b);
+            let b = Arc::new(PreparedBody::new(b.subject, &b.text, &b.html));
             shared
                 .bodies
                 .lock()
@@ -570,16 +590,8 @@ async fn build_digest(
     };
     let vars: Vars = serde_json::from_str(&row.vars)
         .map_err(|e| BuildError::Invalid(format!("vars are not valid: {e}")))?;
-    let fill = |s: &str| {
-        s.replace(
-            PLACEHOLDER_UNSUBSCRIBE_URL,
-            vars.unsubscribe_url.as_deref().unwrap_or(""),
-        )
-        .replace(
-            PLACEHOLDER_PREFERENCES_URL,
-            vars.preferences_url.as_deref().unwrap_or(""),
-        )
-    };
+    let unsubscribe = vars.unsubscribe_url.as_deref().unwrap_or("");
+    let preferences = vars.preferences_url.as_deref().unwrap_or("");
     let mut builder = Message::builder()
         .from(shared.from.clone())
         .to(Mailbox::new(
@@ -600,16 +612,48 @@ async fn build_digest(
         }
         let header = HeaderName::new_from_ascii(name.clone())
             .map_err(|_| BuildError::Invalid(format!("{name:?} is not a header name")))?;
-        builder = builder.raw_header(HeaderValue::new(header, fill(value)));
+        builder = builder.raw_header(HeaderValue::new(
+            header,
+            Links::fill(value, unsubscribe, preferences),
+        ));
     }
     let mut message = builder
-        .multipart(MultiPart::alternative_plain_html(
-            fill(&body.text),
-            fill(&body.html),
-        ))
+        .multipart(body.multipart(&Links::new(unsubscribe, preferences)))
         .map_err(|e| BuildError::Invalid(format!("cannot build the message: {e}")))?;
     shared.mailer.sign(&mut message);
     Ok(message.formatted())
+}
+
+/// Answers send-time checks (invariant 7) in groups: every check that
+/// arrived while the previous query ran goes into the next one. A message
+/// asks once it holds its send slot, right before its SMTP transaction, so
+/// a group is at most `mail.concurrency` messages that are all about to
+/// start; one round trip per group instead of one per message.
+async fn check_recipients(db: Db, mut rx: mpsc::UnboundedReceiver<Check>) {
+    let mut group: Vec<Check> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        group.push(first);
+        while group.len() < 256 {
+            match rx.try_recv() {
+                Ok(c) => group.push(c),
+                Err(_) => break,
+            }
+        }
+        let asked: Vec<(&str, Option<i64>)> =
+            group.iter().map(|(r, id, _)| (r.as_str(), *id)).collect();
+        match outbox::blocked_reasons(&db, &asked).await {
+            Ok(reasons) => {
+                for ((_, _, answer), reason) in group.drain(..).zip(reasons) {
+                    let _ = answer.send(Ok(reason));
+                }
+            }
+            Err(e) => {
+                for (_, _, answer) in group.drain(..) {
+                    let _ = answer.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 /// Records results in batches: everything that arrived while the previous

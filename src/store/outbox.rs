@@ -2,6 +2,8 @@
 //! the caller's transaction so a message exists exactly when the state change
 //! that caused it committed.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use super::{to_millis, StoreError};
@@ -189,34 +191,69 @@ pub async fn sending_owners(db: &Db) -> Result<Vec<String>, StoreError> {
     .await?)
 }
 
-/// Why a recipient must not be mailed now (DESIGN.md invariant 7), if so.
-pub async fn blocked_reason(
+/// Why each recipient must not be sent to now, if anything stops it: a
+/// suppression of the address, or (for mail to a subscriber) the subscriber
+/// unsubscribed or was deleted. Answers in the order asked, in one round trip
+/// for the whole group: the delivery worker asks this right before sending
+/// (DESIGN.md invariant 7), for every message that is about to start.
+pub async fn blocked_reasons(
     db: &Db,
-    recipient: &str,
-    subscriber_id: Option<i64>,
-) -> Result<Option<String>, StoreError> {
-    let lower = recipient.to_lowercase();
-    // One round trip: this runs right before every send.
-    let (suppressed, status): (Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT (SELECT reason FROM suppressions WHERE email = $1 OR email = $2),
-                (SELECT status FROM subscribers WHERE id = $3)",
-    )
-    .bind(recipient)
-    .bind(&lower)
-    .bind(subscriber_id)
-    .fetch_one(&db.pool)
-    .await?;
-    if let Some(reason) = suppressed {
-        return Ok(Some(format!("address is suppressed: {reason}")));
+    recipients: &[(&str, Option<i64>)],
+) -> Result<Vec<Option<String>>, StoreError> {
+    if recipients.is_empty() {
+        return Ok(Vec::new());
     }
-    if subscriber_id.is_some() {
-        match status.as_deref() {
-            None => return Ok(Some("subscriber was deleted".into())),
-            Some("unsubscribed") => return Ok(Some("subscriber unsubscribed".into())),
-            Some(_) => {}
+    let mut emails: Vec<String> = Vec::with_capacity(recipients.len() * 2);
+    for (r, _) in recipients {
+        emails.push((*r).to_owned());
+        let lower = r.to_lowercase();
+        if lower != *r {
+            emails.push(lower);
         }
     }
-    Ok(None)
+    let ids: Vec<i64> = recipients.iter().filter_map(|(_, id)| *id).collect();
+    let mut sql = format!(
+        "SELECT 's', email, reason FROM suppressions WHERE email IN ({})",
+        placeholders(1, emails.len())
+    );
+    if !ids.is_empty() {
+        sql.push_str(&format!(
+            " UNION ALL SELECT 'u', CAST(id AS TEXT), status FROM subscribers WHERE id IN ({})",
+            placeholders(emails.len() + 1, ids.len())
+        ));
+    }
+    let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+    for e in &emails {
+        q = q.bind(e.as_str());
+    }
+    for id in &ids {
+        q = q.bind(*id);
+    }
+    let mut suppressed: HashMap<String, String> = HashMap::new();
+    let mut status: HashMap<i64, String> = HashMap::new();
+    for (kind, key, value) in q.fetch_all(&db.pool).await? {
+        if kind == "s" {
+            suppressed.insert(key, value);
+        } else if let Ok(id) = key.parse() {
+            status.insert(id, value);
+        }
+    }
+    Ok(recipients
+        .iter()
+        .map(|(recipient, id)| {
+            let reason = suppressed
+                .get(*recipient)
+                .or_else(|| suppressed.get(&recipient.to_lowercase()));
+            if let Some(reason) = reason {
+                return Some(format!("address is suppressed: {reason}"));
+            }
+            match id.map(|id| status.get(&id).map(String::as_str)) {
+                Some(None) => Some("subscriber was deleted".into()),
+                Some(Some("unsubscribed")) => Some("subscriber unsubscribed".into()),
+                _ => None,
+            }
+        })
+        .collect())
 }
 
 /// A shared digest body.
