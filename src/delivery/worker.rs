@@ -18,6 +18,8 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::{Address, Message};
 use rand::Rng;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -116,6 +118,64 @@ type Check = (
     oneshot::Sender<Result<Option<String>, String>>,
 );
 
+/// Where the worker's own statements run (claims, send-time checks, results,
+/// lease renewals).
+///
+/// SQLite: one connection, held for the worker's life, taking turns. In WAL
+/// mode a commit on one connection makes every other connection drop its
+/// whole page cache at its next read, so statements spread over the pool
+/// re-read their pages from the file every time; on one connection the cache
+/// stays warm, and claims and result writes never collide as two writers.
+/// PostgreSQL: the pool, statements in parallel.
+struct Lane {
+    db: Db,
+    held: Option<tokio::sync::Mutex<PoolConnection<Any>>>,
+}
+
+enum LaneConn<'a> {
+    Held(tokio::sync::MutexGuard<'a, PoolConnection<Any>>),
+    Pooled(PoolConnection<Any>),
+}
+
+impl Lane {
+    async fn open(db: &Db) -> Result<Self, sqlx::Error> {
+        let held = match db.backend {
+            Backend::Sqlite => Some(tokio::sync::Mutex::new(db.pool.acquire().await?)),
+            Backend::Postgres => None,
+        };
+        Ok(Self {
+            db: db.clone(),
+            held,
+        })
+    }
+
+    async fn conn(&self) -> Result<LaneConn<'_>, sqlx::Error> {
+        Ok(match &self.held {
+            Some(c) => LaneConn::Held(c.lock().await),
+            None => LaneConn::Pooled(self.db.pool.acquire().await?),
+        })
+    }
+}
+
+impl std::ops::Deref for LaneConn<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            LaneConn::Held(c) => c,
+            LaneConn::Pooled(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for LaneConn<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            LaneConn::Held(c) => c,
+            LaneConn::Pooled(c) => c,
+        }
+    }
+}
+
 struct Shared {
     db: Db,
     settings: Arc<Settings>,
@@ -161,22 +221,18 @@ impl DeliveryWorker {
             RateLimiter::direct(quota)
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        // Claims and result writes of this worker take turns on this lock:
-        // SQLite has one writer, and its busy handler would otherwise sleep
-        // whole milliseconds whenever the two collide.
-        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
+        let lane = Arc::new(Lane::open(&self.db).await?);
         let writer = tokio::spawn(write_results(
-            self.db.clone(),
+            lane.clone(),
             owner.clone(),
             rx,
             self.progress.clone(),
-            write_lock.clone(),
         ));
         let (checks, checks_rx) = mpsc::unbounded_channel();
-        let checker = tokio::spawn(check_recipients(self.db.clone(), checks_rx));
+        let checker = tokio::spawn(check_recipients(lane.clone(), checks_rx));
         let stop_renewing = CancellationToken::new();
         let renewer = tokio::spawn(renew(
-            self.db.clone(),
+            lane.clone(),
             owner.clone(),
             self.options.lease,
             stop_renewing.clone(),
@@ -209,10 +265,9 @@ impl DeliveryWorker {
         // slots never wait for a claim statement.
         let (rows_tx, mut rows_rx) = mpsc::channel::<ClaimedRow>(opts.batch_size);
         let claimer = tokio::spawn(claim_rows(
-            self.db.clone(),
+            lane.clone(),
             owner.clone(),
             opts.clone(),
-            write_lock.clone(),
             tracker.clone(),
             rows_tx,
             self.wake.clone(),
@@ -246,6 +301,7 @@ impl DeliveryWorker {
         let _ = writer.await;
         stop_renewing.cancel();
         let _ = renewer.await;
+        drop(lane);
         // Rows claimed by this worker and never started (none, normally).
         let released = outbox::release_owner(&self.db, Some(&owner)).await?;
         if released > 0 {
@@ -332,10 +388,9 @@ async fn recover(
 /// `rows`) on shutdown, or when `stop_when_idle` and nothing is due or in flight.
 #[allow(clippy::too_many_arguments)]
 async fn claim_rows(
-    db: Db,
+    lane: Arc<Lane>,
     owner: String,
     opts: WorkerOptions,
-    write_lock: Arc<tokio::sync::Mutex<()>>,
     in_flight: TaskTracker,
     rows: mpsc::Sender<ClaimedRow>,
     wake: Arc<Notify>,
@@ -353,17 +408,20 @@ async fn claim_rows(
         drop(room);
         let want = rows.capacity().max(1) as i64;
         let now = Utc::now();
-        let claimed = {
-            let _turn = write_lock.lock().await;
-            outbox::claim(
-                &db,
-                &owner,
-                want,
-                now,
-                now + opts.lease,
-                opts.edition.as_deref(),
-            )
-            .await
+        let claimed = match lane.conn().await {
+            Ok(mut conn) => {
+                outbox::claim(
+                    &mut conn,
+                    lane.db.backend,
+                    &owner,
+                    want,
+                    now,
+                    now + opts.lease,
+                    opts.edition.as_deref(),
+                )
+                .await
+            }
+            Err(e) => Err(e.into()),
         };
         let claimed = match claimed {
             Ok(c) => c,
@@ -400,14 +458,18 @@ async fn claim_rows(
     }
 }
 
-async fn renew(db: Db, owner: String, lease: Duration, stop: CancellationToken) {
+async fn renew(lane: Arc<Lane>, owner: String, lease: Duration, stop: CancellationToken) {
     let every = lease / 3;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(e) = outbox::renew_leases(&db, &owner, Utc::now() + lease).await {
+        let renewed = match lane.conn().await {
+            Ok(mut conn) => outbox::renew_leases(&mut conn, &owner, Utc::now() + lease).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = renewed {
             tracing::warn!("renewing outbox leases failed: {e}");
         }
     }
@@ -629,7 +691,7 @@ async fn build_digest(
 /// asks once it holds its send slot, right before its SMTP transaction, so
 /// a group is at most `mail.concurrency` messages that are all about to
 /// start; one round trip per group instead of one per message.
-async fn check_recipients(db: Db, mut rx: mpsc::UnboundedReceiver<Check>) {
+async fn check_recipients(lane: Arc<Lane>, mut rx: mpsc::UnboundedReceiver<Check>) {
     let mut group: Vec<Check> = Vec::new();
     while let Some(first) = rx.recv().await {
         group.push(first);
@@ -641,7 +703,11 @@ async fn check_recipients(db: Db, mut rx: mpsc::UnboundedReceiver<Check>) {
         }
         let asked: Vec<(&str, Option<i64>)> =
             group.iter().map(|(r, id, _)| (r.as_str(), *id)).collect();
-        match outbox::blocked_reasons(&db, &asked).await {
+        let reasons = match lane.conn().await {
+            Ok(mut conn) => outbox::blocked_reasons(&mut conn, &asked).await,
+            Err(e) => Err(e.into()),
+        };
+        match reasons {
             Ok(reasons) => {
                 for ((_, _, answer), reason) in group.drain(..).zip(reasons) {
                     let _ = answer.send(Ok(reason));
@@ -660,11 +726,10 @@ async fn check_recipients(db: Db, mut rx: mpsc::UnboundedReceiver<Check>) {
 /// transaction committed goes into the next one (group commit), and each
 /// sender learns when its result is durable.
 async fn write_results(
-    db: Db,
+    lane: Arc<Lane>,
     owner: String,
     mut rx: mpsc::UnboundedReceiver<Report>,
     progress: Arc<Progress>,
-    write_lock: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut batch: Vec<Report> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -678,9 +743,11 @@ async fn write_results(
         let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let result = {
-                let _turn = write_lock.lock().await;
-                outbox::record_outcomes(&db, &owner, &outcomes, Utc::now()).await
+            let result = match lane.conn().await {
+                Ok(mut conn) => {
+                    outbox::record_outcomes(&mut conn, &owner, &outcomes, Utc::now()).await
+                }
+                Err(e) => Err(e.into()),
             };
             let Err(e) = result else { break };
             tracing::warn!(

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sqlx::{AnyConnection, Connection};
 
 use super::{to_millis, StoreError};
 
@@ -108,7 +109,8 @@ const CLAIM_COLUMNS: &str =
 /// locked with `FOR UPDATE SKIP LOCKED` and no two claims return the same row.
 /// SQLite has one writer, so the single `UPDATE … RETURNING` is the claim.
 pub async fn claim(
-    db: &Db,
+    conn: &mut AnyConnection,
+    backend: Backend,
     owner: &str,
     limit: i64,
     now: DateTime<Utc>,
@@ -120,7 +122,7 @@ pub async fn claim(
         Some("") => " AND edition IS NULL",
         Some(_) => " AND edition = $5",
     };
-    let lock = match db.backend {
+    let lock = match backend {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
@@ -128,7 +130,7 @@ pub async fn claim(
     // so the claim itself is one index range in (next_attempt_at, id) order.
     sqlx::query("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE state = 'sending' AND lease_until < $1")
         .bind(to_millis(now))
-        .execute(&db.pool)
+        .execute(&mut *conn)
         .await?;
     let sql = format!(
         "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3
@@ -145,14 +147,14 @@ pub async fn claim(
     if let Some(e) = edition.filter(|e| !e.is_empty()) {
         q = q.bind(e);
     }
-    let mut rows = q.fetch_all(&db.pool).await?;
+    let mut rows = q.fetch_all(&mut *conn).await?;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
 
 /// Extends the lease of every row `owner` is still sending.
 pub async fn renew_leases(
-    db: &Db,
+    conn: &mut AnyConnection,
     owner: &str,
     lease_until: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
@@ -161,7 +163,7 @@ pub async fn renew_leases(
     )
     .bind(to_millis(lease_until))
     .bind(owner)
-    .execute(&db.pool)
+    .execute(conn)
     .await?;
     Ok(r.rows_affected())
 }
@@ -197,7 +199,7 @@ pub async fn sending_owners(db: &Db) -> Result<Vec<String>, StoreError> {
 /// for the whole group: the delivery worker asks this right before sending
 /// (DESIGN.md invariant 7), for every message that is about to start.
 pub async fn blocked_reasons(
-    db: &Db,
+    conn: &mut AnyConnection,
     recipients: &[(&str, Option<i64>)],
 ) -> Result<Vec<Option<String>>, StoreError> {
     if recipients.is_empty() {
@@ -231,7 +233,7 @@ pub async fn blocked_reasons(
     }
     let mut suppressed: HashMap<String, String> = HashMap::new();
     let mut status: HashMap<i64, String> = HashMap::new();
-    for (kind, key, value) in q.fetch_all(&db.pool).await? {
+    for (kind, key, value) in q.fetch_all(conn).await? {
         if kind == "s" {
             suppressed.insert(key, value);
         } else if let Ok(id) = key.parse() {
@@ -306,7 +308,7 @@ pub enum Outcome {
 /// `owner` change, so a worker whose lease was taken over cannot overwrite
 /// the new owner's result.
 pub async fn record_outcomes(
-    db: &Db,
+    conn: &mut AnyConnection,
     owner: &str,
     outcomes: &[Outcome],
     now: DateTime<Utc>,
@@ -329,10 +331,10 @@ pub async fn record_outcomes(
     // The common case, only successes: one statement is atomic on its own,
     // and skipping BEGIN/COMMIT saves two round trips per batch.
     if sent.len() == outcomes.len() && sent.len() <= 500 {
-        mark_sent(&db.pool, owner, &sent, now).await?;
+        mark_sent(conn, owner, &sent, now).await?;
         return Ok(());
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = conn.begin().await?;
     for chunk in sent.chunks(500) {
         mark_sent(&mut *tx, owner, chunk, now).await?;
     }
