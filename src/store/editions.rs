@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{to_millis, Db, StoreError};
+use super::{to_millis, Backend, Db, Params, StoreError};
 use crate::domain::Slug;
 
 /// What `edition_runs` says about one window.
@@ -168,7 +168,7 @@ pub async fn subscriber_batch(
         .collect())
 }
 
-/// Rows per multi-row INSERT (11 parameters each, far below SQLite's limit).
+/// Rows per multi-row INSERT (9 parameters each, far below SQLite's limit).
 const CHUNK: usize = 250;
 
 /// Queues `rows` and their manage tokens in the caller's transaction, a few
@@ -181,19 +181,20 @@ pub async fn enqueue_digests(
 ) -> Result<u64, StoreError> {
     let now = to_millis(now);
     let mut inserted = 0;
+    let backend = Backend::of(tx);
     for chunk in rows.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO tokens (hash, subscriber_id, purpose, created_at, expires_at) VALUES ",
         );
+        let mut p = Params::new(backend);
         for i in 0..chunk.len() {
-            let p = i * 3;
-            sql.push_str(&format!(
-                "{}(${}, ${}, 'manage', ${}, NULL)",
-                if i == 0 { "" } else { ", " },
-                p + 1,
-                p + 2,
-                p + 3
-            ));
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            p.push(&mut sql);
+            sql.push_str(", ");
+            p.push(&mut sql);
+            sql.push_str(", 'manage', ");
+            p.push(&mut sql);
+            sql.push_str(", NULL)");
         }
         let mut q = sqlx::query(&sql);
         for r in chunk {
@@ -204,21 +205,15 @@ pub async fn enqueue_digests(
         let mut sql = String::from(
             "INSERT INTO outbox (dedupe_key, kind, edition, subscriber_id, recipient, body_id, vars, state, attempts, next_attempt_at, created_at, updated_at) VALUES ",
         );
+        let mut p = Params::new(backend);
         for i in 0..chunk.len() {
-            let p = i * 8;
-            sql.push_str(&format!(
-                "{}(${}, 'digest', ${}, ${}, ${}, ${}, ${}, 'queued', 0, ${}, ${}, ${})",
-                if i == 0 { "" } else { ", " },
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 8
-            ));
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            p.push(&mut sql);
+            sql.push_str(", 'digest', ");
+            p.push_list(&mut sql, 5);
+            sql.push_str(", 'queued', 0, ");
+            p.push_list(&mut sql, 3);
+            sql.push(')');
         }
         sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
         let mut q = sqlx::query(&sql);
@@ -230,6 +225,7 @@ pub async fn enqueue_digests(
                 .bind(&r.recipient)
                 .bind(r.body_id)
                 .bind(&r.vars)
+                .bind(now)
                 .bind(now)
                 .bind(now);
         }

@@ -25,6 +25,55 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The engine behind a connection.
+    pub fn of(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+/// Placeholders for statements with many parameters, each bound once, in
+/// the order they appear in the text: `?` on SQLite, `$1, $2, …` on
+/// PostgreSQL. sqlx looks up the name of every numbered SQLite parameter,
+/// and each lookup scans all of them, so a 2,000-parameter insert written
+/// with `$N` spent most of its time naming parameters.
+pub struct Params {
+    backend: Backend,
+    n: usize,
+}
+
+impl Params {
+    pub fn new(backend: Backend) -> Self {
+        Self { backend, n: 0 }
+    }
+
+    /// Appends the next placeholder to `sql`.
+    pub fn push(&mut self, sql: &mut String) {
+        self.n += 1;
+        match self.backend {
+            Backend::Sqlite => sql.push('?'),
+            Backend::Postgres => {
+                use std::fmt::Write as _;
+                let _ = write!(sql, "${}", self.n);
+            }
+        }
+    }
+
+    /// Appends `count` placeholders separated by commas.
+    pub fn push_list(&mut self, sql: &mut String, count: usize) {
+        for i in 0..count {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.push(sql);
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database {url}: {source}")]
