@@ -101,6 +101,7 @@ async fn ours(n: usize, size: usize, concurrency: usize) -> (f64, f64) {
         db.clone(),
         settings,
         None,
+        None,
         progress,
         CancellationToken::new(),
     )

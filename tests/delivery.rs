@@ -631,6 +631,7 @@ async fn drain_sends_one_edition_and_reports(engine: Engine) {
         db.clone(),
         s.clone(),
         Some("weekly".into()),
+        None,
         progress.clone(),
         CancellationToken::new(),
     )

@@ -1,5 +1,6 @@
 //! `casewire schedule`, `digest preview`, `digest send` and `status`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -207,23 +208,43 @@ pub fn send(settings: &Settings, slug: &str, dry_run: bool) -> Result<Exit> {
         let mut ledger = Ledger::load(db.clone()).await?;
         ledger.sync(&catalog, now).await?;
         let window = format!("manual:{}", now.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
-        let report = crate::editions::run::run_edition(
-            &db, settings, &catalog, &edition, &window, now, dry_run,
-        )
-        .await?;
-        eprintln!(
-            "{slug}: {} subscribers, {} digests {}, {} with nothing new, {} distinct bodies",
-            report.subscribers,
-            report.enqueued,
-            if dry_run { "would be queued" } else { "queued" },
-            report.nothing_new,
-            report.rendered
-        );
         if dry_run {
+            let report = crate::editions::run::run_edition(
+                &db, settings, &catalog, &edition, &window, now, true,
+            )
+            .await?;
+            print_run(slug, &report, true);
             return Ok(Exit::Ok);
         }
-        crate::delivery::deliver_edition(&db, settings, slug).await
+        // Delivery starts at once and takes each batch of digests as its
+        // transaction commits, instead of waiting for the whole run.
+        let more_coming = Arc::new(AtomicBool::new(true));
+        let queueing = async {
+            let report = crate::editions::run::run_edition(
+                &db, settings, &catalog, &edition, &window, now, false,
+            )
+            .await;
+            more_coming.store(false, Ordering::Release);
+            report
+        };
+        let delivering =
+            crate::delivery::deliver_edition(&db, settings, slug, Some(more_coming.clone()));
+        let (report, exit) = tokio::join!(queueing, delivering);
+        let report = report?;
+        print_run(slug, &report, false);
+        exit
     })
+}
+
+fn print_run(slug: &str, report: &crate::editions::run::RunReport, dry_run: bool) {
+    eprintln!(
+        "{slug}: {} subscribers, {} digests {}, {} with nothing new, {} distinct bodies",
+        report.subscribers,
+        report.enqueued,
+        if dry_run { "would be queued" } else { "queued" },
+        report.nothing_new,
+        report.rendered
+    );
 }
 
 pub fn status(settings: &Settings) -> Result<Exit> {

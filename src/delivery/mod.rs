@@ -11,6 +11,7 @@ pub mod worker;
 pub use transport::{DeliveryError, Mailer};
 pub use worker::{drain, DeliveryWorker, DrainReport, Progress, WorkerOptions};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +23,15 @@ use crate::store::Db;
 
 /// `digest send`: delivers the queued messages of `edition` with a progress
 /// bar (sent, retrying, failed, rate, ETA) and returns when none is due.
+/// While `more_coming` is true an edition run is still queueing rows: the
+/// bar's length follows the queue, and an empty outbox is not the end yet.
 /// Exit status 1 when any message failed for good.
-pub async fn deliver_edition(db: &Db, settings: &Settings, edition: &str) -> anyhow::Result<Exit> {
+pub async fn deliver_edition(
+    db: &Db,
+    settings: &Settings,
+    edition: &str,
+    more_coming: Option<Arc<AtomicBool>>,
+) -> anyhow::Result<Exit> {
     let total = crate::store::outbox::pending_count(db, Some(edition)).await?;
     let progress = Arc::new(Progress::default());
     let shutdown = CancellationToken::new();
@@ -31,6 +39,7 @@ pub async fn deliver_edition(db: &Db, settings: &Settings, edition: &str) -> any
         db.clone(),
         Arc::new(settings.clone()),
         Some(edition.to_owned()),
+        more_coming.clone(),
         progress.clone(),
         shutdown.clone(),
     ));
@@ -43,10 +52,20 @@ pub async fn deliver_edition(db: &Db, settings: &Settings, edition: &str) -> any
         .progress_chars("=> "),
     );
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut queueing = more_coming.is_some();
     let result = loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = tokio::signal::ctrl_c() => shutdown.cancel(),
+        }
+        if queueing {
+            queueing = more_coming
+                .as_ref()
+                .is_some_and(|m| m.load(Ordering::Acquire));
+            if let Ok(pending) = crate::store::outbox::pending_count(db, Some(edition)).await {
+                let done = progress.sent() + progress.dead() + progress.suppressed();
+                bar.set_length(done + pending.max(0) as u64);
+            }
         }
         bar.set_position(progress.sent());
         bar.set_message(format!(

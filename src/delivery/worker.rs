@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use super::prepared::{Links, PreparedBody};
 use super::transport::{DeliveryError, Mailer};
 use crate::config::Settings;
 use crate::store::outbox::{self, ClaimedRow, Outcome};
-use crate::store::{Backend, Db};
+use crate::store::{Backend, Db, WriteTurn};
 
 /// Tuning that is not part of the configuration file.
 #[derive(Debug, Clone)]
@@ -51,6 +51,10 @@ pub struct WorkerOptions {
     pub edition: Option<String>,
     /// Return once no row is due and nothing is in flight (`digest send`, tools).
     pub stop_when_idle: bool,
+    /// With `stop_when_idle`: rows are still being queued while this is true
+    /// (`digest send` delivers while its edition run queues), so an empty
+    /// outbox is not the end yet.
+    pub more_coming: Option<Arc<AtomicBool>>,
     /// Release rows a dead process left in `sending` at startup (see
     /// [`recover`]). On SQLite this must be off in a process that may run
     /// beside the daemon (`digest send`): it cannot tell a dead owner from a
@@ -68,6 +72,7 @@ impl WorkerOptions {
             retry_max: Duration::from_secs(6 * 3600),
             edition: None,
             stop_when_idle: false,
+            more_coming: None,
             recover: true,
         }
     }
@@ -147,6 +152,12 @@ impl Lane {
             db: db.clone(),
             held,
         })
+    }
+
+    /// A connection for a write, after this process's turn to write.
+    async fn write(&self) -> Result<(WriteTurn, LaneConn<'_>), sqlx::Error> {
+        let turn = self.db.write_turn().await;
+        Ok((turn, self.conn().await?))
     }
 
     async fn conn(&self) -> Result<LaneConn<'_>, sqlx::Error> {
@@ -407,9 +418,15 @@ async fn claim_rows(
         };
         drop(room);
         let want = rows.capacity().max(1) as i64;
+        // Read before the claim: once the producer is done, this claim sees
+        // everything it queued.
+        let producing = opts
+            .more_coming
+            .as_ref()
+            .is_some_and(|m| m.load(Ordering::Acquire));
         let now = Utc::now();
-        let claimed = match lane.conn().await {
-            Ok(mut conn) => {
+        let claimed = match lane.write().await {
+            Ok((_turn, mut conn)) => {
                 outbox::claim(
                     &mut conn,
                     lane.db.backend,
@@ -436,10 +453,11 @@ async fn claim_rows(
         };
         if claimed.is_empty() {
             if opts.stop_when_idle {
-                if in_flight.is_empty() && rows.capacity() == rows.max_capacity() {
+                if !producing && in_flight.is_empty() && rows.capacity() == rows.max_capacity() {
                     return;
                 }
-                // Results in flight may schedule retries that are due at once.
+                // Results in flight may schedule retries that are due at
+                // once, and a producer may commit more rows any moment.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
@@ -465,8 +483,10 @@ async fn renew(lane: Arc<Lane>, owner: String, lease: Duration, stop: Cancellati
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let renewed = match lane.conn().await {
-            Ok(mut conn) => outbox::renew_leases(&mut conn, &owner, Utc::now() + lease).await,
+        let renewed = match lane.write().await {
+            Ok((_turn, mut conn)) => {
+                outbox::renew_leases(&mut conn, &owner, Utc::now() + lease).await
+            }
             Err(e) => Err(e.into()),
         };
         if let Err(e) = renewed {
@@ -743,8 +763,8 @@ async fn write_results(
         let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let result = match lane.conn().await {
-                Ok(mut conn) => {
+            let result = match lane.write().await {
+                Ok((_turn, mut conn)) => {
                     outbox::record_outcomes(&mut conn, &owner, &outcomes, Utc::now()).await
                 }
                 Err(e) => Err(e.into()),
@@ -798,13 +818,15 @@ impl DrainReport {
 }
 
 /// Runs a worker until no row (of `edition`, when given; `""` is
-/// transactional mail) is due and nothing is in flight. `progress` can be
-/// polled meanwhile, e.g. for a progress bar; cancelling `shutdown` stops
-/// early, finishing in-flight transactions.
+/// transactional mail) is due and nothing is in flight, and `more_coming`
+/// (when given) is false. `progress` can be polled meanwhile, e.g. for a
+/// progress bar; cancelling `shutdown` stops early, finishing in-flight
+/// transactions.
 pub async fn drain(
     db: Db,
     settings: Arc<Settings>,
     edition: Option<String>,
+    more_coming: Option<Arc<AtomicBool>>,
     progress: Arc<Progress>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<DrainReport> {
@@ -812,6 +834,7 @@ pub async fn drain(
     let mut options = WorkerOptions::new(&settings);
     options.edition = edition.clone();
     options.stop_when_idle = true;
+    options.more_coming = more_coming;
     // PostgreSQL proves an owner dead before releasing its rows; SQLite cannot.
     options.recover = db.backend == Backend::Postgres;
     let started = Instant::now();
@@ -851,6 +874,7 @@ mod tests {
             retry_max: Duration::from_secs(3600),
             edition: None,
             stop_when_idle: false,
+            more_coming: None,
             recover: true,
         };
         for _ in 0..100 {

@@ -78,6 +78,8 @@ pub async fn run_edition(
         .collect();
 
     let env = crate::templates::environment(settings);
+    let vars = VarsTemplate::new(settings, edition);
+    // Content set key → stored body id.
     let mut bodies: HashMap<String, i64> = HashMap::new();
     let mut after_id = 0i64;
     loop {
@@ -85,12 +87,9 @@ pub async fn run_edition(
         let Some(last) = batch.last() else { break };
         after_id = last.id;
         report.subscribers += batch.len() as u64;
-        let mut tx = if dry_run {
-            None
-        } else {
-            Some(db.pool.begin().await?)
-        };
-        let mut rows: Vec<DigestRow> = Vec::with_capacity(batch.len());
+        // Bodies first rendered in this batch, stored with its rows.
+        let mut new_bodies: Vec<(String, render::Digest)> = Vec::new();
+        let mut rows: Vec<(String, DigestRow)> = Vec::with_capacity(batch.len());
         for sub in &batch {
             let matching: Vec<&(i64, Arc<CaseStudy>)> = events
                 .iter()
@@ -105,7 +104,9 @@ pub async fn run_edition(
                 continue;
             }
             report.enqueued += 1;
-            let Some(tx) = tx.as_mut() else { continue };
+            if dry_run {
+                continue;
+            }
             let mut key = String::new();
             for (id, _) in &matching {
                 let _ = write!(key, "{id},");
@@ -114,49 +115,58 @@ pub async fn run_edition(
             for c in &sub.follows {
                 let _ = write!(key, "|{c}");
             }
-            let body_id = match bodies.get(&key) {
-                Some(id) => *id,
-                None => {
-                    let digest = render::render(
-                        &env,
-                        DigestInput {
-                            settings,
-                            edition,
-                            studies: matching.iter().map(|(_, s)| s.clone()).collect(),
-                            follows: &sub.follows,
-                            name: "",
-                        },
-                    )
-                    .with_context(|| format!("rendering the {slug} digest"))?;
-                    let id = outbox::insert_body(
-                        &mut **tx,
-                        &digest.subject,
-                        &digest.html,
-                        &digest.text,
-                        now,
-                    )
-                    .await?;
-                    report.rendered += 1;
-                    bodies.insert(key, id);
-                    id
-                }
-            };
+            if !bodies.contains_key(&key) && !new_bodies.iter().any(|(k, _)| *k == key) {
+                let digest = render::render(
+                    &env,
+                    DigestInput {
+                        settings,
+                        edition,
+                        studies: matching.iter().map(|(_, s)| s.clone()).collect(),
+                        follows: &sub.follows,
+                        name: "",
+                    },
+                )
+                .with_context(|| format!("rendering the {slug} digest"))?;
+                new_bodies.push((key.clone(), digest));
+            }
             let token = Token::generate();
-            rows.push(DigestRow {
-                subscriber_id: sub.id,
-                recipient: sub.email.clone(),
-                dedupe_key: format!("digest:{slug}:{window}:{}", sub.id),
-                body_id,
-                token_hash: token.hash(),
-                vars: recipient_vars(settings, edition, token.as_str()).to_string(),
-            });
+            rows.push((
+                key,
+                DigestRow {
+                    subscriber_id: sub.id,
+                    recipient: sub.email.clone(),
+                    dedupe_key: format!("digest:{slug}:{window}:{}", sub.id),
+                    body_id: 0,
+                    token_hash: token.hash(),
+                    vars: vars.fill(token.as_str()),
+                },
+            ));
         }
-        if let Some(mut tx) = tx {
-            store::enqueue_digests(&mut tx, slug, &rows, now).await?;
-            let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
-            store::advance_cursors(&mut tx, slug, &ids, high_water).await?;
-            tx.commit().await?;
+        if dry_run {
+            continue;
         }
+        // Everything is prepared; the transaction holds the write turn only
+        // for the statements.
+        let _turn = db.write_turn().await;
+        let mut tx = db.pool.begin().await?;
+        for (key, digest) in new_bodies {
+            let id =
+                outbox::insert_body(&mut *tx, &digest.subject, &digest.html, &digest.text, now)
+                    .await?;
+            report.rendered += 1;
+            bodies.insert(key, id);
+        }
+        let rows: Vec<DigestRow> = rows
+            .into_iter()
+            .map(|(key, mut row)| {
+                row.body_id = bodies[&key];
+                row
+            })
+            .collect();
+        store::enqueue_digests(&mut tx, slug, &rows, now).await?;
+        let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
+        store::advance_cursors(&mut tx, slug, &ids, high_water).await?;
+        tx.commit().await?;
     }
     if !dry_run {
         store::finish_run(db, slug, window, report.enqueued, Utc::now()).await?;
@@ -173,6 +183,29 @@ pub async fn run_edition(
         "edition run finished"
     );
     Ok(report)
+}
+
+/// Per-recipient values delivery fills into the shared body and headers
+/// (`outbox.vars`): everything but the token is the same for the whole run,
+/// so it is worked out once and each row only splices its token in.
+struct VarsTemplate {
+    /// The JSON text, split where the token goes.
+    pieces: Vec<String>,
+}
+
+impl VarsTemplate {
+    const MARK: &'static str = "CASEWIRETOKENMARK";
+
+    fn new(settings: &Settings, edition: &Edition) -> Self {
+        let text = recipient_vars(settings, edition, Self::MARK).to_string();
+        Self {
+            pieces: text.split(Self::MARK).map(str::to_owned).collect(),
+        }
+    }
+
+    fn fill(&self, token: &str) -> String {
+        self.pieces.join(token)
+    }
 }
 
 /// Per-recipient values delivery fills into the shared body and headers.

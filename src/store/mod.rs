@@ -93,12 +93,30 @@ pub enum StoreError {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// Bulk writers of this process take turns here on SQLite (see
+    /// [`Db::write_turn`]).
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
+
+/// A turn at writing; see [`Db::write_turn`].
+pub type WriteTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 impl Db {
+    /// Waits for this process's turn to write on SQLite, which has one
+    /// writer: an edition run queueing digests and a delivery worker
+    /// recording results would otherwise collide, and SQLite's busy handler
+    /// sleeps whole milliseconds on every collision. Held for a transaction.
+    /// PostgreSQL writers run side by side (`None`).
+    pub async fn write_turn(&self) -> WriteTurn {
+        match self.backend {
+            Backend::Sqlite => Some(self.writes.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
+    }
+
     /// Opens (creating an SQLite file and its folder when missing) without migrating.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
@@ -155,7 +173,11 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(err)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            writes: Default::default(),
+        })
     }
 
     /// Opens and applies every pending migration.
