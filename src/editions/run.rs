@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context;
+use sqlx::Connection;
 use chrono::{DateTime, Utc};
 
 use super::render::{self, DigestInput};
@@ -82,8 +83,12 @@ pub async fn run_edition(
     // Content set key → stored body id.
     let mut bodies: HashMap<String, i64> = HashMap::new();
     let mut after_id = 0i64;
+    // The whole run reads and writes on one connection: on SQLite every
+    // connection keeps its own page cache, and a run spread over the pool
+    // warmed (and held in memory) one per connection.
+    let mut conn = db.pool.acquire().await?;
     loop {
-        let batch = store::subscriber_batch(db, slug, high_water, after_id, BATCH).await?;
+        let batch = store::subscriber_batch(&mut conn, slug, high_water, after_id, BATCH).await?;
         let Some(last) = batch.last() else { break };
         after_id = last.id;
         report.subscribers += batch.len() as u64;
@@ -148,7 +153,7 @@ pub async fn run_edition(
         // Everything is prepared; the transaction holds the write turn only
         // for the statements.
         let _turn = db.write_turn().await;
-        let mut tx = db.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         for (key, digest) in new_bodies {
             let id =
                 outbox::insert_body(&mut *tx, &digest.subject, &digest.html, &digest.text, now)

@@ -122,7 +122,7 @@ pub async fn min_cursor(db: &Db, edition: &str) -> Result<Option<i64>, StoreErro
 /// `id > after_id` whose cursor is below `high_water` (keyset pagination: the
 /// list is never loaded whole).
 pub async fn subscriber_batch(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     edition: &str,
     high_water: i64,
     after_id: i64,
@@ -141,7 +141,7 @@ pub async fn subscriber_batch(
     .bind(high_water)
     .bind(after_id)
     .bind(limit)
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *conn)
     .await?;
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(Vec::new());
@@ -149,7 +149,7 @@ pub async fn subscriber_batch(
     let cats: Vec<(i64, String)> = sqlx::query_as("SELECT subscriber_id, category FROM subscriber_categories WHERE subscriber_id >= $1 AND subscriber_id <= $2")
         .bind(first.0)
         .bind(last.0)
-        .fetch_all(&db.pool)
+        .fetch_all(&mut *conn)
         .await?;
     let mut follows: std::collections::HashMap<i64, Vec<Slug>> = std::collections::HashMap::new();
     for (id, c) in cats {
