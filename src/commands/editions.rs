@@ -219,6 +219,7 @@ pub fn send(settings: &Settings, slug: &str, dry_run: bool) -> Result<Exit> {
         // Delivery starts at once and takes each batch of digests as its
         // transaction commits, instead of waiting for the whole run.
         let more_coming = Arc::new(AtomicBool::new(true));
+        let expected = crate::store::editions::subscriber_count(&db, slug).await?;
         let queueing = async {
             let report = crate::editions::run::run_edition(
                 &db, settings, &catalog, &edition, &window, now, false,
@@ -227,8 +228,12 @@ pub fn send(settings: &Settings, slug: &str, dry_run: bool) -> Result<Exit> {
             more_coming.store(false, Ordering::Release);
             report
         };
-        let delivering =
-            crate::delivery::deliver_edition(&db, settings, slug, Some(more_coming.clone()));
+        let delivering = crate::delivery::deliver_edition(
+            &db,
+            settings,
+            slug,
+            Some((more_coming.clone(), expected)),
+        );
         let (report, exit) = tokio::join!(queueing, delivering);
         let report = report?;
         print_run(slug, &report, false);

@@ -23,18 +23,25 @@ use crate::store::Db;
 
 /// `digest send`: delivers the queued messages of `edition` with a progress
 /// bar (sent, retrying, failed, rate, ETA) and returns when none is due.
-/// While `more_coming` is true an edition run is still queueing rows: the
-/// bar's length follows the queue, and an empty outbox is not the end yet.
+/// While `queueing` is given and true an edition run is still queueing rows:
+/// an empty outbox is not the end yet, and the bar shows `expected` (the
+/// edition's subscribers) until the run is done and the real count is known.
 /// Exit status 1 when any message failed for good.
 pub async fn deliver_edition(
     db: &Db,
     settings: &Settings,
     edition: &str,
-    more_coming: Option<Arc<AtomicBool>>,
+    queueing: Option<(Arc<AtomicBool>, u64)>,
 ) -> anyhow::Result<Exit> {
-    let total = crate::store::outbox::pending_count(db, Some(edition)).await?;
     let progress = Arc::new(Progress::default());
     let shutdown = CancellationToken::new();
+    let more_coming = queueing.as_ref().map(|(m, _)| m.clone());
+    let total = match &queueing {
+        Some((_, expected)) => *expected,
+        None => crate::store::outbox::pending_count(db, Some(edition))
+            .await?
+            .max(0) as u64,
+    };
     let task = tokio::spawn(drain(
         db.clone(),
         Arc::new(settings.clone()),
@@ -43,7 +50,7 @@ pub async fn deliver_edition(
         progress.clone(),
         shutdown.clone(),
     ));
-    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
+    let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} {bar:40} {pos}/{len} sent · {msg} · {per_sec} · ETA {eta}",
@@ -52,16 +59,18 @@ pub async fn deliver_edition(
         .progress_chars("=> "),
     );
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
-    let mut queueing = more_coming.is_some();
+    let mut queueing = more_coming;
     let result = loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = tokio::signal::ctrl_c() => shutdown.cancel(),
         }
-        if queueing {
-            queueing = more_coming
-                .as_ref()
-                .is_some_and(|m| m.load(Ordering::Acquire));
+        if queueing
+            .as_ref()
+            .is_some_and(|m| !m.load(Ordering::Acquire))
+        {
+            // The run is done: the bar's length becomes exact, counted once.
+            queueing = None;
             if let Ok(pending) = crate::store::outbox::pending_count(db, Some(edition)).await {
                 let done = progress.sent() + progress.dead() + progress.suppressed();
                 bar.set_length(done + pending.max(0) as u64);

@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sqlx::Connection;
 use chrono::{DateTime, Utc};
+use sqlx::Connection;
 
 use super::render::{self, DigestInput};
 use crate::config::{Edition, Settings};

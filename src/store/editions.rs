@@ -118,6 +118,16 @@ pub async fn min_cursor(db: &Db, edition: &str) -> Result<Option<i64>, StoreErro
     .await?)
 }
 
+/// How many subscribers receive `edition` (confirmed or not): an upper
+/// bound on the digests one run queues.
+pub async fn subscriber_count(db: &Db, edition: &str) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subscriber_editions WHERE edition = $1")
+        .bind(edition)
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(n.max(0) as u64)
+}
+
 /// The next `limit` confirmed, unsuppressed subscribers of `edition` with
 /// `id > after_id` whose cursor is below `high_water` (keyset pagination: the
 /// list is never loaded whole).
