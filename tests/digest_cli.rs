@@ -117,6 +117,12 @@ async fn digest_send_delivers_only_what_is_new(engine: Engine) {
     assert!(m.contains("Fresh replica lag story") && !m.contains("Old pool story"));
     assert!(m.contains("List-Unsubscribe: <https://notes.example.com/unsubscribe/"));
     assert!(m.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+    assert!(
+        m.contains("?subject=unsubscribe%20"),
+        "a mailto unsubscribe too: {m}"
+    );
+    assert!(m.contains("List-Id: ") && m.contains("<weekly."), "{m}");
+    assert!(m.contains("Feedback-ID: weekly:digest:casewire:"), "{m}");
     assert!(!m.contains("%%CASEWIRE_"), "placeholders are filled");
 
     // Nothing new: no empty digest, nothing twice.

@@ -11,7 +11,7 @@ use crate::cli::PreviewFormat;
 use crate::config::{Edition, ScheduleSpec, Settings};
 use crate::content::{CaseStudy, Catalog, DirectoryStore};
 use crate::delivery::compose::{
-    compose, Draft, ExtraHeader, PLACEHOLDER_PREFERENCES_URL, PLACEHOLDER_UNSUBSCRIBE_URL,
+    compose, digest_vars, Draft, PLACEHOLDER_PREFERENCES_URL, PLACEHOLDER_UNSUBSCRIBE_URL,
 };
 use crate::editions::render::{self, DigestInput};
 use crate::store::ledger::Ledger;
@@ -156,11 +156,16 @@ pub fn preview(
             name: &name,
         },
     )?;
-    let unsubscribe = settings.site.base_url.join("unsubscribe/PREVIEW")?;
-    let preferences = settings.site.base_url.join("preferences/PREVIEW")?;
+    // What a real send derives from a reader's token, with a stand-in token.
+    let from: lettre::message::Mailbox = settings
+        .mail
+        .from
+        .parse()
+        .with_context(|| format!("[mail] from {:?}", settings.mail.from))?;
+    let vars = digest_vars(settings, &from, slug, "PREVIEW");
     let fill = |s: &str| {
-        s.replace(PLACEHOLDER_UNSUBSCRIBE_URL, unsubscribe.as_str())
-            .replace(PLACEHOLDER_PREFERENCES_URL, preferences.as_str())
+        s.replace(PLACEHOLDER_UNSUBSCRIBE_URL, &vars.unsubscribe_url)
+            .replace(PLACEHOLDER_PREFERENCES_URL, &vars.preferences_url)
     };
     match format {
         PreviewFormat::Html => println!("{}", fill(&digest.html)),
@@ -174,16 +179,7 @@ pub fn preview(
                     subject: &digest.subject,
                     text: &fill(&digest.text),
                     html: &fill(&digest.html),
-                    headers: vec![
-                        ExtraHeader {
-                            name: "List-Unsubscribe",
-                            value: format!("<{unsubscribe}>"),
-                        },
-                        ExtraHeader {
-                            name: "List-Unsubscribe-Post",
-                            value: "List-Unsubscribe=One-Click".into(),
-                        },
-                    ],
+                    headers: vars.headers.to_vec(),
                 },
             )?;
             print!("{}", String::from_utf8_lossy(&message.formatted()));

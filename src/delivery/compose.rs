@@ -50,6 +50,65 @@ pub fn sender_domain(settings: &Settings) -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// One recipient's links and list headers in a digest.
+#[derive(Debug, Clone)]
+pub struct DigestVars {
+    pub unsubscribe_url: String,
+    pub preferences_url: String,
+    /// List-Unsubscribe (HTTPS one-click and mailto), List-Unsubscribe-Post,
+    /// List-Id and Feedback-ID.
+    pub headers: [ExtraHeader; 4],
+}
+
+/// The links and list headers of a digest of `edition` for the recipient
+/// whose manage token is `token`. Outbox rows keep only the token; this runs
+/// at send time, so a row stays small through its three writes.
+pub fn digest_vars(settings: &Settings, from: &Mailbox, edition: &str, token: &str) -> DigestVars {
+    let base = &settings.site.base_url;
+    let link = |path: &str| {
+        base.join(&format!("{path}/{token}"))
+            .map(String::from)
+            .unwrap_or_default()
+    };
+    let unsubscribe_url = link("unsubscribe");
+    let preferences_url = link("preferences");
+    let domain = from.email.domain();
+    let name = settings
+        .editions
+        .iter()
+        .find(|e| e.slug.as_str() == edition)
+        .map_or(edition, |e| e.name.as_str());
+    let headers = [
+        ExtraHeader {
+            name: "List-Unsubscribe",
+            value: format!(
+                "<{unsubscribe_url}>, <mailto:{}?subject=unsubscribe%20{token}>",
+                from.email
+            ),
+        },
+        ExtraHeader {
+            name: "List-Unsubscribe-Post",
+            value: "List-Unsubscribe=One-Click".into(),
+        },
+        ExtraHeader {
+            name: "List-Id",
+            value: format!(
+                "\"{}\" <{edition}.{domain}>",
+                name.replace(['"', '\\', '\r', '\n'], "")
+            ),
+        },
+        ExtraHeader {
+            name: "Feedback-ID",
+            value: format!("{edition}:digest:casewire:{domain}"),
+        },
+    ];
+    DigestVars {
+        unsubscribe_url,
+        preferences_url,
+        headers,
+    }
+}
+
 /// A fresh Message-ID on the sender's domain.
 pub fn message_id(settings: &Settings) -> String {
     use rand::RngCore;

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::compose::message_id;
+use super::compose::{digest_vars, message_id};
 use super::prepared::{Links, PreparedBody};
 use super::transport::{DeliveryError, Mailer};
 use crate::config::Settings;
@@ -636,6 +636,9 @@ enum BuildError {
 #[derive(Debug, Default, serde::Deserialize)]
 struct Vars {
     name: Option<String>,
+    /// The recipient's manage token; links and list headers not given
+    /// below are derived from it ([`digest_vars`]).
+    token: Option<String>,
     unsubscribe_url: Option<String>,
     preferences_url: Option<String>,
     #[serde(default)]
@@ -672,8 +675,29 @@ async fn build_digest(
     };
     let vars: Vars = serde_json::from_str(&row.vars)
         .map_err(|e| BuildError::Invalid(format!("vars are not valid: {e}")))?;
-    let unsubscribe = vars.unsubscribe_url.as_deref().unwrap_or("");
-    let preferences = vars.preferences_url.as_deref().unwrap_or("");
+    let derived = vars.token.as_deref().map(|t| {
+        digest_vars(
+            &shared.settings,
+            &shared.from,
+            row.edition.as_deref().unwrap_or(""),
+            t,
+        )
+    });
+    let unsubscribe = vars
+        .unsubscribe_url
+        .as_deref()
+        .or(derived.as_ref().map(|d| d.unsubscribe_url.as_str()))
+        .unwrap_or("");
+    let preferences = vars
+        .preferences_url
+        .as_deref()
+        .or(derived.as_ref().map(|d| d.preferences_url.as_str()))
+        .unwrap_or("");
+    let derived_headers = derived
+        .iter()
+        .flat_map(|d| d.headers.iter())
+        .filter(|h| !vars.headers.contains_key(h.name))
+        .map(|h| (h.name, h.value.as_str()));
     let mut builder = Message::builder()
         .from(shared.from.clone())
         .to(Mailbox::new(
@@ -686,13 +710,14 @@ async fn build_digest(
     if let Some(r) = &shared.reply_to {
         builder = builder.reply_to(r.clone());
     }
-    for (name, value) in &vars.headers {
+    let given = vars.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    for (name, value) in given.chain(derived_headers) {
         if value.contains(['\r', '\n']) {
             return Err(BuildError::Invalid(format!(
                 "header {name} contains a line break"
             )));
         }
-        let header = HeaderName::new_from_ascii(name.clone())
+        let header = HeaderName::new_from_ascii(name.to_owned())
             .map_err(|_| BuildError::Invalid(format!("{name:?} is not a header name")))?;
         builder = builder.raw_header(HeaderValue::new(
             header,

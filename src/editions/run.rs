@@ -20,7 +20,6 @@ use sqlx::Connection;
 use super::render::{self, DigestInput};
 use crate::config::{Edition, Settings};
 use crate::content::{CaseStudy, Catalog};
-use crate::delivery::compose::sender_domain;
 use crate::domain::Token;
 use crate::store::editions::{self as store, DigestRow};
 use crate::store::{outbox, Db};
@@ -79,7 +78,6 @@ pub async fn run_edition(
         .collect();
 
     let env = crate::templates::environment(settings);
-    let vars = VarsTemplate::new(settings, edition);
     // Content set key → stored body id.
     let mut bodies: HashMap<String, i64> = HashMap::new();
     let mut after_id = 0i64;
@@ -143,7 +141,9 @@ pub async fn run_edition(
                     dedupe_key: format!("digest:{slug}:{window}:{}", sub.id),
                     body_id: 0,
                     token_hash: token.hash(),
-                    vars: vars.fill(token.as_str()),
+                    // Links and headers are derived from the token at send
+                    // time (`delivery::compose::digest_vars`).
+                    vars: serde_json::json!({ "token": token.as_str() }).to_string(),
                 },
             ));
         }
@@ -188,55 +188,4 @@ pub async fn run_edition(
         "edition run finished"
     );
     Ok(report)
-}
-
-/// Per-recipient values delivery fills into the shared body and headers
-/// (`outbox.vars`): everything but the token is the same for the whole run,
-/// so it is worked out once and each row only splices its token in.
-struct VarsTemplate {
-    /// The JSON text, split where the token goes.
-    pieces: Vec<String>,
-}
-
-impl VarsTemplate {
-    const MARK: &'static str = "CASEWIRETOKENMARK";
-
-    fn new(settings: &Settings, edition: &Edition) -> Self {
-        let text = recipient_vars(settings, edition, Self::MARK).to_string();
-        Self {
-            pieces: text.split(Self::MARK).map(str::to_owned).collect(),
-        }
-    }
-
-    fn fill(&self, token: &str) -> String {
-        self.pieces.join(token)
-    }
-}
-
-/// Per-recipient values delivery fills into the shared body and headers.
-fn recipient_vars(settings: &Settings, edition: &Edition, token: &str) -> serde_json::Value {
-    let base = &settings.site.base_url;
-    let unsubscribe = base
-        .join(&format!("unsubscribe/{token}"))
-        .expect("token is URL-safe");
-    let preferences = base
-        .join(&format!("preferences/{token}"))
-        .expect("token is URL-safe");
-    let domain = sender_domain(settings);
-    let from_addr = settings
-        .mail
-        .from
-        .parse::<lettre::message::Mailbox>()
-        .map(|m| m.email.to_string())
-        .unwrap_or_else(|_| format!("digest@{domain}"));
-    serde_json::json!({
-        "unsubscribe_url": unsubscribe.as_str(),
-        "preferences_url": preferences.as_str(),
-        "headers": {
-            "List-Unsubscribe": format!("<{unsubscribe}>, <mailto:{from_addr}?subject=unsubscribe%20{token}>"),
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": format!("\"{}\" <{}.{}>", edition.name.replace(['"', '\\', '\r', '\n'], ""), edition.slug, domain),
-            "Feedback-ID": format!("{}:digest:casewire:{}", edition.slug, domain),
-        }
-    })
 }
