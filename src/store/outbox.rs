@@ -117,11 +117,7 @@ pub async fn claim(
     lease_until: DateTime<Utc>,
     edition: Option<&str>,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
-    let filter = match edition {
-        None => "",
-        Some("") => " AND edition IS NULL",
-        Some(_) => " AND edition = $5",
-    };
+    let (filter, edition) = edition_filter(edition, 5);
     let lock = match backend {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
@@ -144,7 +140,7 @@ pub async fn claim(
         .bind(to_millis(lease_until))
         .bind(to_millis(now))
         .bind(limit);
-    if let Some(e) = edition.filter(|e| !e.is_empty()) {
+    if let Some(e) = edition {
         q = q.bind(e);
     }
     let mut rows = q.fetch_all(&mut *conn).await?;
@@ -431,46 +427,39 @@ pub async fn depth_by_state(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
     )
 }
 
+/// The condition that keeps rows of `edition` (`None`: every row; `Some("")`:
+/// transactional mail), written with `$n` as its parameter, and the value
+/// to bind there, if any.
+fn edition_filter(edition: Option<&str>, n: usize) -> (String, Option<&str>) {
+    match edition {
+        None => (String::new(), None),
+        Some("") => (" AND edition IS NULL".into(), None),
+        Some(e) => (format!(" AND edition = ${n}"), Some(e)),
+    }
+}
+
 /// Rows per state of one edition (`""`: transactional mail).
 pub async fn edition_counts(db: &Db, edition: &str) -> Result<Vec<(String, i64)>, StoreError> {
-    let rows = if edition.is_empty() {
-        sqlx::query_as("SELECT state, COUNT(*) FROM outbox WHERE edition IS NULL GROUP BY state ORDER BY state")
-            .fetch_all(&db.pool)
-            .await?
-    } else {
-        sqlx::query_as(
-            "SELECT state, COUNT(*) FROM outbox WHERE edition = $1 GROUP BY state ORDER BY state",
-        )
-        .bind(edition)
-        .fetch_all(&db.pool)
-        .await?
-    };
-    Ok(rows)
+    let (filter, edition) = edition_filter(Some(edition), 1);
+    let sql = format!(
+        "SELECT state, COUNT(*) FROM outbox WHERE TRUE{filter} GROUP BY state ORDER BY state"
+    );
+    let mut q = sqlx::query_as(&sql);
+    if let Some(e) = edition {
+        q = q.bind(e);
+    }
+    Ok(q.fetch_all(&db.pool).await?)
 }
 
 /// Rows still to send now or later (queued or sending), optionally of one edition.
 pub async fn pending_count(db: &Db, edition: Option<&str>) -> Result<i64, StoreError> {
-    let n = match edition {
-        None => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')")
-                .fetch_one(&db.pool)
-                .await?
-        }
-        Some("") => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending') AND edition IS NULL",
-        )
-        .fetch_one(&db.pool)
-        .await?,
-        Some(e) => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending') AND edition = $1",
-            )
-            .bind(e)
-            .fetch_one(&db.pool)
-            .await?
-        }
-    };
-    Ok(n)
+    let (filter, edition) = edition_filter(edition, 1);
+    let sql = format!("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending'){filter}");
+    let mut q = sqlx::query_scalar(&sql);
+    if let Some(e) = edition {
+        q = q.bind(e);
+    }
+    Ok(q.fetch_one(&db.pool).await?)
 }
 
 /// A dead row or a row waiting for a retry, with its last error.
