@@ -10,9 +10,7 @@ use super::Exit;
 use crate::cli::PreviewFormat;
 use crate::config::{Edition, ScheduleSpec, Settings};
 use crate::content::{CaseStudy, Catalog, DirectoryStore};
-use crate::delivery::compose::{
-    compose, digest_vars, Draft, PLACEHOLDER_PREFERENCES_URL, PLACEHOLDER_UNSUBSCRIBE_URL,
-};
+use crate::delivery::compose::{compose, digest_vars, fill_links, Draft};
 use crate::editions::render::{self, DigestInput};
 use crate::store::ledger::Ledger;
 use crate::store::{from_millis, outbox, Db};
@@ -163,10 +161,7 @@ pub fn preview(
         .parse()
         .with_context(|| format!("[mail] from {:?}", settings.mail.from))?;
     let vars = digest_vars(settings, &from, slug, "PREVIEW");
-    let fill = |s: &str| {
-        s.replace(PLACEHOLDER_UNSUBSCRIBE_URL, &vars.unsubscribe_url)
-            .replace(PLACEHOLDER_PREFERENCES_URL, &vars.preferences_url)
-    };
+    let fill = |s: &str| fill_links(s, &vars.unsubscribe_url, &vars.preferences_url);
     match format {
         PreviewFormat::Html => println!("{}", fill(&digest.html)),
         PreviewFormat::Text => println!("{}", fill(&digest.text)),

@@ -14,6 +14,13 @@ use crate::config::Settings;
 pub const PLACEHOLDER_UNSUBSCRIBE_URL: &str = "%%CASEWIRE_UNSUBSCRIBE_URL%%";
 pub const PLACEHOLDER_PREFERENCES_URL: &str = "%%CASEWIRE_PREFERENCES_URL%%";
 
+/// `s` with the placeholders replaced by a recipient's links (headers,
+/// previews; bodies are filled already encoded, see `prepared`).
+pub fn fill_links(s: &str, unsubscribe: &str, preferences: &str) -> String {
+    s.replace(PLACEHOLDER_UNSUBSCRIBE_URL, unsubscribe)
+        .replace(PLACEHOLDER_PREFERENCES_URL, preferences)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
     #[error("invalid address {0:?}")]
@@ -109,12 +116,12 @@ pub fn digest_vars(settings: &Settings, from: &Mailbox, edition: &str, token: &s
     }
 }
 
-/// A fresh Message-ID on the sender's domain.
-pub fn message_id(settings: &Settings) -> String {
+/// A fresh Message-ID on `domain` (the sender's, see [`sender_domain`]).
+pub fn message_id(domain: &str) -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
-    format!("<{}@{}>", hex::encode(bytes), sender_domain(settings))
+    format!("<{}@{domain}>", hex::encode(bytes))
 }
 
 pub fn compose(settings: &Settings, draft: &Draft<'_>) -> Result<Message, ComposeError> {
@@ -123,6 +130,7 @@ pub fn compose(settings: &Settings, draft: &Draft<'_>) -> Result<Message, Compos
         .from
         .parse()
         .map_err(|_| ComposeError::Address(settings.mail.from.clone()))?;
+    let id = message_id(from.email.domain());
     let to_email: lettre::Address = draft
         .to
         .parse()
@@ -136,7 +144,7 @@ pub fn compose(settings: &Settings, draft: &Draft<'_>) -> Result<Message, Compos
         .to(to)
         .subject(draft.subject)
         .date_now()
-        .message_id(Some(message_id(settings)));
+        .message_id(Some(id));
     if let Some(r) = &settings.mail.reply_to {
         if let Ok(m) = r.parse::<Mailbox>() {
             builder = builder.reply_to(m);

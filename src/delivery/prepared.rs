@@ -55,12 +55,6 @@ impl Links {
             preferences: encode(preferences.as_bytes()),
         }
     }
-
-    /// The text a placeholder becomes in a header or anywhere unencoded.
-    pub fn fill(s: &str, unsubscribe: &str, preferences: &str) -> String {
-        s.replace(PLACEHOLDER_UNSUBSCRIBE_URL, unsubscribe)
-            .replace(PLACEHOLDER_PREFERENCES_URL, preferences)
-    }
 }
 
 impl PreparedBody {
@@ -174,6 +168,7 @@ fn crlf(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::compose::fill_links;
 
     fn decode(body: &Body) -> String {
         let bytes = quoted_printable::decode(body.as_ref(), quoted_printable::ParseMode::Strict)
@@ -201,7 +196,7 @@ mod tests {
         let body = part.assemble(&links);
         assert_eq!(
             decode(&body),
-            crlf(&Links::fill(&text, unsubscribe, &preferences))
+            crlf(&fill_links(&text, unsubscribe, &preferences))
         );
         assert!(
             lines_within_limit(&body),

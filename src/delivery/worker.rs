@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::compose::{digest_vars, message_id};
+use super::compose::{digest_vars, fill_links, message_id};
 use super::prepared::{Links, PreparedBody};
 use super::transport::{DeliveryError, Mailer};
 use crate::config::Settings;
@@ -706,7 +706,7 @@ async fn build_digest(
         ))
         .subject(body.subject.clone())
         .date_now()
-        .message_id(Some(message_id(&shared.settings)));
+        .message_id(Some(message_id(shared.from.email.domain())));
     if let Some(r) = &shared.reply_to {
         builder = builder.reply_to(r.clone());
     }
@@ -721,7 +721,7 @@ async fn build_digest(
             .map_err(|_| BuildError::Invalid(format!("{name:?} is not a header name")))?;
         builder = builder.raw_header(HeaderValue::new(
             header,
-            Links::fill(value, unsubscribe, preferences),
+            fill_links(value, unsubscribe, preferences),
         ));
     }
     let mut message = builder
