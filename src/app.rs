@@ -36,6 +36,8 @@ pub struct RunningApp {
     /// Call `notify_one()` after committing outbox rows: the delivery worker
     /// starts on them at once instead of at its next poll.
     pub outbox_wake: Arc<Notify>,
+    /// Current problems of the daemon's components (`/healthz`, `status`).
+    pub health: Arc<crate::health::Health>,
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -59,6 +61,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let health = Arc::new(crate::health::Health::default());
     let (tx, rx) = mpsc::channel(256);
     let published = Arc::new(Notify::new());
     let websub = settings.feeds.websub_hub.clone().map(|hub| {
@@ -110,6 +113,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         snapshot: snapshot.clone(),
         db: db.clone(),
         metrics,
+        health: health.clone(),
     };
     tracker.spawn(HttpServer { listener, state }.run(shutdown.clone()));
     let outbox_wake = Arc::new(Notify::new());
@@ -132,6 +136,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         publisher: tx,
         published,
         outbox_wake,
+        health,
         shutdown,
         tracker,
     })

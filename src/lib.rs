@@ -14,6 +14,7 @@
 //! - [`delivery`]: the outbox's delivery worker, transports (SMTP pool, .eml files), DKIM.
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
+//! - [`health`]: each component's current problem, for `/healthz` and `status`.
 //! - [`telemetry`]: the Prometheus recorder.
 //! - [`templates`]: minijinja environments for e-mail and pages.
 
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod domain;
 pub mod editions;
 pub mod feeds;
+pub mod health;
 pub mod http;
 pub mod publisher;
 pub mod store;

@@ -10,9 +10,14 @@ use super::AppState;
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let snapshot = state.snapshot();
     let db_ok = state.db.ping().await;
+    let problems = state.health.problems();
+    // Degraded but still 200 when a component has a problem the daemon
+    // works around by itself (a paused relay): a restart would not help.
+    let ok = db_ok && problems.is_empty();
     let body = serde_json::json!({
-        "status": if db_ok { "ok" } else { "degraded" },
+        "status": if ok { "ok" } else { "degraded" },
         "database": db_ok,
+        "problems": problems,
         "case_studies": snapshot.catalog.len(),
         "content_problems": snapshot.catalog.problems.len(),
         "feeds": snapshot.feeds.len(),

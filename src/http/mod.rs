@@ -32,6 +32,8 @@ pub struct AppState {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub db: Db,
     pub metrics: PrometheusHandle,
+    /// Current problems of the daemon's components (`/healthz`).
+    pub health: Arc<crate::health::Health>,
 }
 
 impl AppState {
