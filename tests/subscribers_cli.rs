@@ -115,3 +115,53 @@ on_both_engines!(
     cli_import_reports_bad_lines_and_is_idempotent,
     cli_manages_subscribers
 );
+
+/// Names and addresses that a spreadsheet would evaluate (`=`, `+`, `-`, `@`)
+/// were exported as they are; they leave with a leading `'` and come back
+/// without it.
+async fn cli_export_escapes_formulas(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let config = db.path().join("casewire.toml");
+    std::fs::write(&config, common::subs::config_text(&db, 9, None)).unwrap();
+    let file = db.path().join("people.csv");
+    std::fs::write(
+        &file,
+        "email,name,categories,editions,status\n\
+         =cmd@example.com,@SUM(1+1)*cmd|' /C calc'!A0,,,\n\
+         +1@example.com,=2+5,,,\n\
+         -x@example.com,-3+3,,,\n\
+         plain@example.com,O'Brien,,,\n",
+    )
+    .unwrap();
+    let out = casewire(&config, &["subscribers", "import", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = casewire(&config, &["subscribers", "export"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let exported = text(&out.stdout);
+    assert_eq!(
+        exported,
+        "email,name,categories,editions,status\n\
+         '=cmd@example.com,'@SUM(1+1)*cmd|' /C calc'!A0,,weekly,confirmed\n\
+         '+1@example.com,'=2+5,,weekly,confirmed\n\
+         '-x@example.com,'-3+3,,weekly,confirmed\n\
+         plain@example.com,O'Brien,,weekly,confirmed\n"
+    );
+
+    // The exported file imports into another database as the same people.
+    let other = TestDb::new(engine).await;
+    let other_config = other.path().join("casewire.toml");
+    std::fs::write(&other_config, common::subs::config_text(&other, 9, None)).unwrap();
+    let copy = other.path().join("export.csv");
+    std::fs::write(&copy, &exported).unwrap();
+    let out = casewire(&other_config, &["subscribers", "import", copy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("imported 4, unchanged 0"), "{}", text(&out.stderr));
+    let out = casewire(&other_config, &["subscribers", "list", "--search", "example"]);
+    let listed = text(&out.stdout);
+    assert!(listed.contains("=cmd@example.com\tconfirmed\t@SUM(1+1)*cmd|' /C calc'!A0\t"), "{listed}");
+    assert!(listed.contains("+1@example.com\tconfirmed\t=2+5\t"), "{listed}");
+    assert!(listed.contains("-x@example.com\tconfirmed\t-3+3\t"), "{listed}");
+    let out = casewire(&other_config, &["subscribers", "export"]);
+    assert_eq!(text(&out.stdout), exported);
+}
+on_both_engines!(cli_csv_export_let_spreadsheet_formulas_through, cli_export_escapes_formulas);

@@ -3,6 +3,11 @@
 //! every row, reports bad ones by line number, keeps the good ones, and never
 //! changes an address that is already present, so importing a file twice
 //! changes nothing (and never re-subscribes someone who left).
+//!
+//! A cell that a spreadsheet would read as a formula (one starting with `=`,
+//! `+`, `-`, `@`, tab or carriage return) is written with a leading `'`, as
+//! OWASP advises against CSV injection; import removes that `'` again, so an
+//! exported file imports back to the same names and addresses.
 
 use std::io::{Read, Write};
 
@@ -119,7 +124,7 @@ pub async fn import<R: Read>(
             }
         }
         let line = record.position().map(|p| p.line()).unwrap_or(line);
-        let get = |c: Option<usize>| c.and_then(|i| record.get(i)).unwrap_or("");
+        let get = |c: Option<usize>| unescape_cell(c.and_then(|i| record.get(i)).unwrap_or(""));
         let parsed = (|| {
             let email =
                 EmailAddress::parse(get(Some(email_col))).map_err(|e| format!("email: {e}"))?;
@@ -224,4 +229,43 @@ fn record(s: &Subscriber) -> [String; 5] {
         s.editions.join(";"),
         s.status.as_str().to_owned(),
     ]
+    .map(escape_cell)
+}
+
+/// First characters that make Excel, LibreOffice or Google Sheets evaluate a cell.
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Prefixes a cell a spreadsheet would evaluate with `'`, which makes it text.
+fn escape_cell(cell: String) -> String {
+    if cell.starts_with(FORMULA_START) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
+/// Undoes [`escape_cell`]: a `'` followed by a formula character is dropped.
+fn unescape_cell(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_START) => rest,
+        _ => cell,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_escape_and_round_trip() {
+        for cell in ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx"] {
+            let escaped = escape_cell(cell.to_owned());
+            assert_eq!(escaped, format!("'{cell}"));
+            assert_eq!(unescape_cell(&escaped), cell);
+        }
+        for cell in ["Ada", "", "'quoted'", "O'Brien", "a=b"] {
+            assert_eq!(escape_cell(cell.to_owned()), cell);
+            assert_eq!(unescape_cell(cell), cell);
+        }
+    }
 }
