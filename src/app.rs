@@ -1,6 +1,9 @@
 //! Wires the daemon: opens the database, starts the publisher, the content
 //! watcher, upstream pollers, WebSub notifier and HTTP server as tracked
-//! tasks, and owns shutdown (SIGTERM/SIGINT) and reload (SIGHUP).
+//! tasks, and owns shutdown (SIGTERM/SIGINT) and reload (SIGHUP): the wake-up
+//! handles are made once here ([`Signals`]), and the tasks whose settings a
+//! reload can change (delivery, content watcher, upstream pollers) are
+//! replaced when their section changes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,11 +22,106 @@ use crate::editions::scheduler::Scheduler;
 use crate::feeds::websub::WebSubNotifier;
 use crate::http::{AppState, HttpServer};
 use crate::publisher::{Command, Publisher, Snapshot};
+use crate::signals::Signals;
 use crate::store::ledger::Ledger;
 use crate::store::Db;
 
 /// How long shutdown waits for in-flight work.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
+
+/// A task that a reload can replace: its own cancellation token (a child of
+/// the app's) and the tracker of what it spawned.
+struct Slot {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Slot {
+    fn new(parent: &CancellationToken) -> Self {
+        Self {
+            stop: parent.child_token(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Stops the slot's tasks and waits for them (in-flight SMTP
+    /// transactions finish and their results commit) under the deadline.
+    async fn stop(self, what: &str) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("{what} did not stop within the deadline");
+        }
+    }
+}
+
+/// What every reloadable task needs to be started again.
+struct Parts {
+    db: Db,
+    publisher: mpsc::Sender<Command>,
+    signals: Signals,
+    shutdown: CancellationToken,
+}
+
+impl Parts {
+    /// The delivery worker for `[mail]`.
+    fn worker(&self, settings: &Arc<Settings>) -> anyhow::Result<Slot> {
+        let mailer = crate::delivery::Mailer::from_settings(&settings.mail)
+            .context("setting up the mail transport")?;
+        let slot = Slot::new(&self.shutdown);
+        let worker = crate::delivery::DeliveryWorker {
+            db: self.db.clone(),
+            settings: settings.clone(),
+            mailer: mailer.clone(),
+            wake: self.signals.outbox.clone(),
+            options: crate::delivery::WorkerOptions::new(settings),
+            progress: Default::default(),
+        };
+        let stop = slot.stop.clone();
+        slot.tasks.spawn(async move {
+            worker.run(stop).await;
+            mailer.shutdown().await;
+        });
+        // Rows may be due already (queued while the previous worker stopped).
+        self.signals.outbox_queued();
+        Ok(slot)
+    }
+
+    /// The watcher of `[content] dir`.
+    fn watcher(&self, settings: &Settings) -> Slot {
+        let slot = Slot::new(&self.shutdown);
+        slot.tasks.spawn(
+            ContentWatcher::new(
+                settings.content.dir.clone(),
+                Duration::from_millis(50),
+                self.publisher.clone(),
+            )
+            .run(slot.stop.clone()),
+        );
+        slot
+    }
+
+    /// One poller per `[content] sources` entry.
+    fn pollers(&self, settings: &Arc<Settings>) -> Slot {
+        let slot = Slot::new(&self.shutdown);
+        let client = UpstreamPoller::client();
+        for source in &settings.content.sources {
+            slot.tasks.spawn(
+                UpstreamPoller {
+                    source: source.clone(),
+                    settings: settings.clone(),
+                    client: client.clone(),
+                    tx: self.publisher.clone(),
+                }
+                .run(slot.stop.clone()),
+            );
+        }
+        slot
+    }
+}
 
 /// A started daemon. Dropping it does not stop it: call [`RunningApp::stop`].
 pub struct RunningApp {
@@ -31,6 +129,8 @@ pub struct RunningApp {
     pub db: Db,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub publisher: mpsc::Sender<Command>,
+    /// Every wake-up handle of the daemon's tasks.
+    pub signals: Signals,
     /// Notified when newly published case studies were recorded.
     pub published: Arc<Notify>,
     /// Call `notify_one()` after committing outbox rows: the delivery worker
@@ -40,6 +140,12 @@ pub struct RunningApp {
     pub health: Arc<crate::health::Health>,
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
+    parts: Parts,
+    /// The settings the reloadable tasks below run with.
+    running: Arc<Settings>,
+    worker: Option<Slot>,
+    watcher: Option<Slot>,
+    pollers: Option<Slot>,
 }
 
 /// Starts every task; returns once feeds are built and the listener is bound.
@@ -52,7 +158,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     let ledger = Ledger::load(db.clone())
         .await
         .context("loading the publication ledger")?;
-    let mailer = crate::delivery::Mailer::from_settings(&settings.mail)
+    // Checked before anything starts, so a bad [mail] section fails the start.
+    crate::delivery::Mailer::from_settings(&settings.mail)
         .context("setting up the mail transport")?;
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
@@ -62,8 +169,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let health = Arc::new(crate::health::Health::default());
+    let signals = Signals::default();
     let (tx, rx) = mpsc::channel(256);
-    let published = Arc::new(Notify::new());
     let websub = settings.feeds.websub_hub.clone().map(|hub| {
         let (wtx, wrx) = mpsc::unbounded_channel();
         tracker.spawn(
@@ -76,36 +183,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         );
         wtx
     });
-    let (publisher, snapshot) =
-        Publisher::start(settings.clone(), ledger, rx, published.clone(), websub).await?;
+    let (publisher, snapshot) = Publisher::start(
+        settings.clone(),
+        ledger,
+        rx,
+        signals.published.clone(),
+        websub,
+    )
+    .await?;
     tracker.spawn(publisher.run(shutdown.clone()));
-    tracker.spawn(
-        ContentWatcher::new(
-            settings.content.dir.clone(),
-            Duration::from_millis(50),
-            tx.clone(),
-        )
-        .run(shutdown.clone()),
-    );
-    let client = UpstreamPoller::client();
-    for source in &settings.content.sources {
-        tracker.spawn(
-            UpstreamPoller {
-                source: source.clone(),
-                settings: settings.clone(),
-                client: client.clone(),
-                tx: tx.clone(),
-            }
-            .run(shutdown.clone()),
-        );
-    }
-    let outbox_wake = Arc::new(Notify::new());
     tracker.spawn(
         Scheduler {
             db: db.clone(),
             snapshot: snapshot.clone(),
-            published: published.clone(),
-            outbox_wake: outbox_wake.clone(),
+            signals: signals.clone(),
         }
         .run(shutdown.clone()),
     );
@@ -114,38 +205,122 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         db: db.clone(),
         metrics,
         health: health.clone(),
+        signals: signals.clone(),
     };
     tracker.spawn(HttpServer { listener, state }.run(shutdown.clone()));
-    let outbox_wake = Arc::new(Notify::new());
-    tracker.spawn(
-        crate::delivery::DeliveryWorker {
-            db: db.clone(),
-            settings: settings.clone(),
-            mailer,
-            wake: outbox_wake.clone(),
-            options: crate::delivery::WorkerOptions::new(&settings),
-            progress: Default::default(),
-        }
-        .run(shutdown.clone()),
-    );
+    let parts = Parts {
+        db: db.clone(),
+        publisher: tx.clone(),
+        signals: signals.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let worker = parts.worker(&settings)?;
+    let watcher = parts.watcher(&settings);
+    let pollers = parts.pollers(&settings);
     tracing::info!(%addr, "casewire is serving");
     Ok(RunningApp {
         addr,
         db,
         snapshot,
         publisher: tx,
-        published,
-        outbox_wake,
+        published: signals.published.clone(),
+        outbox_wake: signals.outbox.clone(),
+        signals,
         health,
         shutdown,
         tracker,
+        parts,
+        running: settings,
+        worker: Some(worker),
+        watcher: Some(watcher),
+        pollers: Some(pollers),
     })
 }
 
+/// Keys that only a restart applies, with the section that names them.
+fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.http.listen != new.http.listen {
+        keys.push("[http] listen");
+    }
+    if old.database.url != new.database.url {
+        keys.push("[database] url");
+    }
+    if old.feeds.websub_hub != new.feeds.websub_hub {
+        keys.push("[feeds] websub_hub");
+    }
+    keys
+}
+
 impl RunningApp {
+    /// Applies new settings to every task (SIGHUP): the publisher rebuilds
+    /// the catalog and feeds, and the scheduler sees the new editions in the
+    /// snapshot; the delivery worker is replaced when `[mail]` changed, the
+    /// content watcher when `[content] dir` did, the upstream pollers when
+    /// `[content] sources` did. A new `[mail]` that cannot be set up keeps
+    /// the running worker. Returns the keys that need a restart.
+    pub async fn reload(&mut self, new: Settings) -> anyhow::Result<Vec<&'static str>> {
+        let new = Arc::new(new);
+        let old = self.running.clone();
+        let restart = restart_keys(&old, &new);
+        // Debug output covers every field of a section; equal text, equal settings.
+        let changed = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+            format!("{a:?}") != format!("{b:?}")
+        };
+        let mail_changed = changed(&old.mail, &new.mail);
+        if mail_changed {
+            // Refuse a [mail] that cannot be set up before stopping anything.
+            crate::delivery::Mailer::from_settings(&new.mail).context("[mail] was not applied")?;
+        }
+        self.publisher
+            .send(Command::Reload(new.clone()))
+            .await
+            .context("the publisher has stopped")?;
+        if mail_changed {
+            // The old worker finishes its in-flight transactions and releases
+            // its claimed rows before the new one claims anything.
+            if let Some(old_worker) = self.worker.take() {
+                old_worker.stop("the previous delivery worker").await;
+            }
+            self.worker = Some(self.parts.worker(&new)?);
+            tracing::info!("[mail] applied: delivery restarted with the new settings");
+        }
+        if old.content.dir != new.content.dir {
+            if let Some(w) = self.watcher.take() {
+                w.stop("the content watcher").await;
+            }
+            self.watcher = Some(self.parts.watcher(&new));
+            tracing::info!(dir = %new.content.dir.display(), "[content] dir applied");
+        }
+        if changed(&old.content.sources, &new.content.sources) {
+            if let Some(p) = self.pollers.take() {
+                p.stop("the upstream pollers").await;
+            }
+            self.pollers = Some(self.parts.pollers(&new));
+            tracing::info!(
+                sources = new.content.sources.len(),
+                "[content] sources applied"
+            );
+        }
+        for key in &restart {
+            tracing::warn!("{key} changed: it takes effect at the next restart");
+        }
+        self.running = new;
+        Ok(restart)
+    }
+
     /// Stops intake, lets in-flight work finish under the deadline, then returns.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
+        for (slot, what) in [
+            (self.worker.take(), "the delivery worker"),
+            (self.watcher.take(), "the content watcher"),
+            (self.pollers.take(), "the upstream pollers"),
+        ] {
+            if let Some(slot) = slot {
+                slot.stop(what).await;
+            }
+        }
         self.tracker.close();
         if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tracker.wait())
             .await
@@ -160,7 +335,7 @@ impl RunningApp {
 /// `casewire run`: start, then serve until SIGTERM or SIGINT; SIGHUP reloads.
 pub async fn run(config_path: PathBuf, settings: Settings) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let app = start(settings).await?;
+    let mut app = start(settings).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -171,12 +346,10 @@ pub async fn run(config_path: PathBuf, settings: Settings) -> anyhow::Result<()>
             _ = hup.recv() => match Settings::load(&config_path) {
                 Ok(new) => {
                     tracing::info!(config = %config_path.display(), "reloading configuration, templates and content");
-                    let current = app.snapshot.borrow().settings.clone();
-                    if new.http.listen != current.http.listen || new.database.url != current.database.url {
-                        tracing::warn!("[http] listen and [database] url take effect at the next restart");
-                    }
                     crate::templates::reload();
-                    let _ = app.publisher.send(Command::Reload(Arc::new(new))).await;
+                    if let Err(e) = app.reload(new).await {
+                        tracing::error!("reload incomplete: {e:#}");
+                    }
                 }
                 Err(e) => tracing::error!("reload rejected, the running configuration stays in force: {e}"),
             },

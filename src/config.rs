@@ -118,6 +118,7 @@ struct RawMail {
     smtp_url: Option<String>,
     concurrency: Option<i64>,
     rate_per_second: Option<f64>,
+    poll_seconds: Option<u64>,
     max_attempts: Option<i64>,
     timeout_seconds: Option<u64>,
     dkim: Option<RawDkim>,
@@ -261,6 +262,10 @@ pub struct MailSettings {
     pub concurrency: usize,
     /// Global send rate limit, messages per second; 0 means unlimited (default 0).
     pub rate_per_second: f64,
+    /// How often an idle delivery worker looks for due rows without being
+    /// woken (default 1 s). New mail wakes it at once; the poll finds retries
+    /// that came due and rows queued by another process (`digest send`, the CLI).
+    pub poll_interval: Duration,
     /// Attempts before a message is dead (default 8, 1–100).
     pub max_attempts: u32,
     /// Timeout of one SMTP transaction (default 30 s).
@@ -659,6 +664,13 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             format!("{max_attempts} is out of range (expected 1 to 100)"),
         );
     }
+    let poll_seconds = raw.mail.poll_seconds.unwrap_or(1);
+    if !(1..=3600).contains(&poll_seconds) {
+        p.push(
+            "[mail] poll_seconds",
+            format!("{poll_seconds} is out of range (expected 1 to 3600)"),
+        );
+    }
     let timeout = raw.mail.timeout_seconds.unwrap_or(30);
     if timeout == 0 {
         p.push("[mail] timeout_seconds", "must be at least 1");
@@ -809,6 +821,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             smtp_url,
             concurrency: concurrency as usize,
             rate_per_second: rate,
+            poll_interval: Duration::from_secs(poll_seconds),
             max_attempts: max_attempts as u32,
             timeout: Duration::from_secs(timeout),
             dkim,

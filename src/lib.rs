@@ -15,6 +15,7 @@
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
 //! - [`health`]: each component's current problem, for `/healthz` and `status`.
+//! - [`signals`]: the wake-up handles tasks send each other.
 //! - [`telemetry`]: the Prometheus recorder.
 //! - [`templates`]: minijinja environments for e-mail and pages.
 
@@ -30,6 +31,7 @@ pub mod feeds;
 pub mod health;
 pub mod http;
 pub mod publisher;
+pub mod signals;
 pub mod store;
 pub mod subscribers;
 pub mod telemetry;

@@ -90,7 +90,7 @@ impl Publisher {
         }
         if !report.announced.is_empty() {
             tracing::info!(slugs = ?report.announced, "newly published");
-            published.notify_waiters();
+            published.notify_one();
         }
         metrics::counter!("casewire_feed_rebuilds_total").increment(1);
         tracing::info!(
@@ -167,6 +167,9 @@ impl Publisher {
                         .insert(feed, entries.into_iter().map(Arc::new).collect());
                 }
                 Command::Reload(s) => {
+                    // Entries of a source that is no longer configured go with it.
+                    self.upstream
+                        .retain(|feed, _| s.content.sources.iter().any(|src| &src.feed == feed));
                     self.settings = s;
                     reload = true;
                 }
@@ -239,7 +242,7 @@ impl Publisher {
         }));
         if !report.announced.is_empty() {
             tracing::info!(slugs = ?report.announced, "newly published");
-            self.published.notify_waiters();
+            self.published.notify_one();
         }
         if !changed.is_empty() {
             tracing::info!(feeds = changed.len(), elapsed = ?started.elapsed(), "feeds updated");

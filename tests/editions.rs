@@ -386,8 +386,7 @@ async fn scheduler_fires_once_per_period_with_an_injected_clock(engine: Engine) 
     let scheduler = Scheduler {
         db: w.db.clone(),
         snapshot: rx,
-        published: Arc::default(),
-        outbox_wake: Arc::default(),
+        signals: Default::default(),
     };
     let runs = || async {
         sqlx::query_scalar::<_, String>(

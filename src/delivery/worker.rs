@@ -66,7 +66,7 @@ impl WorkerOptions {
     pub fn new(settings: &Settings) -> Self {
         Self {
             batch_size: (settings.mail.concurrency * 8).clamp(32, 512),
-            poll_interval: Duration::from_secs(1),
+            poll_interval: settings.mail.poll_interval,
             lease: Duration::from_secs(30),
             retry_base: Duration::from_secs(60),
             retry_max: Duration::from_secs(6 * 3600),

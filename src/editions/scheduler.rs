@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::run::run_edition;
 use super::schedule::CronSchedule;
 use crate::config::{Edition, ScheduleSpec};
 use crate::publisher::Snapshot;
+use crate::signals::Signals;
 use crate::store::editions as store;
 use crate::store::{Backend, Db};
 
@@ -50,10 +51,9 @@ pub fn due_window(
 pub struct Scheduler {
     pub db: Db,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
-    /// Woken by the publisher when case studies were newly published.
-    pub published: Arc<Notify>,
-    /// Woken after messages were queued.
-    pub outbox_wake: Arc<Notify>,
+    /// `published` wakes this task (instant editions); it sends `outbox`
+    /// after an edition run queued messages.
+    pub signals: Signals,
 }
 
 impl Scheduler {
@@ -83,9 +83,14 @@ impl Scheduler {
                 .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
                 .unwrap_or(Duration::from_secs(3600))
                 .min(Duration::from_secs(3600));
+            let mut snapshot = self.snapshot.clone();
+            snapshot.mark_unchanged();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.published.notified() => {}
+                _ = self.signals.published.notified() => {}
+                // New settings (a reload) may bring editions or schedules
+                // that fire before the time computed above.
+                _ = settings_changed(&mut snapshot) => {}
                 _ = tokio::time::sleep(sleep + Duration::from_millis(5)) => {}
             }
         }
@@ -133,7 +138,7 @@ impl Scheduler {
                 }
             };
             if ran {
-                self.outbox_wake.notify_one();
+                self.signals.outbox_queued();
             }
         }
         Ok(next)
@@ -184,6 +189,20 @@ impl Scheduler {
         )
         .await?;
         Ok(report.enqueued > 0)
+    }
+}
+
+/// Returns when the snapshot's settings are replaced (content changes that
+/// keep the settings do not count); never, once the publisher is gone.
+async fn settings_changed(snapshot: &mut watch::Receiver<Arc<Snapshot>>) {
+    let current = snapshot.borrow().settings.clone();
+    loop {
+        if snapshot.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !Arc::ptr_eq(&snapshot.borrow_and_update().settings, &current) {
+            return;
+        }
     }
 }
 

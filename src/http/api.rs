@@ -168,7 +168,11 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     )
     .await
     {
-        Ok(s) => r.json(StatusCode::CREATED, serde_json::json!(s)),
+        Ok(s) => {
+            // A pending subscriber's confirmation may be queued.
+            state.signals.outbox_queued();
+            r.json(StatusCode::CREATED, serde_json::json!(s))
+        }
         Err(e) => r.problem(Problem::from_service(e)),
     }
 }
@@ -223,7 +227,10 @@ pub async fn import_csv(
     )
     .await
     {
-        Ok(report) => r.json(StatusCode::OK, serde_json::json!(report)),
+        Ok(report) => {
+            state.signals.outbox_queued();
+            r.json(StatusCode::OK, serde_json::json!(report))
+        }
         Err(e) => r.problem(Problem::from_service(e)),
     }
 }

@@ -34,6 +34,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Current problems of the daemon's components (`/healthz`).
     pub health: Arc<crate::health::Health>,
+    /// Wake-up handles: handlers that queue mail wake the delivery worker.
+    pub signals: crate::signals::Signals,
 }
 
 impl AppState {

@@ -123,6 +123,8 @@ pub async fn submit(
     };
     match sign_up(&r.settings, &state.db, &req, chrono::Utc::now()).await {
         Ok(()) => {
+            // The confirmation is committed: deliver it now, not at the next poll.
+            state.signals.outbox_queued();
             metrics::counter!("casewire_signups_total").increment(1);
             r.message(
                 "Check your inbox",

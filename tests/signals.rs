@@ -1,0 +1,274 @@
+//! Wake-ups and reloads against the whole running app: mail leaves when it
+//! is queued, not at the worker's next poll (the poll is set to an hour, so
+//! a missing signal fails the test), and a reload reaches every task.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use casewire::config::Settings;
+use casewire::store::subscribers::Status;
+use casewire::subscribers::SignUp;
+use common::{Engine, TestDb};
+
+fn free_port() -> u16 {
+    common::smtp::free_port()
+}
+
+struct Paths {
+    content: PathBuf,
+    outbox: PathBuf,
+}
+
+fn config_text(db: &TestDb, port: u16, paths: &Paths, extra_editions: &str) -> String {
+    std::fs::create_dir_all(&paths.content).unwrap();
+    format!(
+        r#"
+[site]
+title = "Casewire Signals"
+base_url = "http://127.0.0.1:{port}/"
+
+[content]
+dir = "{content}"
+
+[feeds]
+out_dir = "{feeds}"
+
+[database]
+url = "{url}"
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[mail]
+from = "Casewire Test <digest@casewire.test>"
+transport = "file"
+file_dir = "{outbox}"
+poll_seconds = 3600
+
+[templates]
+dir = "{templates}"
+
+[[categories]]
+slug = "databases"
+name = "Databases"
+
+[[editions]]
+slug = "weekly"
+name = "Weekly digest"
+schedule = "0 8 * * MON"
+{extra_editions}
+"#,
+        content = paths.content.display(),
+        feeds = db.path().join("feeds").display(),
+        url = db.url,
+        outbox = paths.outbox.display(),
+        templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").display(),
+    )
+}
+
+const INSTANT: &str = r#"
+[[editions]]
+slug = "instant"
+name = "As published"
+schedule = "instant"
+"#;
+
+fn settings(db: &TestDb, text: &str) -> Settings {
+    let path = db.path().join("casewire.toml");
+    std::fs::write(&path, text).unwrap();
+    Settings::from_toml(&path, text, Vec::new()).expect("test settings")
+}
+
+fn eml_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                // Unfold quoted-printable soft line breaks, so text can be searched.
+                .map(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .replace("=\r\n", "")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits for a message for `to` in `dir`; the deadline is far below the
+/// worker's hour-long poll, so only a wake-up can deliver it in time.
+fn wait_for_mail(dir: &Path, to: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(m) = eml_files(dir).into_iter().find(|m| m.contains(to)) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mail for {to} in {} (the delivery worker was not woken)",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn sign_up(port: u16, email: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/subscribe"))
+        .form(&[("email", email), ("name", "Reader")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+}
+
+fn write_study(dir: &Path, slug: &str, title: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(".{slug}.tmp"));
+    std::fs::write(
+        &tmp,
+        format!(
+            "---\ntitle: \"{title}\"\ndate: 2026-01-05T10:00:00Z\ncategories: [databases]\n---\n\nThe replica fell behind and nobody noticed.\n"
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{slug}.md"))).unwrap();
+}
+
+async fn confirmed_subscriber(settings: &Settings, db: &casewire::store::Db, email: &str) {
+    casewire::subscribers::add(
+        settings,
+        db,
+        &SignUp {
+            email: email.into(),
+            name: "Reader".into(),
+            categories: Vec::new(),
+            editions: vec!["instant".into()],
+        },
+        Status::Confirmed,
+        "test",
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("add a confirmed subscriber");
+}
+
+async fn sign_up_confirmation_leaves_without_waiting_for_a_poll(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let port = free_port();
+    let paths = Paths {
+        content: db.path().join("content"),
+        outbox: db.path().join("outbox"),
+    };
+    let app = casewire::app::start(settings(&db, &config_text(&db, port, &paths, "")))
+        .await
+        .expect("app starts");
+    // Let the worker finish its first claim and go idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sign_up(port, "first@example.org").await;
+    let mail = tokio::task::spawn_blocking(move || wait_for_mail(&paths.outbox, "first@example.org"))
+        .await
+        .unwrap();
+    assert!(mail.contains("/confirm/"), "a confirmation: {mail}");
+    app.stop().await;
+}
+on_both_engines!(
+    sign_up_confirmation_leaves_without_waiting_for_a_poll,
+    sign_up_confirmation_leaves_without_waiting_for_a_poll
+);
+
+async fn instant_publication_is_delivered_without_waiting_for_a_poll(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let port = free_port();
+    let paths = Paths {
+        content: db.path().join("content"),
+        outbox: db.path().join("outbox"),
+    };
+    write_study(&paths.content, "old-news", "Old news");
+    let settings = settings(&db, &config_text(&db, port, &paths, INSTANT));
+    let app = casewire::app::start(settings.clone()).await.expect("app starts");
+    confirmed_subscriber(&settings, &app.db, "reader@example.org").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_study(&paths.content, "replica-lag", "The replica that fell behind");
+    let outbox = paths.outbox.clone();
+    let mail = tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "reader@example.org"))
+        .await
+        .unwrap();
+    assert!(mail.contains("replica"), "the new case study: {mail}");
+    assert!(!mail.contains("Old news"), "nothing old is announced: {mail}");
+    app.stop().await;
+}
+on_both_engines!(
+    instant_publication_is_delivered_without_waiting_for_a_poll,
+    instant_publication_is_delivered_without_waiting_for_a_poll
+);
+
+/// SIGHUP's path: new `[mail]`, `[content] dir` and editions reach the
+/// delivery worker, the watcher and the scheduler; `[http] listen` is named
+/// as needing a restart.
+async fn reload_reaches_mail_content_and_editions(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let port = free_port();
+    let before = Paths {
+        content: db.path().join("content"),
+        outbox: db.path().join("outbox"),
+    };
+    let mut app = casewire::app::start(settings(&db, &config_text(&db, port, &before, "")))
+        .await
+        .expect("app starts");
+    let after = Paths {
+        content: db.path().join("content-2"),
+        outbox: db.path().join("outbox-2"),
+    };
+    write_study(&after.content, "moved-store", "A study in the new folder");
+    let text = config_text(&db, port, &after, INSTANT);
+    let new = settings(&db, &text);
+    let restart = app.reload(new.clone()).await.expect("reload");
+    assert!(restart.is_empty(), "{restart:?}");
+
+    // [mail]: the new worker writes into the new folder.
+    sign_up(port, "second@example.org").await;
+    let outbox = after.outbox.clone();
+    tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "second@example.org"))
+        .await
+        .unwrap();
+    assert!(eml_files(&before.outbox).is_empty(), "nothing in the old folder");
+
+    // [content] dir: the new folder's study is served, and the watcher
+    // follows the new folder.
+    let feed = || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/feeds/atom.xml"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !feed().await.contains("A study in the new folder") {
+        assert!(Instant::now() < deadline, "the reloaded content dir is not served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Editions: the instant edition added by the reload announces the next
+    // publication in the new folder.
+    confirmed_subscriber(&new, &app.db, "reader@example.org").await;
+    write_study(&after.content, "after-reload", "Published after the reload");
+    let outbox = after.outbox.clone();
+    let mail = tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "reader@example.org"))
+        .await
+        .unwrap();
+    assert!(mail.contains("Published after the reload"), "{mail}");
+
+    // A key only a restart applies is named.
+    let moved = text.replace(&format!("listen = \"127.0.0.1:{port}\""), "listen = \"127.0.0.1:1\"");
+    let restart = app.reload(settings(&db, &moved)).await.expect("reload");
+    assert_eq!(restart, vec!["[http] listen"]);
+    app.stop().await;
+}
+on_both_engines!(
+    reload_reaches_mail_content_and_editions,
+    reload_reaches_mail_content_and_editions
+);
