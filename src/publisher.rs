@@ -78,6 +78,9 @@ impl Publisher {
         for p in &files.problems {
             tracing::error!("{p}");
         }
+        for w in files.warnings() {
+            tracing::warn!("{w}");
+        }
         metrics::gauge!("casewire_content_errors").set(files.problems.len() as f64);
         write_out(&settings, &all).await;
         let (cache, _) = FeedCache::default().with(&all, now, None);
@@ -199,6 +202,14 @@ impl Publisher {
         for p in &files.problems {
             if !old_problems.contains(&p.to_string()) {
                 tracing::error!("{p}");
+            }
+        }
+        // Warnings of the files read again (a reused study is the same Arc).
+        for s in files.all() {
+            if !s.warnings.is_empty() && !self.files.all().iter().any(|o| Arc::ptr_eq(o, s)) {
+                for w in &s.warnings {
+                    tracing::warn!("{w}");
+                }
             }
         }
         metrics::gauge!("casewire_content_errors").set(files.problems.len() as f64);

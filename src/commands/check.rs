@@ -15,6 +15,10 @@ pub fn run(settings: &Settings) -> Result<Exit> {
         println!("{p}");
         errors += 1;
     }
+    let warnings = catalog.warnings();
+    for w in &warnings {
+        println!("{w}");
+    }
     for p in crate::templates::check(settings) {
         println!("{p}");
         errors += 1;
@@ -22,12 +26,13 @@ pub fn run(settings: &Settings) -> Result<Exit> {
     let now = Utc::now();
     let published = catalog.published(now).count();
     eprintln!(
-        "{}: {} case studies published, {} scheduled, {} drafts; {} problem(s)",
+        "{}: {} case studies published, {} scheduled, {} drafts; {} problem(s), {} warning(s)",
         settings.source.display(),
         published,
         catalog.len() - published,
         catalog.drafts,
-        errors
+        errors,
+        warnings.len()
     );
     Ok(if errors == 0 { Exit::Ok } else { Exit::Failed })
 }

@@ -19,13 +19,17 @@ pub fn render(body: &str, page: &url::Url) -> String {
 }
 
 /// Sanitizes HTML from any source (rendered Markdown, upstream feeds).
+/// Character references to controls (`&#1;`) decode to characters that XML
+/// cannot carry, so they are dropped from the result.
 pub fn sanitize(html: &str, page: &url::Url) -> String {
-    ammonia::Builder::default()
+    let mut out = ammonia::Builder::default()
         .add_tag_attributes("code", &["class"])
         .add_tag_attributes("img", &["loading"])
         .url_relative(ammonia::UrlRelative::RewriteWithBase(page.clone()))
         .clean(html)
-        .to_string()
+        .to_string();
+    super::text::xml_clean_in_place(&mut out);
+    out
 }
 
 /// Plain text of the first paragraph, cut at a word boundary near `max` chars;

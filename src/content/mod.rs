@@ -5,6 +5,7 @@ pub mod frontmatter;
 pub mod markdown;
 pub mod model;
 pub mod store;
+pub mod text;
 pub mod upstream;
 pub mod watcher;
 

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::frontmatter::{self, LineError, Split};
 use super::markdown;
+use super::text;
 use crate::config::Settings;
 use crate::domain::Slug;
 
@@ -36,6 +37,9 @@ pub struct CaseStudy {
     pub origin: Origin,
     /// Public URL of the case study.
     pub link: url::Url,
+    /// What was wrong with the source but repaired (characters XML forbids,
+    /// dropped); `path:line: warning: ...`, reported and not an error.
+    pub warnings: Vec<Problem>,
     /// Sanitized, absolute-linked HTML; rendered on first use and then kept.
     html: OnceLock<Arc<str>>,
 }
@@ -103,7 +107,7 @@ impl CaseStudy {
             .get_or_init(|| {
                 let rendered = match &self.origin {
                     Origin::File(path) => std::fs::read_to_string(path).ok().and_then(|src| {
-                        frontmatter::split(&src)
+                        frontmatter::split(&text::xml_clean(&src))
                             .ok()
                             .map(|s| markdown::render(s.body, &self.link))
                     }),
@@ -132,6 +136,16 @@ impl CaseStudy {
         origin: Origin,
         html: String,
     ) -> Self {
+        // The one way in for entries that are not files: whatever the
+        // source held, the model holds only what XML can carry.
+        let (mut title, mut summary, mut authors, mut html) = (title, summary, authors, html);
+        for s in std::iter::once(&mut title)
+            .chain([&mut summary, &mut html])
+            .chain(authors.iter_mut())
+        {
+            text::xml_clean_in_place(s);
+        }
+        authors.retain(|a| !a.trim().is_empty());
         let hash = hex::encode(Sha256::digest(
             format!("{title}\0{summary}\0{html}").as_bytes(),
         ));
@@ -152,6 +166,7 @@ impl CaseStudy {
             hash,
             origin,
             link,
+            warnings: Vec::new(),
             html: cell,
         }
     }
@@ -184,8 +199,26 @@ impl CaseStudy {
         if stem == "_index" {
             return Ok(Parsed::NotAnEntry);
         }
+        // Characters XML forbids are dropped (and reported) before anything
+        // reads the file, and again from parsed values, which escapes such
+        // as YAML's "\x01" or TOML's "\u0001" can produce.
+        let mut warnings: Vec<Problem> = text::forbidden_lines(src)
+            .into_iter()
+            .map(|(line, what)| problem(line, dropped_message(&what)))
+            .collect();
+        let cleaned = text::xml_clean(src);
+        let src: &str = &cleaned;
         let split = frontmatter::split(src).map_err(|e| problem(e.line, e.message))?;
-        let map = frontmatter::parse(&split).map_err(|e| problem(e.line, e.message))?;
+        let mut map = frontmatter::parse(&split).map_err(|e| problem(e.line, e.message))?;
+        for (key, value) in map.iter_mut() {
+            if let Some(what) = clean_value(value) {
+                warnings.push(problem(
+                    frontmatter::key_line(&split, key),
+                    format!("{} (in '{key}')", dropped_message(&what)),
+                ));
+            }
+        }
+        let map = map;
         let fm = Fields {
             map: &map,
             split: &split,
@@ -267,6 +300,9 @@ impl CaseStudy {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| default_summary(split.body));
+        // A character reference in the body (`&#1;`) decodes to a control.
+        let mut summary = summary;
+        text::xml_clean_in_place(&mut summary);
 
         let (cat_names, cat_key) = fm.categories().map_err(|e| problem(e.line, e.message))?;
         let mut categories = Vec::with_capacity(cat_names.len());
@@ -316,9 +352,54 @@ impl CaseStudy {
             hash: hex::encode(Sha256::digest(bytes)),
             origin: Origin::File(path.to_owned()),
             link,
+            warnings,
             html: OnceLock::new(),
         })))
     }
+}
+
+fn dropped_message(what: &str) -> String {
+    format!("warning: dropped {what}: XML 1.0 forbids these control characters in feeds and mail headers")
+}
+
+/// Drops forbidden characters from every string (and key) in `value`;
+/// describes what was dropped, if anything.
+fn clean_value(value: &mut Value) -> Option<String> {
+    let mut found: Vec<String> = Vec::new();
+    fn walk(v: &mut Value, found: &mut Vec<String>) {
+        match v {
+            Value::String(s) => {
+                if let Some(d) = text::describe_forbidden(s) {
+                    found.push(d);
+                    text::xml_clean_in_place(s);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, found)),
+            Value::Object(map) => {
+                let dirty: Vec<String> = map
+                    .keys()
+                    .filter(|k| !k.chars().all(text::is_xml_char))
+                    .cloned()
+                    .collect();
+                for key in dirty {
+                    if let Some(inner) = map.remove(&key) {
+                        found.extend(text::describe_forbidden(&key));
+                        map.insert(text::xml_clean(&key).into_owned(), inner);
+                    }
+                }
+                map.values_mut().for_each(|i| walk(i, found));
+            }
+            _ => {}
+        }
+    }
+    walk(value, &mut found);
+    if found.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<&str> = found.iter().flat_map(|d| d.split(", ")).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    Some(parts.join(", "))
 }
 
 /// Front-matter lookups that accept each generator's spelling of a key.

@@ -65,6 +65,13 @@ impl Catalog {
             .min()
     }
 
+    /// Warnings of the case studies' files (repaired, not errors), by path.
+    pub fn warnings(&self) -> Vec<&Problem> {
+        let mut out: Vec<&Problem> = self.studies.iter().flat_map(|s| &s.warnings).collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
+        out
+    }
+
     pub fn get(&self, slug: &str) -> Option<&Arc<CaseStudy>> {
         self.studies.iter().find(|s| s.slug.as_str() == slug)
     }

@@ -335,6 +335,14 @@ fn build(e: Entry<'_>, source: &Source, settings: &Settings) -> Option<CaseStudy
             })
             .collect(),
     };
+    if let Some(what) = [Some(e.title), e.summary, e.content]
+        .into_iter()
+        .flatten()
+        .chain(e.authors.iter().map(String::as_str))
+        .find_map(super::text::describe_forbidden)
+    {
+        tracing::warn!(feed = %source.feed, id = e.id, "upstream entry holds characters XML forbids ({what}); dropped them");
+    }
     let html = markdown::sanitize(e.content.unwrap_or(""), &link);
     let summary_source = e.summary.unwrap_or(e.content.unwrap_or(""));
     let text = ammonia::Builder::empty().clean(summary_source).to_string();

@@ -178,7 +178,14 @@ fn render_subject(template: &str, ctx: minijinja::Value) -> anyhow::Result<Strin
     let subject = env
         .render_str(template, ctx)
         .context("rendering the edition's subject")?;
-    Ok(subject.split_whitespace().collect::<Vec<_>>().join(" "))
+    // A header holds no control character, whatever the template or a title held.
+    Ok(subject
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control() && crate::content::text::is_xml_char(*c))
+        .collect())
 }
 
 /// Collapses the blank-line runs that template tags leave in plain text.

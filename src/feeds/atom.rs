@@ -99,6 +99,9 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
         entries,
         ..Default::default()
     };
-    feed.write_to(Vec::with_capacity(64 * 1024))
-        .expect("writing to a Vec cannot fail")
+    let out = feed
+        .write_to(Vec::with_capacity(64 * 1024))
+        .expect("writing to a Vec cannot fail");
+    // Well-formed whatever reached the writer (the model is cleaned already).
+    crate::content::text::xml_clean_bytes(out)
 }

@@ -1,16 +1,20 @@
 //! JSON Feed 1.1 (https://jsonfeed.org/version/1.1) through serde.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
+
+use crate::content::text::xml_clean as clean;
 
 use super::{FeedView, Format};
 
 #[derive(Serialize)]
 struct JsonFeed<'a> {
     version: &'static str,
-    title: &'a str,
+    title: Cow<'a, str>,
     home_page_url: &'a str,
     feed_url: String,
-    description: &'a str,
+    description: Cow<'a, str>,
     language: &'a str,
     authors: Vec<Author<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -20,7 +24,7 @@ struct JsonFeed<'a> {
 
 #[derive(Serialize)]
 struct Author<'a> {
-    name: &'a str,
+    name: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<&'a str>,
 }
@@ -36,9 +40,9 @@ struct Hub<'a> {
 struct JsonItem<'a> {
     id: &'a str,
     url: &'a str,
-    title: &'a str,
+    title: Cow<'a, str>,
     content_html: std::sync::Arc<str>,
-    summary: &'a str,
+    summary: Cow<'a, str>,
     date_published: String,
     date_modified: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -63,13 +67,13 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
     let base = settings.site.base_url.as_str();
     let feed = JsonFeed {
         version: "https://jsonfeed.org/version/1.1",
-        title: &view.title,
+        title: clean(&view.title),
         home_page_url: base,
         feed_url: view.self_url(Format::Json).to_string(),
-        description: &view.description,
+        description: clean(&view.description),
         language: &settings.site.language,
         authors: vec![Author {
-            name: &settings.site.author,
+            name: clean(&settings.site.author),
             url: Some(base),
         }],
         hubs: settings
@@ -87,9 +91,12 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
             .map(|s| JsonItem {
                 id: s.link.as_str(),
                 url: s.link.as_str(),
-                title: &s.title,
-                content_html: s.html(),
-                summary: &s.summary,
+                title: clean(&s.title),
+                content_html: match clean(&s.html()) {
+                    Cow::Borrowed(_) => s.html(),
+                    Cow::Owned(o) => o.into(),
+                },
+                summary: clean(&s.summary),
                 date_published: s.published.to_rfc3339(),
                 date_modified: s.updated_or_published().to_rfc3339(),
                 tags: s
@@ -97,11 +104,15 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
                     .iter()
                     .map(|c| view.category_name(c))
                     .chain(s.tags.iter().cloned())
+                    .map(|t| clean(&t).into_owned())
                     .collect(),
                 authors: s
                     .authors
                     .iter()
-                    .map(|a| Author { name: a, url: None })
+                    .map(|a| Author {
+                        name: clean(a),
+                        url: None,
+                    })
                     .collect(),
                 extension: Extension {
                     slug: s.slug.as_str(),

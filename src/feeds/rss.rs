@@ -65,9 +65,11 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
         })
         .collect::<Vec<_>>();
     channel.set_items(items);
-    channel
+    let out = channel
         .write_to(Vec::with_capacity(64 * 1024))
-        .expect("writing to a Vec cannot fail")
+        .expect("writing to a Vec cannot fail");
+    // Well-formed whatever reached the writer (the model is cleaned already).
+    crate::content::text::xml_clean_bytes(out)
 }
 
 fn link(href: &str, rel: &str, mime: Option<&str>) -> Link {
