@@ -23,6 +23,7 @@ pub fn run(settings: &Settings) -> Result<Exit> {
         println!("{p}");
         errors += 1;
     }
+    errors += dkim(settings);
     let now = Utc::now();
     let published = catalog.published(now).count();
     eprintln!(
@@ -35,4 +36,23 @@ pub fn run(settings: &Settings) -> Result<Exit> {
         warnings.len()
     );
     Ok(if errors == 0 { Exit::Ok } else { Exit::Failed })
+}
+
+/// Loads the DKIM key (a problem counts as an error) and prints the TXT
+/// record DNS must publish for it, on stdout so it can be copied or piped.
+fn dkim(settings: &Settings) -> usize {
+    let Some(d) = &settings.mail.dkim else {
+        return 0;
+    };
+    match crate::delivery::dkim::DkimKey::load(d) {
+        Ok(key) => {
+            eprintln!("[mail] dkim: publish this record so receivers can verify the signature:");
+            println!("{}", key.txt_record());
+            0
+        }
+        Err(e) => {
+            println!("{e}");
+            1
+        }
+    }
 }

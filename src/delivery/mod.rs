@@ -3,6 +3,7 @@
 //! by workers through the configured transport (SMTP pool or .eml files).
 
 pub mod compose;
+pub mod dkim;
 pub mod prepared;
 
 pub mod transport;

@@ -7,11 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
-use lettre::message::dkim::{
-    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
-    DkimSigningKey,
-};
-use lettre::message::header::HeaderName;
+use lettre::message::dkim::DkimConfig;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
@@ -21,19 +17,6 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailSettings, Transport};
-
-/// Headers a DKIM signature covers. List-Unsubscribe and its one-click
-/// companion are signed because mailbox providers only honour one-click
-/// unsubscribe (RFC 8058) when both are covered by a valid signature.
-pub const DKIM_SIGNED_HEADERS: [&str; 7] = [
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -54,11 +37,8 @@ pub enum TransportError {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("[mail] dkim key_file {file}: {message}")]
-    DkimKey {
-        file: std::path::PathBuf,
-        message: String,
-    },
+    #[error(transparent)]
+    DkimKey(#[from] super::dkim::DkimKeyError),
     #[error("[mail] smtp_url: {0}")]
     Smtp(#[from] lettre::transport::smtp::Error),
 }
@@ -253,32 +233,7 @@ impl Mailer {
         };
         let dkim = match &mail.dkim {
             None => None,
-            Some(d) => {
-                let err = |message: String| TransportError::DkimKey {
-                    file: d.key_file.clone(),
-                    message,
-                };
-                let pem = std::fs::read_to_string(&d.key_file)
-                    .map_err(|e| err(format!("cannot read: {e}")))?;
-                let key = DkimSigningKey::new(&pem, DkimSigningAlgorithm::Rsa).map_err(|e| {
-                    err(format!(
-                        "not an RSA private key in PKCS#1 PEM ({e}); convert with `openssl rsa -traditional -in KEY -out KEY.pem`"
-                    ))
-                })?;
-                Some(DkimConfig::new(
-                    d.selector.clone(),
-                    d.domain.clone(),
-                    key,
-                    DKIM_SIGNED_HEADERS
-                        .iter()
-                        .map(|h| HeaderName::new_from_ascii_str(h))
-                        .collect(),
-                    DkimCanonicalization {
-                        header: DkimCanonicalizationType::Relaxed,
-                        body: DkimCanonicalizationType::Relaxed,
-                    },
-                ))
-            }
+            Some(d) => Some(super::dkim::DkimKey::load(d)?.config),
         };
         Ok(Arc::new(Self {
             inner,
