@@ -161,6 +161,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     // Checked before anything starts, so a bad [mail] section fails the start.
     crate::delivery::Mailer::from_settings(&settings.mail)
         .context("setting up the mail transport")?;
+    // Pages and sign-up mail use a checked, fully loaded template set; a
+    // faulty one is reported here and each template loads on first use.
+    match crate::templates::prepare(&settings) {
+        Ok(templates) => crate::templates::install(templates),
+        Err(problems) => {
+            for p in problems {
+                tracing::error!("template error: {p}");
+            }
+        }
+    }
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} ([http] listen)", settings.http.listen))?;
@@ -272,6 +282,16 @@ impl RunningApp {
             // Refuse a [mail] that cannot be set up before stopping anything.
             crate::delivery::Mailer::from_settings(&new.mail).context("[mail] was not applied")?;
         }
+        // The whole template set compiles and renders sample data before
+        // anything is swapped; a fault keeps the running set and settings.
+        let templates = crate::templates::prepare(&new).map_err(|problems| {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(
+                "the templates have errors, so nothing was reloaded (the running configuration and templates stay in force):\n{}",
+                list.join("\n")
+            )
+        })?;
+        crate::templates::install(templates);
         self.publisher
             .send(Command::Reload(new.clone()))
             .await
@@ -346,7 +366,6 @@ pub async fn run(config_path: PathBuf, settings: Settings) -> anyhow::Result<()>
             _ = hup.recv() => match Settings::load(&config_path) {
                 Ok(new) => {
                     tracing::info!(config = %config_path.display(), "reloading configuration, templates and content");
-                    crate::templates::reload();
                     if let Err(e) = app.reload(new).await {
                         tracing::error!("reload incomplete: {e:#}");
                     }

@@ -72,8 +72,8 @@ fn cache() -> &'static Mutex<HashMap<PathBuf, Arc<Environment<'static>>>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// One environment per templates folder for the HTTP pages, built on first
-/// use; each template is compiled once until [`reload`].
+/// The environment the HTTP pages and transactional mail of `dir` use: the
+/// set last installed by [`install`], or one built on first use.
 pub fn cached(dir: &Path) -> Arc<Environment<'static>> {
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
     cache
@@ -82,50 +82,60 @@ pub fn cached(dir: &Path) -> Arc<Environment<'static>> {
         .clone()
 }
 
-/// Forgets compiled templates (SIGHUP), so edited files take effect.
-pub fn reload() {
-    cache().lock().unwrap_or_else(|e| e.into_inner()).clear();
+/// Every template the daemon renders itself (a folder may hold more partials).
+const NAMES: [&str; 15] = [
+    "pages/layout.html",
+    "pages/_choices.html",
+    "pages/subscribe.html",
+    "pages/message.html",
+    "pages/error.html",
+    "pages/confirm.html",
+    "pages/confirmed.html",
+    "pages/preferences.html",
+    "pages/unsubscribe.html",
+    "email/confirm.txt",
+    "email/confirm.html",
+    "email/already.txt",
+    "email/already.html",
+    "email/digest.txt",
+    "email/digest.html",
+];
+
+/// A template set that compiled and rendered its sample data: every template
+/// is already loaded, so later edits on disk change nothing until the next
+/// [`prepare`] and [`install`].
+pub struct Prepared {
+    dir: PathBuf,
+    env: Environment<'static>,
+}
+
+/// Loads and render-checks the templates of `settings` into a new
+/// environment, without touching the one in use.
+pub fn prepare(settings: &Settings) -> Result<Prepared, Vec<Problem>> {
+    let env = environment(settings);
+    let problems = check_env(settings, &env);
+    if problems.is_empty() {
+        Ok(Prepared {
+            dir: settings.templates.dir.clone(),
+            env,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+/// Puts a prepared set in force for pages and transactional mail.
+pub fn install(prepared: Prepared) {
+    let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+    cache.insert(prepared.dir, Arc::new(prepared.env));
 }
 
 /// Problems with the configured templates, as `path:line: message`: syntax
-/// errors in every template, and render errors (undefined variables, bad
-/// filters) of the digest templates against a sample digest.
+/// errors in every template, then render errors (undefined variables, bad
+/// filters) of every page and mail template against sample data of the shape
+/// its handler passes, under strict undefined.
 pub fn check(settings: &Settings) -> Vec<Problem> {
-    let dir = &settings.templates.dir;
-    let mut problems = Vec::new();
-    let env = environment(settings);
-    let files = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .filter(|e| {
-            e.path()
-                .extension()
-                .is_some_and(|x| x == "html" || x == "txt")
-        });
-    for entry in files {
-        let name = entry
-            .path()
-            .strip_prefix(dir)
-            .unwrap_or(entry.path())
-            .to_string_lossy()
-            .replace('\\', "/");
-        if let Err(e) = env.get_template(&name) {
-            problems.push(template_problem(dir, &e));
-        }
-    }
-    if problems.is_empty() {
-        if let Err(e) = crate::editions::render::sample(settings) {
-            match e.downcast_ref::<minijinja::Error>() {
-                Some(err) => problems.push(template_problem(dir, err)),
-                None => problems.push(Problem {
-                    path: dir.join("email/digest.html"),
-                    line: 0,
-                    message: format!("{e:#}"),
-                }),
-            }
-        }
-    }
+    let mut problems = check_env(settings, &environment(settings));
     for edition in &settings.editions {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -138,6 +148,124 @@ pub fn check(settings: &Settings) -> Vec<Problem> {
         }
     }
     problems
+}
+
+fn check_env(settings: &Settings, env: &Environment<'static>) -> Vec<Problem> {
+    let dir = &settings.templates.dir;
+    let mut problems = Vec::new();
+    let on_disk = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            e.path()
+                .extension()
+                .is_some_and(|x| x == "html" || x == "txt")
+        })
+        .map(|entry| {
+            entry
+                .path()
+                .strip_prefix(dir)
+                .unwrap_or(entry.path())
+                .to_string_lossy()
+                .replace('\\', "/")
+        });
+    let mut names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+    for name in on_disk {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    for name in &names {
+        if let Err(e) = env.get_template(name) {
+            problems.push(template_problem(dir, &e));
+        }
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+    for (name, ctx) in samples(settings) {
+        let rendered = env.get_template(name).and_then(|t| {
+            t.render(minijinja::context! { site => crate::subscribers::views::site(settings), ..ctx })
+        });
+        if let Err(e) = rendered {
+            problems.push(template_problem(dir, &e));
+        }
+    }
+    if let Err(e) = crate::editions::render::sample(settings) {
+        match e.downcast_ref::<minijinja::Error>() {
+            Some(err) => problems.push(template_problem(dir, err)),
+            None => problems.push(Problem {
+                path: dir.join("email/digest.html"),
+                line: 0,
+                message: format!("{e:#}"),
+            }),
+        }
+    }
+    problems
+}
+
+/// Values of the same names and shapes that the HTTP handlers and the
+/// sign-up mail pass to each template (the digest has its own sample).
+fn samples(settings: &Settings) -> Vec<(&'static str, minijinja::Value)> {
+    use crate::subscribers::views::{choices_context, url};
+    use minijinja::{context, Value};
+    let choices = || {
+        let first = settings.categories.first().map(|c| c.slug.to_string());
+        choices_context(settings, &first.into_iter().collect::<Vec<_>>(), None)
+    };
+    let link = url("https://example.com/sample-link/token");
+    let mut out = vec![
+        ("pages/layout.html", context! {}),
+        ("pages/_choices.html", choices()),
+        (
+            "pages/subscribe.html",
+            context! { action => "subscribe", error => Value::from(()), email => "", name => "", ..choices() },
+        ),
+        (
+            "pages/message.html",
+            context! {
+                heading => "Sample heading",
+                paragraphs => vec!["A paragraph."],
+                link => Value::from_serialize(serde_json::json!({"href": "subscribe", "text": "Subscribe"})),
+            },
+        ),
+        (
+            "pages/error.html",
+            context! { heading => "That did not work", message => "A message.", subscribe_url => link.clone() },
+        ),
+        ("pages/confirm.html", context! { action => link.clone() }),
+        (
+            "pages/confirmed.html",
+            context! { name => "Sample Reader", email => "reader@example.com", preferences_url => link.clone() },
+        ),
+        (
+            "pages/unsubscribe.html",
+            context! { action => link.clone(), email => "reader@example.com", preferences_url => link.clone() },
+        ),
+    ];
+    for (status, saved) in [("confirmed", true), ("pending", false), ("unsubscribed", false)] {
+        out.push((
+            "pages/preferences.html",
+            context! {
+                action => link.clone(), unsubscribe_action => link.clone(),
+                email => "reader@example.com", status => status, saved => saved, ..choices()
+            },
+        ));
+    }
+    for name in ["email/confirm.txt", "email/confirm.html"] {
+        out.push((
+            name,
+            context! { name => "Sample Reader", email => "reader@example.com", confirm_url => link.clone() },
+        ));
+    }
+    for name in ["email/already.txt", "email/already.html"] {
+        out.push((
+            name,
+            context! { name => "Sample Reader", email => "reader@example.com", preferences_url => link.clone() },
+        ));
+    }
+    out
 }
 
 fn template_problem(dir: &Path, e: &minijinja::Error) -> Problem {
