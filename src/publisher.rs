@@ -161,11 +161,15 @@ impl Publisher {
         let mut changed_paths = Vec::new();
         let mut rescan = false;
         let mut reload = false;
+        let mut fetched_sources = Vec::new();
         for c in commands {
             match c {
                 Command::FilesChanged(p) => changed_paths.extend(p),
                 Command::Rescan => rescan = true,
                 Command::Upstream { feed, entries } => {
+                    if !fetched_sources.contains(&feed) {
+                        fetched_sources.push(feed.clone());
+                    }
                     self.upstream
                         .insert(feed, entries.into_iter().map(Arc::new).collect());
                 }
@@ -243,6 +247,14 @@ impl Publisher {
         };
         if !changed.is_empty() {
             metrics::counter!("casewire_feed_rebuilds_total").increment(1);
+        }
+        // A source's first fetch is its existing archive, not news.
+        for feed in &fetched_sources {
+            let entries = self.upstream.get(feed).map(Vec::as_slice).unwrap_or_default();
+            let seeded = self.ledger.seed_source(feed, entries, now).await?;
+            if seeded > 0 {
+                tracing::info!(%feed, seeded, "first fetch of an upstream source: recorded its entries without announcing them");
+            }
         }
         let report = self.ledger.sync(&catalog, now).await?;
         self.snapshot.send_replace(Arc::new(Snapshot {

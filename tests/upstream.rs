@@ -27,6 +27,27 @@ const ATOM: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <updated>2026-03-05T00:00:00Z</updated><published>2026-03-04T00:00:00Z</published><category term="performance"/>
 <summary>Warm caches matter.</summary><content type="html">&lt;p&gt;See &lt;a href="/b"&gt;this&lt;/a&gt;&lt;/p&gt;</content></entry></feed>"#;
 
+/// Issue 13: an upstream author controls these bytes.
+const HOSTILE: &str = r#"<?xml version="1.0"?>
+<rss version="2.0"><channel><title>Hostile</title><link>http://up.example/</link><description>d</description>
+<item><title>Control&#1; char&#x1b;s</title><link>javascript:alert(document.cookie)</link><guid isPermaLink="false">urn:up:js</guid>
+<pubDate>Tue, 03 Mar 2026 10:00:00 +0000</pubDate><description>Sum&#x1b;mary &#xb;here</description></item>
+<item><title>Data link</title><link> data:text/html,&lt;script&gt;alert(1)&lt;/script&gt;</link><guid isPermaLink="false">urn:up:data</guid>
+<pubDate>Tue, 03 Mar 2026 11:00:00 +0000</pubDate><description>d</description></item>
+<item><title>VBScript link</title><link>vbscript:msgbox</link><guid>https://up.example/posts/by-guid</guid>
+<pubDate>Tue, 03 Mar 2026 12:00:00 +0000</pubDate><description>d</description></item>
+<item><title>Relative link</title><link>/posts/relative</link><guid isPermaLink="false">urn:up:rel</guid>
+<pubDate>Tue, 03 Mar 2026 13:00:00 +0000</pubDate><description>d</description></item>
+</channel></rss>"#;
+
+/// `RSS` with one entry more, published after it.
+fn rss_plus() -> String {
+    RSS.replace(
+        "<item><title>Undated</title>",
+        "<item><title>Lock convoy</title><link>http://up.example/posts/lock-convoy.html</link><guid>urn:up:2</guid>\n<pubDate>Wed, 04 Mar 2026 10:00:00 +0000</pubDate><description>New.</description></item>\n<item><title>Undated</title>",
+    )
+}
+
 #[derive(Clone, Default)]
 struct Upstream {
     /// "rss" | "atom" | "500" | "slow" | "malformed"
@@ -64,6 +85,8 @@ async fn serve(State(up): State<Upstream>, headers: HeaderMap) -> Response {
             ATOM,
         )
             .into_response(),
+        "hostile" => ([(header::ETAG, etag)], HOSTILE).into_response(),
+        "rss_plus" => ([(header::ETAG, etag)], rss_plus()).into_response(),
         "500" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
         "slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -233,4 +256,97 @@ async fn daemon_keeps_last_good_upstream_entries(engine: Engine) {
 on_both_engines!(
     daemon_keeps_last_good_upstream_entries,
     daemon_keeps_last_good_upstream_entries
+);
+
+/// Issue 13.3: `javascript:` and `data:` links of upstream items were copied
+/// into feeds' <link>, JSON Feed `url` and digests' href. Issue 13.1: `&#1;`
+/// in an upstream title made every RSS and Atom feed ill-formed.
+#[tokio::test]
+async fn upstream_javascript_and_data_links_and_control_characters_never_reach_feeds() {
+    let (url, _up) = spawn_upstream("hostile").await;
+    let settings = settings_with_source(&url);
+    let source = &settings.content.sources[0];
+    let Fetched::Entries(entries) = fetch(&client(2000), source, &settings, &mut Validators::default())
+        .await
+        .unwrap()
+    else {
+        panic!("expected entries")
+    };
+    assert_eq!(entries.len(), 4);
+    let by_title = |t: &str| {
+        entries
+            .iter()
+            .find(|e| e.title == t)
+            .unwrap_or_else(|| panic!("no entry {t:?} in {:?}", entries.iter().map(|e| &e.title).collect::<Vec<_>>()))
+    };
+    // Cleaned, and the link falls back as for an entry without one.
+    let js = by_title("Control chars");
+    assert_eq!(js.summary, "Summary here");
+    assert_eq!(js.link.as_str(), url, "no usable link: the source's URL");
+    assert_eq!(by_title("VBScript link").link.as_str(), "https://up.example/posts/by-guid");
+    assert_eq!(by_title("Data link").link.as_str(), url);
+    let relative = by_title("Relative link").link.as_str().to_owned();
+    assert_eq!(relative, url.replace("/feed", "/posts/relative"), "made absolute against the source");
+    for e in &entries {
+        assert!(matches!(e.link.scheme(), "http" | "https"), "{}", e.link);
+    }
+
+    let catalog = casewire::content::Catalog::new(entries.into_iter().map(Arc::new).collect(), Vec::new(), 0);
+    let now = chrono::Utc::now();
+    for f in casewire::feeds::build_all(&settings, &catalog, now) {
+        let text = std::str::from_utf8(&f.body).unwrap();
+        for bad in ["javascript:", "data:text", "vbscript:", "\u{1}", "\u{1b}", "\u{b}"] {
+            assert!(!text.contains(bad), "{}: holds {bad:?}:\n{text}", f.path);
+        }
+        if f.path.ends_with(".xml") {
+            if let Err(e) = roxmltree::Document::parse(text) {
+                panic!("{}: not well-formed: {e}\n{text}", f.path);
+            }
+        }
+    }
+}
+
+/// Issue 13.2b: the first successful fetch of an upstream source announced
+/// every entry it held (55,000 events and a "54,995 more" digest). It seeds
+/// silently, here for a source added to a running site; later entries still
+/// announce.
+async fn first_fetch_of_an_upstream_source_announces_nothing(engine: Engine) {
+    let (url, up) = spawn_upstream("rss").await;
+    let mut app = TestApp::spawn(
+        engine,
+        &[("old.md", common::daemon::study("Old", "old", "2026-01-01T00:00:00Z", &["databases"]))],
+        "",
+    )
+    .await;
+    app.settings_text = app.settings_text.replace(
+        "rescan_seconds = 3600",
+        &format!("rescan_seconds = 3600\nsources = [{{ feed = \"{url}\", poll_seconds = 1 }}]"),
+    );
+    app.restart().await;
+    app.wait_for_feed("/feeds/rss.xml", 10, |b| b.contains("Queue backlog incident"))
+        .await;
+    let seeded: Vec<String> =
+        sqlx::query_scalar("SELECT slug FROM publications WHERE slug LIKE 'queue-backlog-%'")
+            .fetch_all(&app.app().db.pool)
+            .await
+            .unwrap();
+    assert_eq!(seeded.len(), 1, "the entry is in the ledger");
+    assert_eq!(app.event_slugs().await, Vec::<String>::new(), "nothing announced");
+
+    // A later entry of the same source is news.
+    *up.mode.lock().unwrap() = "rss_plus";
+    app.wait_for_feed("/feeds/rss.xml", 10, |b| b.contains("Lock convoy")).await;
+    let events = app.event_slugs().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].starts_with("lock-convoy-"), "{events:?}");
+
+    // A restart does not seed the source again: nothing more is announced, nothing lost.
+    app.restart().await;
+    app.wait_for_feed("/feeds/rss.xml", 10, |b| b.contains("Lock convoy")).await;
+    assert_eq!(app.event_slugs().await, events);
+    app.stop().await;
+}
+on_both_engines!(
+    first_fetch_of_an_upstream_source_announces_nothing,
+    first_fetch_of_an_upstream_source_announces_nothing
 );

@@ -310,9 +310,17 @@ fn build(e: Entry<'_>, source: &Source, settings: &Settings) -> Option<CaseStudy
         tracing::warn!(feed = %source.feed, id = e.id, "upstream entry has no title or id; skipped");
         return None;
     }
+    // Only a web link goes into feeds and digests: `javascript:` or `data:`
+    // would run or show whatever the upstream feed's author chose.
     let link = e
         .link
-        .and_then(|l| source.feed.join(l).ok())
+        .and_then(|l| match source.feed.join(l.trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                tracing::warn!(feed = %source.feed, id = e.id, link = l, "upstream entry's link is not an http(s) URL; dropped it");
+                None
+            }
+        })
         .or_else(|| {
             url::Url::parse(e.id)
                 .ok()

@@ -4,7 +4,9 @@
 //!   (DESIGN.md invariant 3: no email storm);
 //! - a slug seen for the first time afterwards is announced once, as a
 //!   durable event, whatever its front-matter date says;
-//! - an edit changes the stored hash and announces nothing (invariant 4).
+//! - an edit changes the stored hash and announces nothing (invariant 4);
+//! - an upstream source's first successful fetch seeds silently too, at
+//!   first start or when the source is added later ([`Ledger::seed_source`]).
 
 use std::collections::HashMap;
 
@@ -14,6 +16,8 @@ use super::{to_millis, Db, StoreError};
 use crate::content::{CaseStudy, Catalog};
 
 const SEEDED_KEY: &str = "ledger_seeded_at";
+/// Followed by the source's feed URL: when that source was seeded.
+const SOURCE_SEEDED_PREFIX: &str = "ledger_source_seeded_at:";
 
 /// What one sync did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub struct Ledger {
     db: Db,
     known: HashMap<String, String>,
     seeded: bool,
+    /// Upstream sources known to be seeded, so a poll costs no query.
+    sources_seeded: std::collections::HashSet<String>,
 }
 
 impl Ledger {
@@ -45,7 +51,46 @@ impl Ledger {
             db,
             known: rows.into_iter().collect(),
             seeded,
+            sources_seeded: Default::default(),
         })
+    }
+
+    /// Records the published `entries` of an upstream source without
+    /// announcing them, the first time the source is fetched successfully;
+    /// does nothing for a source seeded before. Returns how many were seeded.
+    pub async fn seed_source(
+        &mut self,
+        feed: &url::Url,
+        entries: &[std::sync::Arc<CaseStudy>],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let key = format!("{SOURCE_SEEDED_PREFIX}{feed}");
+        if self.sources_seeded.contains(&key) {
+            return Ok(0);
+        }
+        if self.db.get_meta(&key).await?.is_some() {
+            self.sources_seeded.insert(key);
+            return Ok(0);
+        }
+        let mut tx = self.db.pool.begin().await?;
+        let mut inserted = Vec::new();
+        for study in entries.iter().filter(|s| s.is_published(now)) {
+            if self.known.contains_key(study.slug.as_str()) {
+                continue;
+            }
+            insert_publication(&mut tx, study, now, false).await?;
+            inserted.push((study.slug.to_string(), study.hash.clone()));
+        }
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(&key)
+            .bind(now.to_rfc3339())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.sources_seeded.insert(key);
+        let seeded = inserted.len();
+        self.known.extend(inserted);
+        Ok(seeded)
     }
 
     /// Records what `catalog` shows published at `now`.
@@ -74,22 +119,7 @@ impl Ledger {
                     report.edited += 1;
                 }
                 None => {
-                    // ON CONFLICT: another daemon sharing the database may have been first.
-                    let rows = sqlx::query(
-                        "INSERT INTO publications (slug, title, categories, published_at, first_seen_at, content_hash, updated_at, announced)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slug) DO NOTHING",
-                    )
-                    .bind(study.slug.as_str())
-                    .bind(&study.title)
-                    .bind(categories(study))
-                    .bind(to_millis(study.published))
-                    .bind(to_millis(now))
-                    .bind(&study.hash)
-                    .bind(to_millis(now))
-                    .bind(i64::from(announce))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    let rows = insert_publication(&mut tx, study, now, announce).await?;
                     inserted.push((study.slug.to_string(), study.hash.clone()));
                     if rows == 0 {
                         continue;
@@ -126,6 +156,31 @@ impl Ledger {
         }
         Ok(report)
     }
+}
+
+/// One new publication row; 0 when another daemon sharing the database
+/// recorded the slug first.
+async fn insert_publication(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    study: &CaseStudy,
+    now: DateTime<Utc>,
+    announce: bool,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "INSERT INTO publications (slug, title, categories, published_at, first_seen_at, content_hash, updated_at, announced)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slug) DO NOTHING",
+    )
+    .bind(study.slug.as_str())
+    .bind(&study.title)
+    .bind(categories(study))
+    .bind(to_millis(study.published))
+    .bind(to_millis(now))
+    .bind(&study.hash)
+    .bind(to_millis(now))
+    .bind(i64::from(announce))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 fn categories(study: &CaseStudy) -> String {
