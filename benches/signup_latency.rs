@@ -66,6 +66,8 @@ fn main() {
             format!("sqlite://{}", work.path().join("casewire.db").display()),
         )
         .env("CASEWIRE_FEEDS__OUT_DIR", work.path().join("feeds"))
+        .env("CASEWIRE_HTTP__SIGNUP_MIN_SECONDS", "0")
+        .env("CASEWIRE_HTTP__FORM_KEY_FILE", work.path().join("form.key"))
         .env("CASEWIRE_MAIL__TRANSPORT", "smtp")
         .env("CASEWIRE_MAIL__SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
         .stdout(Stdio::null())

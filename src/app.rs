@@ -171,6 +171,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
             }
         }
     }
+    let form_key = Arc::new(
+        crate::keys::ServerKey::load_or_create(&settings.http.form_key_file)
+            .context("loading the server key ([http] form_key_file)")?,
+    );
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} ([http] listen)", settings.http.listen))?;
@@ -216,6 +220,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         metrics,
         health: health.clone(),
         signals: signals.clone(),
+        form_key: form_key.clone(),
     };
     tracker.spawn(HttpServer { listener, state }.run(shutdown.clone()));
     let parts = Parts {
@@ -255,6 +260,9 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.database.url != new.database.url {
         keys.push("[database] url");
+    }
+    if old.http.form_key_file != new.http.form_key_file {
+        keys.push("[http] form_key_file");
     }
     if old.feeds.websub_hub != new.feeds.websub_hub {
         keys.push("[feeds] websub_hub");

@@ -106,6 +106,10 @@ struct RawDatabase {
 struct RawHttp {
     listen: Option<String>,
     admin_token: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    signup_min_seconds: Option<u64>,
+    form_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -240,6 +244,17 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Bearer token for /api/v1; None disables the admin API.
     pub admin_token: Option<String>,
+    /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` headers
+    /// name the client for the per-IP sign-up limit; empty trusts none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Least time between rendering the sign-up form and submitting it
+    /// (default 3 s); faster submissions are treated as bots. 0 turns the
+    /// check off (then no signed form stamp is required either).
+    pub signup_min_delay: Duration,
+    /// File holding the server key that signs form stamps (default
+    /// "data/form.key"; created with a random key when missing). Daemons that
+    /// share a database must share this file.
+    pub form_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -606,6 +621,24 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         }
     }
 
+    let mut trusted_proxies = Vec::new();
+    for cidr in &raw.http.trusted_proxies {
+        match parse_cidr(cidr) {
+            Some(net) => trusted_proxies.push(net),
+            None => p.push(
+                "[http] trusted_proxies",
+                format!("{cidr:?} is not an IP network (expected e.g. \"10.0.0.0/8\", \"::1/128\" or \"192.0.2.7\")"),
+            ),
+        }
+    }
+    let signup_min_seconds = raw.http.signup_min_seconds.unwrap_or(3);
+    if signup_min_seconds > 3600 {
+        p.push(
+            "[http] signup_min_seconds",
+            format!("{signup_min_seconds} is out of range (expected 0 to 3600)"),
+        );
+    }
+
     // [mail]
     let from = raw.mail.from.unwrap_or_default();
     if from.is_empty() {
@@ -812,6 +845,12 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         http: HttpSettings {
             listen: listen.expect("checked above"),
             admin_token,
+            trusted_proxies,
+            signup_min_delay: Duration::from_secs(signup_min_seconds),
+            form_key_file: raw
+                .http
+                .form_key_file
+                .unwrap_or_else(|| "data/form.key".into()),
         },
         mail: MailSettings {
             from,
@@ -842,6 +881,14 @@ fn category_list(cats: &[RawCategory]) -> String {
         .map(|c| c.slug.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A CIDR such as "10.0.0.0/8", or a single address meaning just that host.
+fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// Hides the password of a URL before it reaches a message or a log.
@@ -923,6 +970,21 @@ timezone = "Europe/Berlin"
             err.contains("[feeds] items: 0 is out of range (expected 1 to 1000)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_hosts_and_name_bad_ones() {
+        let text = MINIMAL.replace(
+            "[mail]",
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.0.2.7\"]\nsignup_min_seconds = 5\n\n[mail]",
+        );
+        let s = parse(&text, &[]).unwrap();
+        assert_eq!(s.http.trusted_proxies.len(), 3);
+        assert!(s.http.trusted_proxies[1].contains(&"::1".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(s.http.signup_min_delay, Duration::from_secs(5));
+        let bad = MINIMAL.replace("[mail]", "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n\n[mail]");
+        let err = parse(&bad, &[]).unwrap_err().to_string();
+        assert!(err.contains("[http] trusted_proxies: \"10.0.0.0/33\" is not an IP network"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`delivery`]: the outbox's delivery worker, transports (SMTP pool, .eml files), DKIM.
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
+//! - [`keys`]: the server key file and the MACs derived from it.
 //! - [`health`]: each component's current problem, for `/healthz` and `status`.
 //! - [`signals`]: the wake-up handles tasks send each other.
 //! - [`telemetry`]: the Prometheus recorder.
@@ -30,6 +31,7 @@ pub mod editions;
 pub mod feeds;
 pub mod health;
 pub mod http;
+pub mod keys;
 pub mod publisher;
 pub mod signals;
 pub mod store;

@@ -40,6 +40,8 @@ url = "{url}"
 
 [http]
 listen = "127.0.0.1:{port}"
+signup_min_seconds = 0
+form_key_file = "{form_key}"
 
 [mail]
 from = "Casewire Test <digest@casewire.test>"
@@ -64,6 +66,7 @@ schedule = "0 8 * * MON"
         feeds = db.path().join("feeds").display(),
         url = db.url,
         outbox = paths.outbox.display(),
+        form_key = db.path().join("form.key").display(),
         templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").display(),
     )
 }

@@ -3,6 +3,7 @@
 //! none of them changes state on GET (DESIGN.md invariant 1).
 
 mod api;
+pub mod client_ip;
 mod confirm;
 mod feeds;
 mod health;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub health: Arc<crate::health::Health>,
     /// Wake-up handles: handlers that queue mail wake the delivery worker.
     pub signals: crate::signals::Signals,
+    /// Signs and checks the sign-up form's render time.
+    pub form_key: Arc<crate::keys::ServerKey>,
 }
 
 impl AppState {

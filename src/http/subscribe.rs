@@ -17,6 +17,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::respond::{read_fields, wants_json, Problem, Responder};
 use super::AppState;
+use crate::subscribers::abuse::{self, StampVerdict};
 use crate::subscribers::{sign_up, views, SignUp, SubscriberError};
 
 /// Per-IP limit on sign-ups: a burst of 20, then one every 3 seconds.
@@ -50,6 +51,7 @@ pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response
         settings: settings.clone(),
         json: wants_json(&headers),
     };
+    let stamp = abuse::stamp(&state.form_key, chrono::Utc::now());
     if r.json {
         let categories: Vec<_> = settings
             .categories
@@ -64,22 +66,33 @@ pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response
         return r.json(
             StatusCode::OK,
             serde_json::json!({
-                "fields": ["email", "name", "categories", "edition"],
+                "fields": ["email", "name", "categories", "edition", abuse::STAMP_FIELD],
                 "categories": categories,
                 "editions": editions,
+                // Send it back unchanged, no sooner than `min_seconds` later.
+                abuse::STAMP_FIELD: stamp,
+                "min_seconds": settings.http.signup_min_delay.as_secs(),
             }),
         );
     }
-    render_form(&r, StatusCode::OK, None, &SignUp::default())
+    render_form(&r, StatusCode::OK, None, &SignUp::default(), &stamp)
 }
 
-fn render_form(r: &Responder, status: StatusCode, error: Option<&str>, req: &SignUp) -> Response {
+fn render_form(
+    r: &Responder,
+    status: StatusCode,
+    error: Option<&str>,
+    req: &SignUp,
+    stamp: &str,
+) -> Response {
     let edition = req.editions.first().map(String::as_str);
     let ctx = minijinja::context! {
         action => "subscribe",
         error => error,
         email => req.email,
         name => req.name,
+        form_stamp => stamp,
+        honeypot => abuse::HONEYPOT_FIELD,
         ..views::choices_context(&r.settings, &req.categories, edition)
     };
     r.page(status, "pages/subscribe.html", ctx)
@@ -97,7 +110,12 @@ pub async fn submit(
         json: wants_json(&headers),
     };
     if let Some(Extension(ConnectInfo(addr))) = peer {
-        if let Err(wait) = limiter.check(addr.ip()) {
+        let ip = super::client_ip::client_ip(
+            addr.ip(),
+            &headers,
+            &r.settings.http.trusted_proxies,
+        );
+        if let Err(wait) = limiter.check(ip) {
             let secs = wait.as_secs().max(1);
             let mut resp = r.problem(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -113,6 +131,31 @@ pub async fn submit(
         Ok(f) => f,
         Err(p) => return r.problem(p),
     };
+    let now = chrono::Utc::now();
+    let min_delay = r.settings.http.signup_min_delay;
+    let verdict = if min_delay.is_zero() {
+        StampVerdict::Fine
+    } else {
+        abuse::check_stamp(&state.form_key, fields.get(abuse::STAMP_FIELD), now, min_delay)
+    };
+    let trip = if abuse::honeypot_filled(fields.get(abuse::HONEYPOT_FIELD)) {
+        Some("honeypot")
+    } else if verdict == StampVerdict::Bot {
+        Some("too-fast")
+    } else {
+        None
+    };
+    if let Some(reason) = trip {
+        // Answered like a real sign-up, and nothing is stored or sent.
+        metrics::counter!("casewire_signups_rejected_total", "reason" => reason).increment(1);
+        tracing::debug!(reason, "sign-up dropped as automated");
+        return accepted(&r);
+    }
+    // A re-rendered form keeps a good stamp, so fixing a typo is not "too fast".
+    let stamp = match fields.get(abuse::STAMP_FIELD) {
+        Some(s) if verdict == StampVerdict::Fine && !min_delay.is_zero() => s.to_owned(),
+        _ => abuse::stamp(&state.form_key, now),
+    };
     let mut editions = fields.all("edition");
     editions.extend(fields.all("editions"));
     let req = SignUp {
@@ -121,23 +164,22 @@ pub async fn submit(
         categories: fields.all("categories"),
         editions,
     };
-    match sign_up(&r.settings, &state.db, &req, chrono::Utc::now()).await {
+    if verdict == StampVerdict::Stale {
+        let text = "This form was open for more than a day. Please check your details and send it again.";
+        if r.json {
+            return r.problem(Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("{text} (GET /subscribe for a new {})", abuse::STAMP_FIELD),
+            ));
+        }
+        return render_form(&r, StatusCode::BAD_REQUEST, Some(text), &req, &stamp);
+    }
+    match sign_up(&r.settings, &state.db, &req, now).await {
         Ok(()) => {
             // The confirmation is committed: deliver it now, not at the next poll.
             state.signals.outbox_queued();
             metrics::counter!("casewire_signups_total").increment(1);
-            r.message(
-                "Check your inbox",
-                &[
-                    "If the address can receive mail, a message with a confirmation link is on its way.",
-                    "Open the link to start your subscription. Nothing else arrives until you do.",
-                ],
-                None,
-                serde_json::json!({
-                    "status": "check-your-inbox",
-                    "message": "If the address can receive mail, a message with a confirmation link is on its way."
-                }),
-            )
+            accepted(&r)
         }
         Err(SubscriberError::Invalid { field, message }) if !r.json => {
             let label = match field {
@@ -155,9 +197,26 @@ pub async fn submit(
                 categories: req.categories,
                 editions: req.editions,
             };
-            render_form(&r, StatusCode::BAD_REQUEST, Some(&text), &safe)
+            render_form(&r, StatusCode::BAD_REQUEST, Some(&text), &safe, &stamp)
         }
         Err(e) => r.problem(Problem::from_service(e)),
     }
     .into_response()
+}
+
+/// The answer to every accepted sign-up, and to every one dropped as
+/// automated: the same bytes, so the difference cannot be seen.
+fn accepted(r: &Responder) -> Response {
+    r.message(
+        "Check your inbox",
+        &[
+            "If the address can receive mail, a message with a confirmation link is on its way.",
+            "Open the link to start your subscription. Nothing else arrives until you do.",
+        ],
+        None,
+        serde_json::json!({
+            "status": "check-your-inbox",
+            "message": "If the address can receive mail, a message with a confirmation link is on its way."
+        }),
+    )
 }

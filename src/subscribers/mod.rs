@@ -3,6 +3,7 @@
 //! first (nothing is stored on bad input), then does all of its writes in one
 //! transaction, including the message it queues.
 
+pub mod abuse;
 pub mod import;
 pub mod views;
 

@@ -55,6 +55,7 @@ url = "{db_url}"
 [http]
 listen = "127.0.0.1:0"
 admin_token = "test-admin-token-0123456789"
+form_key_file = "{form_key}"
 
 [mail]
 from = "Test Notes <digest@notes.example.com>"
@@ -66,6 +67,7 @@ file_dir = "{outbox}"
         content = root.join("content").display(),
         feeds = root.join("feeds").display(),
         outbox = root.join("outbox").display(),
+        form_key = root.join("form.key").display(),
         feeds_extra = "",
         categories = CATEGORIES,
     )

@@ -23,6 +23,17 @@ pub struct TestApp {
 
 /// The configuration used by subscriber tests; `base_url` points at the test server.
 pub fn config_text(db: &TestDb, port: u16, admin_token: Option<&str>) -> String {
+    config_text_with(db, port, admin_token, "signup_min_seconds = 0")
+}
+
+/// [`config_text`] with `http_extra` lines in `[http]` (by default the
+/// sign-up form's minimum fill time is off, so tests can post at once).
+pub fn config_text_with(
+    db: &TestDb,
+    port: u16,
+    admin_token: Option<&str>,
+    http_extra: &str,
+) -> String {
     let dir = db.path();
     let content = dir.join("content");
     std::fs::create_dir_all(&content).unwrap();
@@ -47,7 +58,9 @@ url = "{url}"
 
 [http]
 listen = "127.0.0.1:{port}"
+form_key_file = "{form_key}"
 {admin}
+{http_extra}
 
 [mail]
 from = "Casewire Test <digest@casewire.test>"
@@ -86,6 +99,7 @@ timezone = "UTC"
         feeds = dir.join("feeds").display(),
         url = db.url,
         outbox = dir.join("outbox").display(),
+        form_key = dir.join("form.key").display(),
         templates = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("templates")
             .display(),
@@ -105,9 +119,14 @@ pub async fn spawn_app(engine: Engine) -> TestApp {
 }
 
 pub async fn spawn_app_with(engine: Engine, admin_token: Option<&str>) -> TestApp {
+    spawn_app_http(engine, admin_token, "signup_min_seconds = 0").await
+}
+
+/// A test app with `http_extra` lines in its `[http]` section.
+pub async fn spawn_app_http(engine: Engine, admin_token: Option<&str>, http_extra: &str) -> TestApp {
     let db = TestDb::new(engine).await;
     let port = free_port();
-    let text = config_text(&db, port, admin_token);
+    let text = config_text_with(&db, port, admin_token, http_extra);
     let path = db.path().join("casewire.toml");
     std::fs::write(&path, &text).unwrap();
     let settings = Settings::from_toml(&path, &text, Vec::new()).expect("test settings");
