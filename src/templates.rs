@@ -220,7 +220,10 @@ fn samples(settings: &Settings) -> Vec<(&'static str, minijinja::Value)> {
         ("pages/_choices.html", choices()),
         (
             "pages/subscribe.html",
-            context! { action => "subscribe", error => Value::from(()), email => "", name => "", ..choices() },
+            context! {
+                action => "subscribe", error => Value::from(()), email => "", name => "",
+                form_stamp => "1700000000.00112233445566778899aabbccddeeff", honeypot => "website", ..choices()
+            },
         ),
         (
             "pages/message.html",
