@@ -203,6 +203,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         rx,
         signals.published.clone(),
         websub,
+        health.clone(),
     )
     .await?;
     tracker.spawn(publisher.run(shutdown.clone()));

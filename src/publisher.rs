@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::health::Health;
 use crate::content::{CaseStudy, Catalog, DirectoryStore};
 use crate::feeds::cache::FeedCache;
 use crate::feeds::{self, Scope};
@@ -55,6 +56,8 @@ pub struct Publisher {
     published: Arc<Notify>,
     websub: Option<mpsc::UnboundedSender<Vec<url::Url>>>,
     last_now: DateTime<Utc>,
+    /// Where a missing or unreadable content folder shows as degraded health.
+    health: Arc<Health>,
 }
 
 impl Publisher {
@@ -66,8 +69,19 @@ impl Publisher {
         rx: mpsc::Receiver<Command>,
         published: Arc<Notify>,
         websub: Option<mpsc::UnboundedSender<Vec<url::Url>>>,
+        health: Arc<Health>,
     ) -> anyhow::Result<(Self, watch::Receiver<Arc<Snapshot>>)> {
         let now = Utc::now();
+        // Without its folder the store cannot tell "no case studies" from
+        // "not there": empty feeds would overwrite the good ones and the
+        // ledger would be seeded empty. Refuse to start instead.
+        if let Err(p) = DirectoryStore::new(&settings).check_root() {
+            anyhow::bail!("{}: {}", p.path.display(), p.message);
+        }
+        let removed = feeds::output::remove_stale_temp_files(&settings.feeds.out_dir);
+        if removed > 0 {
+            tracing::info!(removed, dir = %settings.feeds.out_dir.display(), "removed temp files left by an interrupted feed write");
+        }
         let s = settings.clone();
         let (files, all) = tokio::task::spawn_blocking(move || {
             let catalog = DirectoryStore::new(&s).scan(None);
@@ -120,6 +134,7 @@ impl Publisher {
                 published,
                 websub,
                 last_now: now,
+                health,
             },
             snapshot_rx,
         ))
@@ -217,6 +232,19 @@ impl Publisher {
             }
         }
         metrics::gauge!("casewire_content_errors").set(files.problems.len() as f64);
+        match DirectoryStore::new(&settings).check_root() {
+            Err(p) => {
+                let message = format!("{}: {}; serving the last good feeds", p.path.display(), p.message);
+                if self.health.report("content", &message) {
+                    tracing::error!("{message}");
+                }
+            }
+            Ok(()) => {
+                if self.health.clear("content").is_some() {
+                    tracing::info!("the content folder is back");
+                }
+            }
+        }
         self.files = files;
         let catalog = Arc::new(self.compose());
 

@@ -453,3 +453,132 @@ async fn health_and_metrics(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(health_and_metrics, health_and_metrics);
+
+/// Issue 13.2a: a first start whose content folder did not exist logged an
+/// error, reported healthy, wrote empty feeds over the existing ones and
+/// seeded an empty ledger; when the folder appeared, every old case study
+/// was announced as new. Now the start fails, naming the folder, and touches
+/// neither the feeds nor the ledger.
+async fn missing_content_folder_fails_the_start_and_seeds_nothing(engine: Engine) {
+    let db = common::TestDb::new(engine).await;
+    let text = common::daemon::config_text(&db.url, &db.path(), "");
+    let feeds = db.path().join("feeds");
+    std::fs::create_dir_all(&feeds).unwrap();
+    let good = "<rss>the last good feed</rss>";
+    std::fs::write(feeds.join("rss.xml"), good).unwrap();
+    let content = db.path().join("content");
+    let err = match casewire::app::start(common::daemon::settings(&text)).await {
+        Ok(app) => {
+            app.stop().await;
+            panic!("started without a content folder")
+        }
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(&content.display().to_string()), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(std::fs::read_to_string(feeds.join("rss.xml")).unwrap(), good);
+    let dbh = casewire::store::Db::open(&db.url).await.unwrap();
+    assert_eq!(dbh.get_meta("ledger_seeded_at").await.unwrap(), None, "ledger seeded");
+    dbh.pool.close().await;
+
+    // The folder appears: the first real start seeds it silently.
+    std::fs::create_dir_all(&content).unwrap();
+    for (name, body) in two_studies() {
+        let path = content.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let app = casewire::app::start(common::daemon::settings(&text)).await.unwrap();
+    let events: Vec<String> = sqlx::query_scalar("SELECT slug FROM publication_events")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, Vec::<String>::new(), "old case studies announced as new");
+    assert!(std::fs::read_to_string(feeds.join("rss.xml")).unwrap().contains("Pool exhaustion"));
+    app.stop().await;
+}
+on_both_engines!(
+    missing_content_folder_fails_the_start_and_seeds_nothing,
+    missing_content_folder_fails_the_start_and_seeds_nothing
+);
+
+/// Issue 13.2a: a content folder that disappears while the daemon runs
+/// keeps the last good feeds and shows as degraded health until it is back.
+async fn vanished_content_folder_keeps_feeds_and_reports_degraded_health(engine: Engine) {
+    let app = TestApp::spawn(engine, &two_studies(), "").await;
+    let aside = app.content.with_file_name("content-moved");
+    std::fs::rename(&app.content, &aside).unwrap();
+    app.app()
+        .publisher
+        .send(casewire::publisher::Command::Rescan)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let h: serde_json::Value = app.get("/healthz").await.json().await.unwrap();
+        if h["status"] == "degraded" {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never degraded: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let problem = &health["problems"][0];
+    assert_eq!(problem["component"], "content", "{health}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains(&app.content.display().to_string()),
+        "{health}"
+    );
+    assert_eq!(health["case_studies"], 2, "{health}");
+    let rss = app.get("/feeds/rss.xml").await.text().await.unwrap();
+    assert!(rss.contains("Pool exhaustion") && rss.contains("GC pauses"), "{rss}");
+    let on_disk = std::fs::read_to_string(app.db.path().join("feeds/rss.xml")).unwrap();
+    assert!(on_disk.contains("Pool exhaustion"), "{on_disk}");
+
+    // Back: healthy again.
+    std::fs::rename(&aside, &app.content).unwrap();
+    app.app()
+        .publisher
+        .send(casewire::publisher::Command::Rescan)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let h: serde_json::Value = app.get("/healthz").await.json().await.unwrap();
+        if h["status"] == "ok" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never healthy again: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+on_both_engines!(
+    vanished_content_folder_keeps_feeds_and_reports_degraded_health,
+    vanished_content_folder_keeps_feeds_and_reports_degraded_health
+);
+
+/// Issue 13.9: a kill -9 during a feed write left a truncated `.casewire-*`
+/// temp file in out_dir forever. The next start removes them.
+async fn stale_feed_temp_files_are_removed_at_start(engine: Engine) {
+    let mut app = TestApp::spawn(engine, &two_studies(), "").await;
+    let feeds = app.db.path().join("feeds");
+    let stale = [feeds.join(".casewire-AbC123"), feeds.join("databases/.casewire-x9")];
+    for s in &stale {
+        std::fs::write(s, "<rss><chan").unwrap();
+    }
+    let keep = feeds.join("notes.txt");
+    std::fs::write(&keep, "mine").unwrap();
+    app.restart().await;
+    for s in &stale {
+        assert!(!s.exists(), "{} is still there", s.display());
+    }
+    assert!(keep.exists(), "an unrelated file was removed");
+    app.stop().await;
+}
+on_both_engines!(
+    stale_feed_temp_files_are_removed_at_start,
+    stale_feed_temp_files_are_removed_at_start
+);

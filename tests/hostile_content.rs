@@ -297,3 +297,51 @@ proptest! {
         }
     }
 }
+
+/// Issue 13.2a: with its content folder missing, `feeds build` wrote empty
+/// feeds over the good ones and `run` started healthy. Both, and `check`,
+/// now refuse with exit 2 and name the folder.
+#[test]
+fn missing_content_folder_is_a_usage_error_for_run_check_and_feeds_build() {
+    let site = TestSite::new();
+    std::fs::remove_dir(&site.content_dir).unwrap();
+    std::fs::create_dir_all(&site.out_dir).unwrap();
+    let good = "<rss>the last good feed</rss>";
+    std::fs::write(site.out_dir.join("rss.xml"), good).unwrap();
+    let config = site.root.path().join("run.toml");
+    let db = site.root.path().join("casewire.db");
+    let text = std::fs::read_to_string(&site.config_path).unwrap()
+        + &format!("\n[http]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = \"sqlite://{}\"\n", db.display());
+    std::fs::write(&config, text).unwrap();
+    for args in [&["check"][..], &["feeds", "build"], &["run"]] {
+        let mut child = bin()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .current_dir(site.root.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Guard against a daemon that starts anyway: it would never exit.
+        let mut waited = 0;
+        while child.try_wait().unwrap().is_none() {
+            if waited > 300 {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("`{}` started without a content folder", args.join(" "));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waited += 1;
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&site.content_dir.display().to_string()) && stderr.contains("does not exist"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(site.out_dir.join("rss.xml")).unwrap(), good);
+        assert!(!db.exists(), "{args:?} opened the database");
+    }
+}

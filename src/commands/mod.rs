@@ -32,6 +32,21 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
             return Ok(Exit::Usage);
         }
     };
+    // A missing content folder is a configuration fault, not "no content".
+    if matches!(
+        cli.command,
+        Command::Check | Command::Run | Command::Feeds(FeedsCommand::Build { .. })
+    ) {
+        if let Err(p) = crate::content::DirectoryStore::new(&settings).check_root() {
+            eprintln!(
+                "error: {}: {} (set in {})",
+                p.path.display(),
+                p.message,
+                settings.source.display()
+            );
+            return Ok(Exit::Usage);
+        }
+    }
     match cli.command {
         Command::Check => check::run(&settings),
         Command::Feeds(FeedsCommand::Build { out }) => feeds::build(&settings, out),

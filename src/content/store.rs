@@ -108,16 +108,35 @@ impl<'a> DirectoryStore<'a> {
         Self { settings, root }
     }
 
+    /// Whether the content folder is there and readable. Its absence is
+    /// never read as "no case studies": that would empty every feed and, on
+    /// a first start, seed an empty ledger, so that every old case study is
+    /// announced as new once the folder appears (DESIGN.md invariant 3).
+    pub fn check_root(&self) -> Result<(), Problem> {
+        let problem = |message: String| Problem {
+            path: self.root.clone(),
+            line: 0,
+            message,
+        };
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(problem("the content folder ([content] dir) is not a folder".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(problem(
+                    "the content folder ([content] dir) does not exist; create it or fix the path"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(problem(format!("cannot read the content folder ([content] dir): {e}"))),
+        }
+        std::fs::read_dir(&self.root)
+            .map(drop)
+            .map_err(|e| problem(format!("cannot read the content folder ([content] dir): {e}")))
+    }
+
     /// Every `.md` file below the root, sorted, so duplicate slugs resolve the same way each time.
     pub fn files(&self) -> Result<Vec<PathBuf>, Problem> {
-        if !self.root.is_dir() {
-            return Err(Problem {
-                path: self.root.clone(),
-                line: 0,
-                message: "the content folder does not exist or is not a folder ([content] dir)"
-                    .into(),
-            });
-        }
+        self.check_root()?;
         let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&self.root)
             .follow_links(true)
             .into_iter()
@@ -154,6 +173,10 @@ impl<'a> DirectoryStore<'a> {
     /// case studies one changed file costs well under a millisecond of CPU
     /// here (benches/feeds_build.rs), since unchanged studies are shared.
     pub fn update(&self, previous: &Catalog, changed: &[PathBuf]) -> Catalog {
+        if let Err(p) = self.check_root() {
+            // The folder went away: its files were not deleted one by one.
+            return Catalog::new(previous.studies.clone(), vec![p], previous.drafts);
+        }
         let mut changed: Vec<&PathBuf> = changed.iter().filter(|p| is_content_file(p)).collect();
         // A path named twice (two events for one save) is read once; read
         // twice, it would collide with itself as a duplicate slug.

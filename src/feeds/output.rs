@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::FeedFile;
 
+/// Name prefix of the temp files a write renames over the feed.
+pub const TEMP_PREFIX: &str = ".casewire-";
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WriteReport {
     pub written: usize,
@@ -53,11 +56,32 @@ pub fn write_if_changed(path: &Path, body: &[u8]) -> Result<bool, OutputError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".casewire-");
+    builder.prefix(TEMP_PREFIX);
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
     let mut tmp = builder.tempfile_in(dir).map_err(err)?;
     tmp.write_all(body).map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(true)
+}
+
+/// Removes the `.casewire-*` temp files that a write killed mid-way (kill -9,
+/// power loss) left in `out_dir` and its folders; returns how many. Called at
+/// start, before any write of this process, so none of them is in use.
+pub fn remove_stale_temp_files(out_dir: &Path) -> usize {
+    walkdir::WalkDir::new(out_dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+        })
+        .filter(|e| match std::fs::remove_file(e.path()) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(file = %e.path().display(), "cannot remove a stale temp file: {err}");
+                false
+            }
+        })
+        .count()
 }
