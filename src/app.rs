@@ -63,6 +63,7 @@ struct Parts {
     db: Db,
     publisher: mpsc::Sender<Command>,
     signals: Signals,
+    health: Arc<crate::health::Health>,
     shutdown: CancellationToken,
 }
 
@@ -72,12 +73,20 @@ impl Parts {
         let mailer = crate::delivery::Mailer::from_settings(&settings.mail)
             .context("setting up the mail transport")?;
         let slot = Slot::new(&self.shutdown);
+        let mut options = crate::delivery::WorkerOptions::new(settings);
+        // One breaker for the process, reporting to the app's health registry;
+        // a new relay (a reload) starts healthy until it fails.
+        self.health.clear("relay");
+        options.relay = Arc::new(crate::delivery::relay::Relay::new(
+            mailer.target(),
+            self.health.clone(),
+        ));
         let worker = crate::delivery::DeliveryWorker {
             db: self.db.clone(),
             settings: settings.clone(),
             mailer: mailer.clone(),
             wake: self.signals.outbox.clone(),
-            options: crate::delivery::WorkerOptions::new(settings),
+            options,
             progress: Default::default(),
         };
         let stop = slot.stop.clone();
@@ -228,6 +237,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         db: db.clone(),
         publisher: tx.clone(),
         signals: signals.clone(),
+        health: health.clone(),
         shutdown: shutdown.clone(),
     };
     let worker = parts.worker(&settings)?;
@@ -283,9 +293,8 @@ impl RunningApp {
         let old = self.running.clone();
         let restart = restart_keys(&old, &new);
         // Debug output covers every field of a section; equal text, equal settings.
-        let changed = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
-            format!("{a:?}") != format!("{b:?}")
-        };
+        let changed =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         let mail_changed = changed(&old.mail, &new.mail);
         if mail_changed {
             // Refuse a [mail] that cannot be set up before stopping anything.

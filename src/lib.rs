@@ -11,7 +11,8 @@
 //! - [`editions`]: schedules, segmentation, digest rendering.
 //! - [`store`]: SQLite/PostgreSQL access; the publication ledger.
 //! - [`subscribers`]: sign-up, confirmation, preferences, unsubscribe, import/export.
-//! - [`delivery`]: the outbox's delivery worker, transports (SMTP pool, .eml files), DKIM.
+//! - [`delivery`]: the outbox's delivery worker, transports (SMTP pool, .eml files), DKIM,
+//!   the failure policy (`delivery::policy`) and the relay's circuit breaker (`delivery::relay`).
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
 //! - [`keys`]: the server key file and the MACs derived from it.

@@ -255,6 +255,24 @@ pub fn status(settings: &Settings) -> Result<Exit> {
         for (state, n) in states {
             println!("  {state:<11} {n}");
         }
+        println!("Relay");
+        match crate::store::relay::load(&db).await {
+            Ok(None) => println!("  no fault recorded"),
+            Ok(Some(r)) if r.paused == 1 => println!(
+                "  PAUSED, delivery waits for the relay: {} (as of {})",
+                r.message.as_deref().unwrap_or("no reason stored"),
+                from_millis(r.updated_at).format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            Ok(Some(r)) => println!(
+                "  ok; last fault: {}; resumed {}; {} pause(s)",
+                r.message.as_deref().unwrap_or("none"),
+                r.resumed_at
+                    .map(|t| from_millis(t).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.pauses
+            ),
+            Err(e) => println!("  unknown ({e}); run `casewire migrate`"),
+        }
         println!("Editions");
         for e in &settings.editions {
             let last = crate::store::editions::last_run(&db, e.slug.as_str()).await?;

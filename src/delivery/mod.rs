@@ -4,7 +4,9 @@
 
 pub mod compose;
 pub mod dkim;
+pub mod policy;
 pub mod prepared;
+pub mod relay;
 
 pub mod transport;
 pub mod worker;
@@ -100,6 +102,13 @@ pub async fn deliver_edition(
         report.rate(),
         report.elapsed
     );
+    if let Some(fault) = &report.relay_fault {
+        eprintln!(
+            "{edition}: stopped: {fault}. {} messages stay queued, no attempt counted; the daemon (or another `digest send`) delivers them once the relay answers",
+            report.pending
+        );
+        return Ok(Exit::Failed);
+    }
     Ok(if report.dead > 0 {
         Exit::Failed
     } else {

@@ -1,31 +1,71 @@
 //! The configured way out: an SMTP connection pool (lettre, STARTTLS when
 //! offered on `smtp://`, implicit TLS on `smtps://`) or a folder of `.eml`
-//! files. Every send is bounded by `mail.timeout`, and every failure is
-//! classified as permanent (never retry, suppress) or transient (retry later).
+//! files. Every send is bounded by `mail.timeout`, and every failure says at
+//! which SMTP stage it happened and what the server replied, so that the
+//! failure policy ([`super::policy`]) can tell whose fault it is.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::message::dkim::DkimConfig;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::policy::{self, Fault, Reply, Stage};
 use crate::config::{MailSettings, Transport};
 
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// Worth retrying later: 4xx replies, connection trouble, timeouts.
-    #[error("temporary failure: {0}")]
-    Transient(String),
-    /// The server refused for good (5xx): the address is suppressed.
-    #[error("permanent failure: {0}")]
-    Permanent(String),
+/// A send that failed: where in the conversation, and what the server
+/// said (None when it said nothing: a refused or dropped connection, a
+/// timeout). [`DeliveryError::fault`] says whose fault it is.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct DeliveryError {
+    pub stage: Stage,
+    pub reply: Option<Reply>,
+    /// What went wrong when there is no reply, or the client's own words.
+    pub detail: String,
+}
+
+impl DeliveryError {
+    pub fn new(stage: Stage, reply: Option<Reply>, detail: impl Into<String>) -> Self {
+        Self {
+            stage,
+            reply,
+            detail: detail.into(),
+        }
+    }
+
+    /// A lettre error at `stage`. TLS errors are tagged as such wherever
+    /// they happen (STARTTLS, implicit TLS).
+    pub fn from_lettre(stage: Stage, e: &lettre::transport::smtp::Error) -> Self {
+        use std::error::Error as _;
+        let reply = e.status().map(|code| {
+            Reply::new(
+                code.to_string().parse().unwrap_or(0),
+                e.source().map(|s| s.to_string()).unwrap_or_default(),
+            )
+        });
+        let stage = if e.is_tls() { Stage::Tls } else { stage };
+        Self::new(stage, reply, e.to_string())
+    }
+
+    /// Whose fault this failure is ([`policy::classify`]).
+    pub fn fault(&self) -> Fault {
+        policy::classify(self.stage, self.reply.as_ref())
+    }
+
+    fn describe(&self) -> String {
+        match &self.reply {
+            Some(r) => format!("{} at {}", r, self.stage),
+            None => format!("{} at {}", self.detail, self.stage),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,26 +84,26 @@ pub enum TransportError {
 }
 
 enum Inner {
-    /// `smtp://`: casewire's own pool of lettre connections (see [`SmtpPool`]).
-    Plain(SmtpPool),
-    /// `smtps://`: lettre's pooled transport with implicit TLS.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// casewire's own pool of lettre connections (see [`SmtpPool`]).
+    Smtp(SmtpPool),
     File(AsyncFileTransport<Tokio1Executor>),
 }
 
-/// Pooled SMTP connections on sockets with `TCP_NODELAY`.
+/// Pooled SMTP connections, each send tagged with the stage it reached.
 ///
-/// lettre's own transport cannot set that option, and it writes a message's
-/// content and the final `.` line in two writes: with Nagle's algorithm the
-/// second write waits for the server's delayed ACK, 40 ms per message on
-/// Linux (measured: 170 messages/s at 8 connections). lettre's
-/// [`AsyncSmtpConnection`] still speaks the protocol (EHLO, STARTTLS, AUTH,
-/// pipelining of nothing, dot-stuffing); only the socket is ours.
+/// Plain `smtp://` sockets get `TCP_NODELAY`: lettre's own transport cannot
+/// set that option, and it writes a message's content and the final `.` line
+/// in two writes; with Nagle's algorithm the second write waits for the
+/// server's delayed ACK, 40 ms per message on Linux (measured: 170 messages/s
+/// at 8 connections). lettre's [`AsyncSmtpConnection`] still speaks the
+/// protocol (EHLO, STARTTLS, AUTH, dot-stuffing); only the socket and the
+/// order of commands are ours, so that every failure names its stage.
 struct SmtpPool {
     host: String,
     port: u16,
-    /// STARTTLS when the server offers it.
+    /// STARTTLS when the server offers it, or implicit TLS (`smtps://`).
     tls: TlsParameters,
+    implicit_tls: bool,
     credentials: Option<Credentials>,
     hello: ClientId,
     timeout: Duration,
@@ -78,38 +118,96 @@ const IDLE_CHECK_AFTER: Duration = Duration::from_secs(2);
 /// Idle connections older than this are closed instead of reused.
 const IDLE_MAX: Duration = Duration::from_secs(60);
 
+/// The stage a send has reached, readable after its future was dropped by
+/// the timeout (an atomic, because the future must be `Send`).
+#[derive(Default)]
+struct StageMark(AtomicU8);
+
+const STAGES: [Stage; 8] = [
+    Stage::Connect,
+    Stage::Tls,
+    Stage::Greeting,
+    Stage::Auth,
+    Stage::MailFrom,
+    Stage::RcptTo,
+    Stage::Data,
+    Stage::Content,
+];
+
+impl StageMark {
+    fn set(&self, stage: Stage) {
+        let i = STAGES.iter().position(|s| *s == stage).unwrap_or(0);
+        self.0.store(i as u8, Ordering::Relaxed);
+    }
+    fn get(&self) -> Stage {
+        STAGES[usize::from(self.0.load(Ordering::Relaxed)).min(STAGES.len() - 1)]
+    }
+}
+
 impl SmtpPool {
-    async fn connect(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+    async fn connect(&self, mark: &StageMark) -> Result<AsyncSmtpConnection, DeliveryError> {
         let target = format!("{}:{}", self.host, self.port);
-        let connecting = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
-        let stream = tokio::time::timeout(self.timeout, connecting)
+        mark.set(Stage::Connect);
+        let mut conn = if self.implicit_tls {
+            // lettre does the TCP connect and the handshake before the greeting.
+            AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(self.timeout),
+                &self.hello,
+                Some(self.tls.clone()),
+                None,
+            )
             .await
-            .map_err(|_| DeliveryError::Transient(format!("connecting to {target}: timed out")))?
-            .map_err(|e| DeliveryError::Transient(format!("connecting to {target}: {e}")))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| DeliveryError::Transient(format!("connecting to {target}: {e}")))?;
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
-            .await
-            .map_err(classify)?;
-        if conn.can_starttls() {
+            .map_err(|e| {
+                let stage = if e.status().is_some() {
+                    Stage::Greeting
+                } else {
+                    Stage::Connect
+                };
+                DeliveryError::from_lettre(stage, &e)
+            })?
+        } else {
+            let connecting = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+            let stream = tokio::time::timeout(self.timeout, connecting)
+                .await
+                .map_err(|_| {
+                    DeliveryError::new(
+                        Stage::Connect,
+                        None,
+                        format!("connecting to {target}: timed out"),
+                    )
+                })?
+                .map_err(|e| {
+                    DeliveryError::new(Stage::Connect, None, format!("connecting to {target}: {e}"))
+                })?;
+            stream.set_nodelay(true).map_err(|e| {
+                DeliveryError::new(Stage::Connect, None, format!("connecting to {target}: {e}"))
+            })?;
+            mark.set(Stage::Greeting);
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                .await
+                .map_err(|e| DeliveryError::from_lettre(Stage::Greeting, &e))?
+        };
+        if !self.implicit_tls && conn.can_starttls() {
+            mark.set(Stage::Tls);
             conn.starttls(self.tls.clone(), &self.hello)
                 .await
-                .map_err(classify)?;
+                .map_err(|e| DeliveryError::from_lettre(Stage::Tls, &e))?;
         }
         if let Some(c) = &self.credentials {
+            mark.set(Stage::Auth);
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await
-                .map_err(classify)?;
+                .map_err(|e| DeliveryError::from_lettre(Stage::Auth, &e))?;
         }
         Ok(conn)
     }
 
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+    async fn checkout(&self, mark: &StageMark) -> Result<AsyncSmtpConnection, DeliveryError> {
         loop {
             let parked = self.idle.lock().expect("not poisoned").pop();
             let Some((mut conn, since)) = parked else {
-                return self.connect().await;
+                return self.connect(mark).await;
             };
             let idle = since.elapsed();
             if idle > IDLE_MAX {
@@ -124,9 +222,14 @@ impl SmtpPool {
         }
     }
 
-    async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), DeliveryError> {
-        let mut conn = self.checkout().await?;
-        let result = transmit(&mut conn, envelope, bytes).await;
+    async fn send(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+        mark: &StageMark,
+    ) -> Result<(), DeliveryError> {
+        let mut conn = self.checkout(mark).await?;
+        let result = transmit(&mut conn, envelope, bytes, mark).await;
         if conn.has_broken() {
             conn.abort().await;
         } else {
@@ -135,7 +238,7 @@ impl SmtpPool {
                 idle.push((conn, Instant::now()));
             }
         }
-        result.map(|_| ()).map_err(classify)
+        result.map(|_| ())
     }
 
     async fn shutdown(&self) {
@@ -146,35 +249,69 @@ impl SmtpPool {
     }
 }
 
-/// One SMTP transaction on `conn`, as lettre's `AsyncSmtpConnection::send`
-/// runs it (MAIL, RCPT per recipient, DATA, content; any error aborts the
-/// connection), except that the content is dot-stuffed with a substring
-/// search and goes out in one write with its final `.` line. lettre
-/// stuffs byte by byte, which was the largest single cost of a digest. Mail
-/// that needs SMTPUTF8 or 8BITMIME goes through lettre's own `send`, which
-/// negotiates those.
+/// One SMTP transaction on `conn`: MAIL (with SMTPUTF8 or 8BITMIME when the
+/// envelope or content needs them), RCPT per recipient, DATA, content; each
+/// command's failure carries its stage, and any failure aborts the
+/// connection. The content is dot-stuffed with a substring search and goes
+/// out in one write with its final `.` line (lettre stuffs byte by byte,
+/// which was the largest single cost of a digest).
 async fn transmit(
     conn: &mut AsyncSmtpConnection,
     envelope: &Envelope,
     bytes: &[u8],
-) -> Result<Response, lettre::transport::smtp::Error> {
+    mark: &StageMark,
+) -> Result<Response, DeliveryError> {
     let ascii = |a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii();
     let ascii_addresses = envelope.from().is_none_or(ascii) && envelope.to().iter().all(ascii);
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return conn.send(envelope, bytes).await;
-    };
-    if !ascii_addresses || !text.is_ascii() {
-        return conn.send(envelope, bytes).await;
-    }
-    let content = DataContent(dot_stuff(text));
-    let result = async {
-        conn.command(Mail::new(envelope.from().cloned(), Vec::new()))
-            .await?;
-        for to in envelope.to() {
-            conn.command(Rcpt::new(to.clone(), Vec::new())).await?;
+    let mut params = Vec::new();
+    if !ascii_addresses {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(DeliveryError::new(
+                Stage::MailFrom,
+                Some(Reply::new(
+                    553,
+                    "5.6.7 the relay does not offer SMTPUTF8, which this address needs",
+                )),
+                "SMTPUTF8 not offered",
+            ));
         }
-        conn.command(Data).await?;
-        conn.command(&content).await
+        params.push(MailParameter::SmtpUtfEight);
+    }
+    if !bytes.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(DeliveryError::new(
+                Stage::Data,
+                Some(Reply::new(
+                    554,
+                    "5.6.3 the relay does not offer 8BITMIME, which this message needs",
+                )),
+                "8BITMIME not offered",
+            ));
+        }
+        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let at = |stage: Stage| {
+        move |e: lettre::transport::smtp::Error| DeliveryError::from_lettre(stage, &e)
+    };
+    let result = async {
+        mark.set(Stage::MailFrom);
+        conn.command(Mail::new(envelope.from().cloned(), params))
+            .await
+            .map_err(at(Stage::MailFrom))?;
+        mark.set(Stage::RcptTo);
+        for to in envelope.to() {
+            conn.command(Rcpt::new(to.clone(), Vec::new()))
+                .await
+                .map_err(at(Stage::RcptTo))?;
+        }
+        mark.set(Stage::Data);
+        conn.command(Data).await.map_err(at(Stage::Data))?;
+        mark.set(Stage::Content);
+        match std::str::from_utf8(bytes) {
+            Ok(text) => conn.command(DataContent(dot_stuff(text))).await,
+            Err(_) => conn.message(bytes).await,
+        }
+        .map_err(at(Stage::Content))
     }
     .await;
     if result.is_err() {
@@ -251,45 +388,42 @@ impl Mailer {
 
     /// Sends finished message bytes, within `mail.timeout`.
     pub async fn send_raw(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), DeliveryError> {
-        let attempt =
-            async {
-                match &self.inner {
-                    Inner::Plain(p) => p.send(envelope, bytes).await,
-                    Inner::Smtp(t) => t
-                        .send_raw(envelope, bytes)
-                        .await
-                        .map(|_| ())
-                        .map_err(classify),
-                    Inner::File(t) => t.send_raw(envelope, bytes).await.map(|_| ()).map_err(|e| {
-                        DeliveryError::Transient(format!("writing the .eml file: {e}"))
-                    }),
-                }
-            };
+        let mark = StageMark::default();
+        let attempt = async {
+            match &self.inner {
+                Inner::Smtp(p) => p.send(envelope, bytes, &mark).await,
+                Inner::File(t) => t.send_raw(envelope, bytes).await.map(|_| ()).map_err(|e| {
+                    DeliveryError::new(Stage::Connect, None, format!("writing the .eml file: {e}"))
+                }),
+            }
+        };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(DeliveryError::Transient(format!(
-                "no answer within {} s ([mail] timeout_seconds)",
-                self.timeout.as_secs()
-            ))),
+            Err(_) => Err(DeliveryError::new(
+                mark.get(),
+                None,
+                format!(
+                    "no answer within {} s ([mail] timeout_seconds)",
+                    self.timeout.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// Where mail goes, for messages: `host:port`, or the .eml folder.
+    pub fn target(&self) -> String {
+        match &self.inner {
+            Inner::Smtp(p) => format!("{}:{}", p.host, p.port),
+            Inner::File(_) => "the .eml folder".into(),
         }
     }
 
     /// Closes pooled connections.
     pub async fn shutdown(&self) {
         match &self.inner {
-            Inner::Plain(p) => p.shutdown().await,
-            Inner::Smtp(t) => t.shutdown().await,
+            Inner::Smtp(p) => p.shutdown().await,
             Inner::File(_) => {}
         }
-    }
-}
-
-/// 5xx replies are permanent; 4xx, connection errors and timeouts are transient.
-pub fn classify(e: lettre::transport::smtp::Error) -> DeliveryError {
-    if e.is_permanent() {
-        DeliveryError::Permanent(e.to_string())
-    } else {
-        DeliveryError::Transient(e.to_string())
     }
 }
 
@@ -323,27 +457,17 @@ fn smtp_transport(mail: &MailSettings) -> Result<Inner, TransportError> {
             decode(url.password().unwrap_or(""))?,
         ))
     };
-    if !implicit_tls {
-        return Ok(Inner::Plain(SmtpPool {
-            host,
-            port,
-            tls,
-            credentials,
-            hello: ClientId::default(),
-            timeout: mail.timeout,
-            max_idle: mail.concurrency,
-            idle: Default::default(),
-        }));
-    }
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(port)
-        .tls(Tls::Wrapper(tls))
-        .timeout(Some(mail.timeout))
-        .pool_config(PoolConfig::new().max_size(mail.concurrency as u32));
-    if let Some(c) = credentials {
-        builder = builder.credentials(c);
-    }
-    Ok(Inner::Smtp(builder.build()))
+    Ok(Inner::Smtp(SmtpPool {
+        host,
+        port,
+        tls,
+        implicit_tls,
+        credentials,
+        hello: ClientId::default(),
+        timeout: mail.timeout,
+        max_idle: mail.concurrency,
+        idle: Default::default(),
+    }))
 }
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::compose::{digest_vars, fill_links, message_id};
+use super::policy::Fault;
 use super::prepared::{Links, PreparedBody};
+use super::relay::{Change, Gate, Relay};
 use super::transport::{DeliveryError, Mailer};
 use crate::config::Settings;
 use crate::store::outbox::{self, ClaimedRow, Outcome};
@@ -60,6 +62,11 @@ pub struct WorkerOptions {
     /// beside the daemon (`digest send`): it cannot tell a dead owner from a
     /// live one there, and rows of a dead owner come back when their lease ends.
     pub recover: bool,
+    /// The relay's circuit breaker, shared by every worker of the process.
+    pub relay: Arc<Relay>,
+    /// With `stop_when_idle`: return once the relay has been failing this
+    /// long, leaving the rows queued (None: keep probing).
+    pub relay_patience: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -74,7 +81,26 @@ impl WorkerOptions {
             stop_when_idle: false,
             more_coming: None,
             recover: true,
+            relay: Arc::new(Relay::new(
+                relay_target(settings),
+                Arc::new(crate::health::Health::default()),
+            )),
+            relay_patience: None,
         }
+    }
+}
+
+/// `host:port` of `[mail] smtp_url`, or the .eml folder.
+pub fn relay_target(settings: &Settings) -> String {
+    match settings.mail.transport {
+        crate::config::Transport::File => settings.mail.file_dir.display().to_string(),
+        crate::config::Transport::Smtp => url::Url::parse(&settings.mail.smtp_url)
+            .ok()
+            .and_then(|u| {
+                let port = u.port_or_known_default().unwrap_or(25);
+                u.host_str().map(|h| format!("{h}:{port}"))
+            })
+            .unwrap_or_else(|| crate::config::redact(&settings.mail.smtp_url)),
     }
 }
 
@@ -85,6 +111,9 @@ pub struct Progress {
     pub retried: AtomicU64,
     pub suppressed: AtomicU64,
     pub dead: AtomicU64,
+    /// Rows put back untouched because the relay failed.
+    pub deferred: AtomicU64,
+    pub expired: AtomicU64,
 }
 
 impl Progress {
@@ -99,6 +128,12 @@ impl Progress {
     }
     pub fn dead(&self) -> u64 {
         self.dead.load(Ordering::Relaxed)
+    }
+    pub fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
+    }
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
     }
 }
 
@@ -115,6 +150,9 @@ pub struct DeliveryWorker {
 }
 
 type Report = (Outcome, Option<String>, oneshot::Sender<()>);
+
+/// A claimed row, and whether it is the relay's probe (see [`Relay::gate`]).
+type Claimed = (ClaimedRow, bool);
 
 /// A send-time check: recipient, subscriber, and where the answer goes.
 type Check = (
@@ -202,6 +240,11 @@ struct Shared {
     results: mpsc::UnboundedSender<Report>,
     checks: mpsc::UnboundedSender<Check>,
     shutdown: CancellationToken,
+    /// The relay's `host:port`, for messages.
+    relay_target: String,
+    /// The stored relay state says paused (left by an earlier process):
+    /// the first transaction the relay judges clears it.
+    stored_pause: AtomicBool,
 }
 
 impl DeliveryWorker {
@@ -262,6 +305,12 @@ impl DeliveryWorker {
             results: tx,
             checks,
             shutdown: shutdown.clone(),
+            relay_target: self.mailer.target(),
+            stored_pause: AtomicBool::new(
+                crate::store::relay::load(&self.db)
+                    .await?
+                    .is_some_and(|r| r.paused == 1),
+            ),
         });
         let slots = Arc::new(Semaphore::new(mail.concurrency));
         let tracker = TaskTracker::new();
@@ -274,7 +323,7 @@ impl DeliveryWorker {
 
         // The claimer keeps up to one batch of claimed rows ready, so send
         // slots never wait for a claim statement.
-        let (rows_tx, mut rows_rx) = mpsc::channel::<ClaimedRow>(opts.batch_size);
+        let (rows_tx, mut rows_rx) = mpsc::channel::<Claimed>(opts.batch_size);
         let claimer = tokio::spawn(claim_rows(
             lane.clone(),
             owner.clone(),
@@ -299,7 +348,7 @@ impl DeliveryWorker {
                 _ = shutdown.cancelled() => break,
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             };
-            tracker.spawn(deliver(shared.clone(), row, permit));
+            tracker.spawn(deliver(shared.clone(), row.0, row.1, permit));
         }
         drop(rows_rx);
         let _ = claimer.await;
@@ -403,10 +452,11 @@ async fn claim_rows(
     owner: String,
     opts: WorkerOptions,
     in_flight: TaskTracker,
-    rows: mpsc::Sender<ClaimedRow>,
+    rows: mpsc::Sender<Claimed>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    let relay = opts.relay.clone();
     loop {
         // Wait for room for a whole batch (or half of one, to keep the pipe full).
         let room = tokio::select! {
@@ -417,7 +467,25 @@ async fn claim_rows(
             },
         };
         drop(room);
-        let want = rows.capacity().max(1) as i64;
+        if opts.stop_when_idle && relay_gave_up(&opts) {
+            // The rows stay queued for a later run or the daemon.
+            while !(in_flight.is_empty() && rows.capacity() == rows.max_capacity()) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            return;
+        }
+        // While the relay is failing, wait for the next probe and claim one row.
+        let gate = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            g = relay.gate() => g,
+            _ = tokio::time::sleep(Duration::from_millis(100)), if opts.stop_when_idle && opts.relay_patience.is_some() => continue,
+        };
+        let probe = gate == Gate::Probe;
+        let want = if probe {
+            1
+        } else {
+            rows.capacity().max(1) as i64
+        };
         // Read before the claim: once the producer is done, this claim sees
         // everything it queued.
         let producing = opts
@@ -443,6 +511,9 @@ async fn claim_rows(
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
+                if probe {
+                    relay.probe_skipped();
+                }
                 tracing::warn!("claiming outbox rows failed, retrying: {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(opts.poll_interval) => {}
@@ -452,6 +523,9 @@ async fn claim_rows(
             }
         };
         if claimed.is_empty() {
+            if probe {
+                relay.probe_skipped();
+            }
             if opts.stop_when_idle {
                 if !producing && in_flight.is_empty() && rows.capacity() == rows.max_capacity() {
                     return;
@@ -469,11 +543,21 @@ async fn claim_rows(
             continue;
         }
         for row in claimed {
-            if rows.send(row).await.is_err() {
+            if rows.send((row, probe)).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// With `relay_patience`: the relay has been failing for longer than that.
+fn relay_gave_up(opts: &WorkerOptions) -> bool {
+    let Some(patience) = opts.relay_patience else {
+        return false;
+    };
+    opts.relay
+        .fault()
+        .is_some_and(|f| (Utc::now() - f.since).to_std().unwrap_or_default() >= patience)
 }
 
 async fn renew(lane: Arc<Lane>, owner: String, lease: Duration, stop: CancellationToken) {
@@ -499,7 +583,7 @@ async fn renew(lane: Arc<Lane>, owner: String, lease: Duration, stop: Cancellati
 /// recipient, send, then hold the global slot until the result committed.
 /// Holding it bounds sent-but-unrecorded messages by `mail.concurrency`,
 /// which is what a kill -9 can duplicate (invariant 6).
-async fn deliver(shared: Arc<Shared>, row: ClaimedRow, _slot: OwnedSemaphorePermit) {
+async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: OwnedSemaphorePermit) {
     let domain = row
         .recipient
         .rsplit_once('@')
@@ -522,10 +606,17 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, _slot: OwnedSemaphorePerm
             p
         } => Some(p),
     };
+    let relay = &shared.options.relay;
     let outcome = match ready {
         None => Outcome::Released { id: row.id },
-        Some(_domain_slot) => attempt(&shared, &row).await,
+        // Paused since this row was claimed: back to the queue untouched.
+        Some(_) if !probe && relay.is_paused() => Outcome::Deferred { id: row.id },
+        Some(_domain_slot) => attempt(&shared, &row, probe).await,
     };
+    if probe && !matches!(outcome, Outcome::Deferred { .. }) && relay.is_paused() {
+        // The probe never reached the relay's judgement (suppressed, invalid).
+        relay.probe_skipped();
+    }
     let (ack, done) = oneshot::channel();
     if shared
         .results
@@ -536,7 +627,7 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, _slot: OwnedSemaphorePerm
     }
 }
 
-async fn attempt(shared: &Shared, row: &ClaimedRow) -> Outcome {
+async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
     let id = row.id;
     let (answer, checked) = oneshot::channel();
     let _ = shared
@@ -588,17 +679,91 @@ async fn attempt(shared: &Shared, row: &ClaimedRow) -> Outcome {
             }
         }
     };
-    match shared.mailer.send_raw(&envelope, &bytes).await {
-        Ok(()) => Outcome::Sent { id },
-        Err(DeliveryError::Permanent(reply)) => {
-            tracing::warn!(recipient = %row.recipient, %reply, "permanent failure; address suppressed");
+    let relay = &shared.options.relay;
+    let error = match shared.mailer.send_raw(&envelope, &bytes).await {
+        Ok(()) => {
+            relay_changed(shared, judged(shared)).await;
+            return Outcome::Sent { id };
+        }
+        Err(e) => e,
+    };
+    let fault = error.fault();
+    metrics::counter!("casewire_delivery_faults_total", "class" => fault.as_str()).increment(1);
+    if fault == Fault::Relay {
+        relay_changed(shared, relay.failed(&error, probe)).await;
+        return Outcome::Deferred { id };
+    }
+    relay_changed(shared, judged(shared)).await;
+    on_fault(shared, row, fault, error)
+}
+
+/// What a fault of the recipient or the message does to the row: the
+/// failure policy's verdict acted on, nothing else decided here.
+fn on_fault(shared: &Shared, row: &ClaimedRow, fault: Fault, error: DeliveryError) -> Outcome {
+    let id = row.id;
+    match fault {
+        Fault::Recipient => {
+            tracing::warn!(recipient = %row.recipient, %error, "the recipient's address is refused for good; address suppressed");
             Outcome::Suppressed {
                 id,
-                reason: format!("smtp: {reply}"),
+                reason: format!("smtp: {error}"),
                 suppress: Some(row.recipient.clone()),
             }
         }
-        Err(DeliveryError::Transient(error)) => retry_or_dead(shared, row, error),
+        Fault::Message => {
+            tracing::warn!(id, recipient = %row.recipient, %error, "the relay refused this message; it is dead, the address is not suppressed");
+            Outcome::Dead {
+                id,
+                error: format!("smtp: {error}"),
+            }
+        }
+        Fault::RecipientRetry | Fault::Retry | Fault::Relay => {
+            retry_or_dead(shared, row, format!("smtp: {error}"))
+        }
+    }
+}
+
+/// A transaction reached the relay's judgement: closes the breaker, or
+/// clears a pause an earlier process stored.
+fn judged(shared: &Shared) -> Option<Change> {
+    let change = shared.options.relay.succeeded();
+    if change.is_none()
+        && shared.stored_pause.load(Ordering::Relaxed)
+        && shared.stored_pause.swap(false, Ordering::Relaxed)
+    {
+        return Some(Change::Resumed {
+            paused_for: chrono::Duration::zero(),
+        });
+    }
+    change
+}
+
+/// Logs, counts and stores a change of the relay breaker (rare: the store
+/// write is awaited, so `status` shows the change once the row's result does).
+async fn relay_changed(shared: &Shared, change: Option<Change>) {
+    let Some(change) = change else { return };
+    match &change {
+        Change::Paused(fault) => {
+            tracing::error!(
+                "{}; delivery paused, no message is lost or counted as an attempt",
+                fault.message
+            );
+            metrics::counter!("casewire_relay_pauses_total").increment(1);
+            metrics::gauge!("casewire_relay_paused").set(1.0);
+        }
+        Change::Resumed { paused_for } => {
+            tracing::info!(
+                "relay {} answers again after {} s; delivery resumed",
+                shared.relay_target,
+                paused_for.num_seconds()
+            );
+            metrics::gauge!("casewire_relay_paused").set(0.0);
+        }
+    }
+    if let Err(e) =
+        crate::store::relay::record(&shared.db, &shared.relay_target, &change, Utc::now()).await
+    {
+        tracing::warn!("storing the relay's state for `casewire status` failed: {e}");
     }
 }
 
@@ -811,6 +976,7 @@ async fn write_results(
                     ("casewire_outbox_suppressed_total", &progress.suppressed)
                 }
                 Outcome::Dead { .. } => ("casewire_outbox_dead_total", &progress.dead),
+                Outcome::Deferred { .. } => ("casewire_outbox_deferred_total", &progress.deferred),
                 Outcome::Released { .. } => {
                     let _ = ack.send(());
                     continue;
@@ -830,6 +996,10 @@ pub struct DrainReport {
     pub retried: u64,
     pub suppressed: u64,
     pub dead: u64,
+    /// Rows put back untouched because the relay failed.
+    pub deferred: u64,
+    /// Set when the drain stopped because the relay kept failing.
+    pub relay_fault: Option<String>,
     /// Rows still queued (waiting for a retry) when the drain ended.
     pub pending: i64,
     pub elapsed: Duration,
@@ -862,6 +1032,9 @@ pub async fn drain(
     options.more_coming = more_coming;
     // PostgreSQL proves an owner dead before releasing its rows; SQLite cannot.
     options.recover = db.backend == Backend::Postgres;
+    // A command gives up on a relay that keeps failing; the rows stay queued.
+    options.relay_patience = Some(Duration::from_secs(60));
+    let relay = options.relay.clone();
     let started = Instant::now();
     DeliveryWorker {
         db: db.clone(),
@@ -880,6 +1053,8 @@ pub async fn drain(
         retried: progress.retried(),
         suppressed: progress.suppressed(),
         dead: progress.dead(),
+        deferred: progress.deferred(),
+        relay_fault: relay.fault().map(|f| f.message),
         pending: outbox::pending_count(&db, edition.as_deref()).await?,
         elapsed,
     })
@@ -901,6 +1076,8 @@ mod tests {
             stop_when_idle: false,
             more_coming: None,
             recover: true,
+            relay: Arc::new(Relay::new("r", Default::default())),
+            relay_patience: None,
         };
         for _ in 0..100 {
             let d1 = backoff(&o, 1);

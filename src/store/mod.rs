@@ -9,6 +9,7 @@
 pub mod editions;
 pub mod ledger;
 pub mod outbox;
+pub mod relay;
 pub mod subscribers;
 
 use std::path::Path;

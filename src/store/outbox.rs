@@ -294,6 +294,11 @@ pub enum Outcome {
     Released {
         id: i64,
     },
+    /// The relay failed (or delivery is paused for it): back to `queued`
+    /// untouched, due as before, no attempt counted (DESIGN.md invariant 9).
+    Deferred {
+        id: i64,
+    },
 }
 
 /// Writes many outcomes in one transaction. Only rows still leased by
@@ -316,7 +321,7 @@ pub async fn record_outcomes(
     let released: Vec<i64> = outcomes
         .iter()
         .filter_map(|o| match o {
-            Outcome::Released { id } => Some(*id),
+            Outcome::Released { id } | Outcome::Deferred { id } => Some(*id),
             _ => None,
         })
         .collect();
@@ -341,7 +346,7 @@ pub async fn record_outcomes(
     }
     for o in outcomes {
         match o {
-            Outcome::Sent { .. } | Outcome::Released { .. } => {}
+            Outcome::Sent { .. } | Outcome::Released { .. } | Outcome::Deferred { .. } => {}
             Outcome::Retry {
                 id,
                 next_attempt_at,

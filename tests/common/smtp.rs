@@ -24,7 +24,8 @@ pub fn free_port() -> u16 {
 
 impl SmtpServer {
     /// Starts the server; `args` are extra options of support_smtp.py
-    /// (`--tempfail ADDR:N`, `--reject ADDR`).
+    /// (`--tempfail ADDR:N`, `--reject ADDR`, and the misbehaviours listed
+    /// at the top of the script, e.g. `--mail-reply "550 5.7.1 …"`).
     pub fn start(args: &[&str]) -> SmtpServer {
         let check = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
@@ -59,6 +60,17 @@ impl SmtpServer {
             "SMTP server did not start: {line:?}"
         );
         SmtpServer { port, dir, child }
+    }
+
+    /// Switches the server's misbehaviour off (`true`) or back on: the
+    /// handler looks for the flag file on every command.
+    pub fn heal(&self, healed: bool) {
+        let flag = self.dir.path().join("received").join(".healed");
+        if healed {
+            std::fs::write(&flag, b"").expect("writing the SMTP server's flag file");
+        } else {
+            let _ = std::fs::remove_file(&flag);
+        }
     }
 
     pub fn url(&self) -> String {
