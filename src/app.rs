@@ -269,6 +269,12 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.http.listen != new.http.listen {
         keys.push("[http] listen");
     }
+    let caps = |h: &crate::config::HttpSettings| {
+        (h.header_timeout, h.idle_timeout, h.max_connections, h.max_connections_per_ip)
+    };
+    if caps(&old.http) != caps(&new.http) {
+        keys.push("[http] timeouts and connection caps");
+    }
     if old.database.url != new.database.url {
         keys.push("[database] url");
     }

@@ -110,6 +110,10 @@ struct RawHttp {
     trusted_proxies: Vec<String>,
     signup_min_seconds: Option<u64>,
     form_key_file: Option<PathBuf>,
+    header_timeout_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    max_connections: Option<u64>,
+    max_connections_per_ip: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -255,6 +259,19 @@ pub struct HttpSettings {
     /// "data/form.key"; created with a random key when missing). Daemons that
     /// share a database must share this file.
     pub form_key_file: PathBuf,
+    /// A request's head (request line and headers) must arrive within this
+    /// long of its first byte (default 10 s), or the connection is closed.
+    pub header_timeout: Duration,
+    /// A connection with no request in progress is closed after this long
+    /// without a byte (default 30 s); a fresh connection counts as idle.
+    pub idle_timeout: Duration,
+    /// Open connections at most; None derives it from the descriptor limit
+    /// (RLIMIT_NOFILE) at start. Either way it stays below that limit with
+    /// headroom for content files, the database and SMTP.
+    pub max_connections: Option<usize>,
+    /// Open connections from one IP address at most (default 128; 0 = no cap).
+    /// Behind a reverse proxy every connection comes from the proxy's address.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -638,6 +655,19 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             format!("{signup_min_seconds} is out of range (expected 0 to 3600)"),
         );
     }
+    let header_timeout = raw.http.header_timeout_seconds.unwrap_or(10);
+    if !(1..=3600).contains(&header_timeout) {
+        p.push("[http] header_timeout_seconds", format!("{header_timeout} is out of range (1–3600)"));
+    }
+    let idle_timeout = raw.http.idle_timeout_seconds.unwrap_or(30);
+    if !(1..=3600).contains(&idle_timeout) {
+        p.push("[http] idle_timeout_seconds", format!("{idle_timeout} is out of range (1–3600)"));
+    }
+    let max_connections = raw.http.max_connections.filter(|&n| n != 0);
+    if max_connections.is_some_and(|n| n > 1_000_000) {
+        p.push("[http] max_connections", "is out of range (1–1000000, or 0 for the descriptor limit)");
+    }
+    let max_connections_per_ip = raw.http.max_connections_per_ip.unwrap_or(128);
 
     // [mail]
     let from = raw.mail.from.unwrap_or_default();
@@ -851,6 +881,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
                 .http
                 .form_key_file
                 .unwrap_or_else(|| "data/form.key".into()),
+            header_timeout: Duration::from_secs(header_timeout),
+            idle_timeout: Duration::from_secs(idle_timeout),
+            max_connections: max_connections.map(|n| n as usize),
+            max_connections_per_ip: max_connections_per_ip.min(1_000_000) as usize,
         },
         mail: MailSettings {
             from,

@@ -16,6 +16,8 @@
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
 //! - [`keys`]: the server key file and the MACs derived from it.
+//! - [`http`]: axum routes and the connection layer (deadlines, caps); [`app`]: wires the daemon's tasks and shutdown.
+//! - [`descriptors`]: the file descriptor budget (`RLIMIT_NOFILE`) and retries when it runs out.
 //! - [`health`]: each component's current problem, for `/healthz` and `status`.
 //! - [`signals`]: the wake-up handles tasks send each other.
 //! - [`telemetry`]: the Prometheus recorder.
@@ -27,6 +29,7 @@ pub mod commands;
 pub mod config;
 pub mod content;
 pub mod delivery;
+pub mod descriptors;
 pub mod domain;
 pub mod editions;
 pub mod feeds;

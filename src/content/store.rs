@@ -308,7 +308,7 @@ impl<'a> DirectoryStore<'a> {
             Ok(_) => {}
             Err(e) => return problem(format!("cannot read the file: {e}")),
         }
-        let bytes = match std::fs::read(path) {
+        let bytes = match crate::descriptors::retry_when_exhausted(|| std::fs::read(path)) {
             Ok(b) => b,
             Err(e) => return problem(format!("cannot read the file: {e}")),
         };

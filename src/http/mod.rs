@@ -9,6 +9,7 @@ mod feeds;
 mod health;
 mod preferences;
 pub mod respond;
+pub mod server;
 mod subscribe;
 mod unsubscribe;
 
@@ -108,16 +109,14 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// Serves until `shutdown`, then drains: see [`server::serve`].
     pub async fn run(self, shutdown: CancellationToken) {
-        let app = router(self.state);
-        let result = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-        if let Err(e) = result {
-            tracing::error!("HTTP server failed: {e}");
-        }
+        let limits = server::Limits::from_settings(&self.state.snapshot().settings.http);
+        tracing::info!(
+            max_connections = limits.max_connections,
+            max_connections_per_ip = limits.max_connections_per_ip,
+            "HTTP connection caps"
+        );
+        server::serve(self.listener, router(self.state), limits, shutdown).await;
     }
 }
