@@ -345,3 +345,64 @@ fn missing_content_folder_is_a_usage_error_for_run_check_and_feeds_build() {
         assert!(!db.exists(), "{args:?} opened the database");
     }
 }
+
+/// Issue 13.6: a 200 KB file of nested `[[[…]]]` took 37 s of CPU to reject
+/// (quadratic in depth), stalling the publisher at every rescan. The depth
+/// is checked before parsing, with the line it goes too deep on.
+#[test]
+fn deeply_nested_front_matter_is_refused_before_parsing() {
+    let site = TestSite::new();
+    let deep = "[".repeat(200 * 1024);
+    let yaml = site.write("deep.md", &format!("---\ntitle: Deep\ndate: 2026-01-01\ntags: {deep}\n---\nbody\n"));
+    let toml = site.write("deep-toml.md", &format!("+++\ntitle = \"Deep\"\ndate = 2026-01-01\n\ntags = {deep}\n+++\nbody\n"));
+    site.write("fine.md", &yaml_study("title: Fine\ndate: 2026-01-01", "ok"));
+    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    for (path, line) in [(&yaml, 4), (&toml, 5)] {
+        let want = format!("{}:{line}: front matter is nested more than 32 levels deep", path.display());
+        assert!(problems.iter().any(|p| p.starts_with(&want)), "no {want:?} in {problems:#?}");
+    }
+    assert!(catalog.get("fine").is_some());
+}
+
+/// Issue 13.6: no file's parse may hold the publisher longer than the
+/// budget: one that overruns is a problem, skipped, and keeps its last good
+/// version. (A zero budget makes any watched parse overrun.)
+#[test]
+fn a_file_over_the_parse_budget_is_skipped_and_keeps_its_last_good_version() {
+    let site = TestSite::new();
+    let path = site.write("big.md", &yaml_study("title: First\ndate: 2026-01-01\nslug: big", "ok"));
+    let store = DirectoryStore::new(&site.settings);
+    let first = store.scan(None);
+    assert_eq!(first.get("big").unwrap().title, "First");
+
+    let tags: Vec<String> = (0..20_000).map(|i| format!("tag-{i}")).collect();
+    let big = yaml_study(
+        &format!("title: Second\ndate: 2026-01-01\nslug: big\ntags: [{}]", tags.join(", ")),
+        "ok",
+    );
+    assert!(big.len() > 100 * 1024);
+    std::fs::write(&path, &big).unwrap();
+    let strict = DirectoryStore::new(&site.settings).with_parse_budget(std::time::Duration::ZERO);
+    let second = strict.update(&first, &[path.clone()]);
+    assert_eq!(second.get("big").unwrap().title, "First", "the last good version stays");
+    let problems: Vec<String> = second.problems.iter().map(ToString::to_string).collect();
+    assert!(
+        problems.iter().any(|p| p.starts_with(&format!("{}:1: parsing the file took longer than", path.display()))),
+        "{problems:#?}"
+    );
+    // Within the budget it parses; a parse left running in the background
+    // finishes on its own and blocks nothing.
+    let mut third = store.update(&second, &[path.clone()]);
+    for _ in 0..100 {
+        if third.problems.is_empty() {
+            break;
+        }
+        // The overrun parse may still be running: it is reported until done.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        third = store.update(&second, &[path.clone()]);
+    }
+    assert!(third.problems.is_empty(), "{:?}", third.problems);
+    assert_eq!(third.get("big").unwrap().title, "Second");
+}

@@ -88,8 +88,99 @@ pub fn split(src: &str) -> Result<Split<'_>, LineError> {
     ))
 }
 
+/// Deepest nesting of lists and maps that front matter may use. Real front
+/// matter nests two or three levels; the parsers take time quadratic in the
+/// depth to reject a file of nothing but `[[[[...`, so the depth is checked
+/// first, by a scan that costs one pass over the text.
+pub const MAX_NESTING: usize = 32;
+
+/// Rejects front matter nested deeper than [`MAX_NESTING`]: flow brackets
+/// and braces (YAML flow collections, TOML arrays and inline tables), plus,
+/// for YAML, the levels of block indentation and `- ` list markers. Quoted
+/// text and comments do not count.
+pub fn check_nesting(split: &Split<'_>) -> Result<(), LineError> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    // YAML block structure: the indentation of each open level.
+    let mut indents: Vec<usize> = Vec::new();
+    for (i, line) in split.front.split('\n').enumerate() {
+        let line_no = split.front_line + i;
+        let too_deep = || {
+            LineError::new(
+                line_no,
+                format!("front matter is nested more than {MAX_NESTING} levels deep; flatten it"),
+            )
+        };
+        if quote.is_none() && depth == 0 && split.format == Format::Yaml {
+            let trimmed = line.trim_start_matches(' ');
+            if !trimmed.is_empty() && !trimmed.starts_with('#') {
+                // Each "- " opens one more level at the next column.
+                let mut indent = line.len() - trimmed.len();
+                let mut rest = trimmed;
+                let mut levels = Vec::new();
+                loop {
+                    levels.push(indent);
+                    match rest.strip_prefix("- ").or_else(|| (rest == "-").then_some("")) {
+                        Some(r) => {
+                            let r2 = r.trim_start_matches(' ');
+                            indent += 2 + (r.len() - r2.len());
+                            rest = r2;
+                            if rest.is_empty() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                while indents.last().is_some_and(|&top| top >= levels[0]) {
+                    indents.pop();
+                }
+                indents.extend(levels);
+                if indents.len() > MAX_NESTING {
+                    return Err(too_deep());
+                }
+            }
+        }
+        let base = indents.len();
+        for c in line.chars() {
+            if let Some(q) = quote {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+                continue;
+            }
+            match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => break,
+                '[' | '{' => {
+                    depth += 1;
+                    if base + depth > MAX_NESTING {
+                        return Err(too_deep());
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        // A YAML single-quoted scalar and a TOML literal string end at the
+        // line; a basic string may not span lines either (TOML) or is
+        // closed by the parser's rules, which the depth does not need.
+        if split.format == Format::Toml || quote == Some('\'') {
+            quote = None;
+        }
+        escaped = false;
+    }
+    Ok(())
+}
+
 /// Parses the front matter into a JSON-like map (TOML dates become strings).
 pub fn parse(split: &Split<'_>) -> Result<Map<String, Value>, LineError> {
+    check_nesting(split)?;
     let value = match split.format {
         Format::Yaml => {
             if split.front.trim().is_empty() {
@@ -289,6 +380,40 @@ mod tests {
         );
         assert_eq!(parse_date("next tuesday"), None);
         assert_eq!(parse_date("2025-02-30"), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = "[".repeat(200_000);
+        let e = parse(&split(&format!("---\ntitle: a\ntags: {deep}\n---\n")).unwrap()).unwrap_err();
+        assert_eq!(e.line, 3, "{e:?}");
+        assert!(e.message.contains("nested more than 32 levels"), "{e:?}");
+        let e = parse(&split(&format!("+++\ntitle = \"a\"\nx = {deep}\n+++\n")).unwrap()).unwrap_err();
+        assert_eq!(e.line, 3, "{e:?}");
+        let e = parse(&split(&format!("+++\nx = {}\n+++\n", "{a=".repeat(40))).unwrap()).unwrap_err();
+        assert!(e.message.contains("nested"), "{e:?}");
+        // Block YAML: indentation and list markers count too.
+        let mut block = String::from("---\n");
+        for i in 0..40 {
+            block.push_str(&format!("{}k{i}:\n", "  ".repeat(i)));
+        }
+        block.push_str("---\n");
+        let e = parse(&split(&block).unwrap()).unwrap_err();
+        assert_eq!(e.line, 2 + MAX_NESTING, "{e:?}");
+        let e = parse(&split(&format!("---\nx:\n{}a\n---\n", "- ".repeat(40))).unwrap()).unwrap_err();
+        assert!(e.message.contains("nested"), "{e:?}");
+    }
+
+    #[test]
+    fn ordinary_nesting_and_brackets_in_text_pass() {
+        for src in [
+            "---\ntitle: \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"\nauthors:\n  - name: A\n    links: [{a: [1, [2]]}]\n  - name: B\n---\n",
+            "---\ntitle: '{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{'\n# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n---\n",
+            "+++\ntitle = 'x[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['\n[extra]\nfeatured = true\n[taxonomies]\ntags = [\"a\", \"]\"]\n+++\n",
+        ] {
+            check_nesting(&split(src).unwrap()).unwrap_or_else(|e| panic!("{src}: {e:?}"));
+            parse(&split(src).unwrap()).unwrap_or_else(|e| panic!("{src}: {e:?}"));
+        }
     }
 
     #[test]

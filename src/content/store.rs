@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
@@ -90,7 +91,20 @@ impl Catalog {
 pub struct DirectoryStore<'a> {
     settings: &'a Settings,
     root: PathBuf,
+    parse_budget: Duration,
 }
+
+/// How long one file's parse may take before it is reported and skipped
+/// (keeping its last good version), so no file stalls the publisher.
+pub const PARSE_BUDGET: Duration = Duration::from_secs(2);
+
+/// Files up to this size parse in well under a millisecond and are parsed
+/// on the scanning thread; larger ones on a watched thread of their own.
+const WATCHED_FILE_BYTES: usize = 64 * 1024;
+
+/// Files whose watched parse overran its budget and is still running: a
+/// rescan reports them again instead of starting another parse.
+static OVERDUE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// What reading one file gave.
 enum FileResult {
@@ -105,7 +119,17 @@ impl<'a> DirectoryStore<'a> {
     }
 
     pub fn with_root(settings: &'a Settings, root: PathBuf) -> Self {
-        Self { settings, root }
+        Self {
+            settings,
+            root,
+            parse_budget: PARSE_BUDGET,
+        }
+    }
+
+    /// The same store with another per-file parse budget.
+    pub fn with_parse_budget(mut self, budget: Duration) -> Self {
+        self.parse_budget = budget;
+        self
     }
 
     /// Whether the content folder is there and readable. Its absence is
@@ -312,11 +336,59 @@ impl<'a> DirectoryStore<'a> {
             Ok(b) => b,
             Err(e) => return problem(format!("cannot read the file: {e}")),
         };
-        match CaseStudy::from_file(path, &bytes, self.settings) {
+        let parsed = if bytes.len() > WATCHED_FILE_BYTES {
+            match self.parse_watched(path, bytes) {
+                Some(r) => r,
+                None => {
+                    return problem(format!(
+                        "parsing the file took longer than {:?}; skipped (its last good version stays); simplify its front matter",
+                        self.parse_budget
+                    ))
+                }
+            }
+        } else {
+            CaseStudy::from_file(path, &bytes, self.settings)
+        };
+        match parsed {
             Ok(Parsed::Study(s)) => FileResult::Study(Arc::from(s)),
             Ok(Parsed::Draft) => FileResult::Skip { draft: true },
             Ok(Parsed::NotAnEntry) => FileResult::Skip { draft: false },
             Err(p) => FileResult::Problem(p),
+        }
+    }
+
+    /// Parses a large file on a thread of its own and waits at most the
+    /// budget; None when it overran (the thread finishes in the background
+    /// and its result is dropped).
+    fn parse_watched(&self, path: &Path, bytes: Vec<u8>) -> Option<Result<Parsed, Problem>> {
+        let overdue = |p: &Path| OVERDUE.lock().expect("not poisoned").iter().any(|o| o == p);
+        if overdue(path) {
+            return None;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (owned, settings) = (path.to_owned(), self.settings.clone());
+        let spawned = std::thread::Builder::new()
+            .name("casewire-parse".into())
+            .spawn(move || {
+                let _ = tx.send(CaseStudy::from_file(&owned, &bytes, &settings));
+                OVERDUE.lock().expect("not poisoned").retain(|o| o != &owned);
+            });
+        if spawned.is_err() {
+            // No thread to spare: parse here rather than not at all.
+            let bytes = std::fs::read(path).unwrap_or_default();
+            return Some(CaseStudy::from_file(path, &bytes, self.settings));
+        }
+        match rx.recv_timeout(self.parse_budget) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                let mut list = OVERDUE.lock().expect("not poisoned");
+                // The thread may have finished between the timeout and the lock.
+                if let Ok(r) = rx.try_recv() {
+                    return Some(r);
+                }
+                list.push(path.to_owned());
+                None
+            }
         }
     }
 
