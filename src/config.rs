@@ -77,6 +77,16 @@ struct RawContent {
     sources: Vec<RawSource>,
     max_file_kb: Option<u64>,
     rescan_seconds: Option<u64>,
+    sections: Option<Vec<RawSection>>,
+    #[serde(default)]
+    expected_sections: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawSection {
+    key: String,
+    headings: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -215,6 +225,10 @@ pub struct ContentSettings {
     pub max_file_bytes: u64,
     /// Full rescan interval, the safety net under file-system events (default 300 s).
     pub rescan_interval: Duration,
+    /// The sections case studies are written in, recognised by their
+    /// headings (default [`crate::content::sections::defaults`]); those named
+    /// in `expected_sections` make `check` warn when a case study lacks them.
+    pub sections: Vec<crate::content::sections::SectionSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -579,6 +593,51 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         p.push("[content] rescan_seconds", "must be at least 1");
     }
 
+    let sections = match &raw.content.sections {
+        None => crate::content::sections::defaults(),
+        Some(list) => {
+            let mut out: Vec<crate::content::sections::SectionSpec> = Vec::new();
+            for (i, sec) in list.iter().enumerate() {
+                let key = format!("[content] sections[{i}]");
+                if sec.key.is_empty()
+                    || !sec.key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    p.push(&format!("{key}.key"), format!("{:?} must be lower-case letters, digits and _ (e.g. \"root_cause\")", sec.key));
+                } else if out.iter().any(|o| o.key == sec.key) {
+                    p.push(&format!("{key}.key"), format!("{:?} appears twice", sec.key));
+                }
+                let headings: Vec<String> = sec
+                    .headings
+                    .iter()
+                    .map(|h| crate::content::sections::normalize(h))
+                    .filter(|h| !h.is_empty())
+                    .collect();
+                if headings.is_empty() {
+                    p.push(&format!("{key}.headings"), "needs at least one heading text, e.g. [\"Root cause\", \"Cause\"]");
+                }
+                out.push(crate::content::sections::SectionSpec {
+                    key: sec.key.clone(),
+                    headings,
+                    expected: false,
+                });
+            }
+            out
+        }
+    };
+    let mut sections = sections;
+    for key in &raw.content.expected_sections {
+        match sections.iter_mut().find(|s| s.key == *key) {
+            Some(s) => s.expected = true,
+            None => p.push(
+                "[content] expected_sections",
+                format!(
+                    "{key:?} is not a section (expected one of: {})",
+                    sections.iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ),
+        }
+    }
+
     // [feeds]
     let items = raw.feeds.items.unwrap_or(50);
     if !(1..=1000).contains(&items) {
@@ -865,6 +924,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             sources,
             max_file_bytes: max_file_kb * 1024,
             rescan_interval: Duration::from_secs(rescan),
+            sections,
         },
         feeds: FeedSettings {
             out_dir: raw.feeds.out_dir.unwrap_or_else(|| "public/feeds".into()),
@@ -1019,6 +1079,16 @@ timezone = "Europe/Berlin"
         let bad = MINIMAL.replace("[mail]", "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n\n[mail]");
         let err = parse(&bad, &[]).unwrap_err().to_string();
         assert!(err.contains("[http] trusted_proxies: \"10.0.0.0/33\" is not an IP network"), "{err}");
+    }
+
+    #[test]
+    fn expected_sections_must_name_a_section() {
+        let text = MINIMAL.replace("[mail]", "[content]\nexpected_sections = [\"root_cause\", \"rootcause\"]\n\n[mail]");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("[content] expected_sections: \"rootcause\" is not a section (expected one of: summary, root_cause"), "{err}");
+        let ok = parse(&text.replace(", \"rootcause\"", ""), &[]).unwrap();
+        let expected: Vec<&str> = ok.content.sections.iter().filter(|s| s.expected).map(|s| s.key.as_str()).collect();
+        assert_eq!(expected, ["root_cause"]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod frontmatter;
 pub mod markdown;
 pub mod model;
+pub mod sections;
 pub mod store;
 pub mod text;
 pub mod upstream;

@@ -40,6 +40,9 @@ pub struct CaseStudy {
     /// What was wrong with the source but repaired (characters XML forbids,
     /// dropped); `path:line: warning: ...`, reported and not an error.
     pub warnings: Vec<Problem>,
+    /// The sections recognised from the body's headings (`[content]
+    /// sections`), in document order; empty for upstream entries.
+    pub sections: Vec<super::sections::Section>,
     /// Sanitized, absolute-linked HTML; rendered on first use and then kept.
     html: OnceLock<Arc<str>>,
 }
@@ -90,6 +93,11 @@ impl CaseStudy {
     /// Minutes to read at 230 words a minute, at least 1.
     pub fn reading_minutes(&self) -> usize {
         self.words.div_ceil(230).max(1)
+    }
+
+    /// The section with this key, if the case study has it.
+    pub fn section(&self, key: &str) -> Option<&super::sections::Section> {
+        self.sections.iter().find(|s| s.key == key)
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -167,6 +175,7 @@ impl CaseStudy {
             origin,
             link,
             warnings: Vec::new(),
+            sections: Vec::new(),
             html: cell,
         }
     }
@@ -338,6 +347,25 @@ impl CaseStudy {
         let authors = fm.authors().map_err(|e| problem(e.line, e.message))?;
         let featured = fm.featured().map_err(|e| problem(e.line, e.message))?;
         let link = settings.permalink(&slug);
+        let sections = super::sections::extract(split.body, &settings.content.sections);
+        let missing = super::sections::missing(&sections, &settings.content.sections);
+        if !missing.is_empty() {
+            // The body's first non-blank line.
+            let body = split.body;
+            let blank = &body[..body.len() - body.trim_start().len()];
+            let body_line = if src.ends_with(body) {
+                src[..src.len() - body.len()].matches('\n').count() + blank.matches('\n').count() + 1
+            } else {
+                1
+            };
+            warnings.push(problem(
+                body_line,
+                format!(
+                    "warning: no {} section (expected by [content] sections; give it a heading such as \"## Root cause\")",
+                    missing.join(", ")
+                ),
+            ));
+        }
         Ok(Parsed::Study(Box::new(CaseStudy {
             slug,
             title,
@@ -353,6 +381,7 @@ impl CaseStudy {
             origin: Origin::File(path.to_owned()),
             link,
             warnings,
+            sections,
             html: OnceLock::new(),
         })))
     }

@@ -34,7 +34,21 @@ struct Item {
     reading_minutes: usize,
     featured: bool,
     published: String,
+    /// First sentence of the root cause section, or "" without one.
+    root_cause: String,
+    /// Recognised sections by key (`heading`, `text`, `first_line`).
+    sections: std::collections::BTreeMap<String, SectionView>,
 }
+
+#[derive(Debug, Serialize)]
+struct SectionView {
+    heading: String,
+    text: String,
+    first_line: String,
+}
+
+/// Longest one-line teaser taken from a section.
+const FIRST_LINE_CHARS: usize = 200;
 
 #[derive(Debug, Serialize)]
 struct Group {
@@ -89,6 +103,24 @@ pub fn render(env: &Environment<'_>, input: DigestInput<'_>) -> anyhow::Result<D
         reading_minutes: s.reading_minutes(),
         featured: s.featured,
         published: s.published.format("%Y-%m-%d").to_string(),
+        root_cause: s
+            .section("root_cause")
+            .map(|r| r.first_line(FIRST_LINE_CHARS))
+            .unwrap_or_default(),
+        sections: s
+            .sections
+            .iter()
+            .map(|sec| {
+                (
+                    sec.key.clone(),
+                    SectionView {
+                        heading: sec.heading.clone(),
+                        text: sec.text.clone(),
+                        first_line: sec.first_line(FIRST_LINE_CHARS),
+                    },
+                )
+            })
+            .collect(),
     };
 
     // Each case study appears once, under the first of its categories the reader follows.

@@ -60,6 +60,9 @@ struct Extension<'a> {
     categories: Vec<&'a str>,
     featured: bool,
     reading_minutes: usize,
+    /// The recognised sections by key: `{ "heading": ..., "text": ... }`.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    sections: serde_json::Map<String, serde_json::Value>,
 }
 
 pub fn write(view: &FeedView<'_>) -> Vec<u8> {
@@ -119,6 +122,19 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
                     categories: s.categories.iter().map(|c| c.as_str()).collect(),
                     featured: s.featured,
                     reading_minutes: s.reading_minutes(),
+                    sections: s
+                        .sections
+                        .iter()
+                        .map(|sec| {
+                            (
+                                sec.key.clone(),
+                                serde_json::json!({
+                                    "heading": clean(&sec.heading),
+                                    "text": clean(&sec.text),
+                                }),
+                            )
+                        })
+                        .collect(),
                 },
             })
             .collect(),
