@@ -396,7 +396,7 @@ impl Settings {
             }
             RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
                 origin: format!("{file} with {}", names.join(", ")),
-                message: e.message().to_owned(),
+                message: redact_in(e.message()),
             })?
         };
         validate(path, raw)
@@ -436,7 +436,7 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     ConfigError::Syntax {
         path: path.to_owned(),
         line,
-        message: e.message().to_owned(),
+        message: redact_in(e.message()),
     }
 }
 
@@ -551,7 +551,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             _ => {
                 p.push(
                     &format!("{key}.feed"),
-                    format!("{:?} is not an http(s) URL", s.feed),
+                    format!("{:?} is not an http(s) URL", redact(&s.feed)),
                 );
                 None
             }
@@ -653,7 +653,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             _ => {
                 p.push(
                     "[feeds] websub_hub",
-                    format!("{h:?} is not an http(s) URL (or \"\" to disable)"),
+                    format!("{:?} is not an http(s) URL (or \"\" to disable)", redact(h)),
                 );
                 None
             }
@@ -671,7 +671,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
     {
         p.push(
             "[database] url",
-            format!("{db_url:?} is not supported (expected \"sqlite://path\" or \"postgres://…\")"),
+            format!("{:?} is not supported (expected \"sqlite://path\" or \"postgres://…\")", redact(&db_url)),
         );
     }
 
@@ -985,15 +985,52 @@ fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
-/// Hides the password of a URL before it reaches a message or a log.
+/// Hides the password of a URL before it reaches a message or a log. A
+/// value that does not parse as a URL is masked by text (everything between
+/// `scheme://user` and the last `@`), so a typo never prints a password.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
+        Ok(mut u) if u.has_host() => {
+            if u.password().is_none() {
+                return url.to_owned();
+            }
             let _ = u.set_password(Some("***"));
             u.to_string()
         }
-        _ => url.to_owned(),
+        _ => match url.find("://") {
+            Some(i) => format!("{}{}", &url[..i + 3], mask_userinfo(&url[i + 3..])),
+            None => mask_userinfo(url),
+        },
     }
+}
+
+/// `user:password@rest` as `user:***@rest` (`***@rest` without a colon).
+fn mask_userinfo(run: &str) -> String {
+    let Some(at) = run.rfind('@') else {
+        return run.to_owned();
+    };
+    match run[..at].find(':') {
+        Some(colon) => format!("{}:***{}", &run[..colon], &run[at..]),
+        None => format!("***{}", &run[at..]),
+    }
+}
+
+/// Masks the credentials of every `scheme://user:password@` in a free text
+/// (a library's error message, say), up to the last `@` before a space or quote.
+pub fn redact_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
+            .unwrap_or(tail.len());
+        out.push_str(&mask_userinfo(&tail[..end]));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -1128,5 +1165,45 @@ timezone = "Europe/Berlin"
     #[test]
     fn redact_hides_passwords() {
         assert_eq!(redact("smtps://u:secret@h:465"), "smtps://u:***@h:465");
+        assert_eq!(redact("postgres://app@db/cw"), "postgres://app@db/cw");
+        assert_eq!(redact("https://example.com/feed.xml"), "https://example.com/feed.xml");
+    }
+
+    /// An smtp_url that does not parse printed its password in the error.
+    #[test]
+    fn unparseable_urls_never_show_their_password() {
+        for (url, shown) in [
+            ("smtp://user:s3cret@mail.example.com:25x", "smtp://user:***@mail.example.com:25x"),
+            ("smtp://user:s3c ret@host:25", "smtp://user:***@host:25"),
+            ("smtps://user:s3/cr#et@host:465", "smtps://user:***@host:465"),
+            ("user:s3cret@host:25", "user:***@host:25"),
+            ("imaps://tok3n@host:99999/INBOX", "imaps://***@host:99999/INBOX"),
+        ] {
+            let r = redact(url);
+            assert!(!r.contains("s3") && !r.contains("tok3n"), "{url} -> {r}");
+            assert_eq!(r, shown, "{url}");
+        }
+        assert_eq!(
+            redact_in("error with configuration: smtp://u:s3cret@h:x and \"postgres://a:b@c/d\""),
+            "error with configuration: smtp://u:***@h:x and \"postgres://a:***@c/d\""
+        );
+        for (key, value) in [
+            ("[mail]\nsmtp_url", "smtp://user:s3cret@mail.example.com:25x"),
+            ("[database]\nurl", "mysql://user:s3cret@db.example.com/cw"),
+            ("[feeds]\nwebsub_hub", "ftp://user:s3cret@hub.example.com/"),
+        ] {
+            let text = MINIMAL.replace("[mail]\n", "[mail]\ntransport = \"smtp\"\n");
+            let (section, key) = key.split_once('\n').unwrap();
+            let text = if text.contains(&format!("{section}\n")) {
+                text.replace(&format!("{section}\n"), &format!("{section}\n{key} = \"{value}\"\n"))
+            } else {
+                format!("{text}\n{section}\n{key} = \"{value}\"\n")
+            };
+            let err = Settings::from_toml(Path::new("c.toml"), &text, std::iter::empty())
+                .expect_err("invalid")
+                .to_string();
+            assert!(err.contains(section), "{err}");
+            assert!(!err.contains("s3cret"), "{section} {key}: {err}");
+        }
     }
 }

@@ -281,7 +281,7 @@ impl Publisher {
             let entries = self.upstream.get(feed).map(Vec::as_slice).unwrap_or_default();
             let seeded = self.ledger.seed_source(feed, entries, now).await?;
             if seeded > 0 {
-                tracing::info!(%feed, seeded, "first fetch of an upstream source: recorded its entries without announcing them");
+                tracing::info!(feed = %crate::config::redact(feed.as_str()), seeded, "first fetch of an upstream source: recorded its entries without announcing them");
             }
         }
         let report = self.ledger.sync(&catalog, now).await?;

@@ -79,7 +79,7 @@ impl UpstreamPoller {
                 }
                 Ok(Fetched::Entries(entries)) => {
                     failures = 0;
-                    tracing::debug!(feed = %self.source.feed, entries = entries.len(), "upstream feed fetched");
+                    tracing::debug!(feed = %crate::config::redact(self.source.feed.as_str()), entries = entries.len(), "upstream feed fetched");
                     let cmd = Command::Upstream {
                         feed: self.source.feed.clone(),
                         entries,
@@ -120,7 +120,8 @@ pub async fn fetch(
     settings: &Settings,
     validators: &mut Validators,
 ) -> Result<Fetched, UpstreamError> {
-    let url = source.feed.to_string();
+    // Messages name the feed without its credentials; reqwest's errors drop the URL.
+    let url = crate::config::redact(source.feed.as_str());
     let mut request = client.get(source.feed.clone()).header(
         reqwest::header::ACCEPT,
         "application/atom+xml, application/rss+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.1",
@@ -136,7 +137,7 @@ pub async fn fetch(
         .await
         .map_err(|source| UpstreamError::Request {
             url: url.clone(),
-            source,
+            source: source.without_url(),
         })?;
     if response.status() == reqwest::StatusCode::NOT_MODIFIED {
         return Ok(Fetched::NotModified);
@@ -171,7 +172,7 @@ pub async fn fetch(
         .await
         .map_err(|source| UpstreamError::Request {
             url: url.clone(),
-            source,
+            source: source.without_url(),
         })?
     {
         if body.len() + chunk.len() > MAX_FEED_BYTES {
@@ -303,11 +304,11 @@ fn from_atom(
 fn build(e: Entry<'_>, source: &Source, settings: &Settings) -> Option<CaseStudy> {
     let title = e.title.trim();
     let Some(published) = e.published.or(e.updated) else {
-        tracing::warn!(feed = %source.feed, id = e.id, "upstream entry has no date; skipped");
+        tracing::warn!(feed = %crate::config::redact(source.feed.as_str()), id = e.id, "upstream entry has no date; skipped");
         return None;
     };
     if title.is_empty() || e.id.is_empty() {
-        tracing::warn!(feed = %source.feed, id = e.id, "upstream entry has no title or id; skipped");
+        tracing::warn!(feed = %crate::config::redact(source.feed.as_str()), id = e.id, "upstream entry has no title or id; skipped");
         return None;
     }
     // Only a web link goes into feeds and digests: `javascript:` or `data:`
@@ -317,7 +318,7 @@ fn build(e: Entry<'_>, source: &Source, settings: &Settings) -> Option<CaseStudy
         .and_then(|l| match source.feed.join(l.trim()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
             _ => {
-                tracing::warn!(feed = %source.feed, id = e.id, link = l, "upstream entry's link is not an http(s) URL; dropped it");
+                tracing::warn!(feed = %crate::config::redact(source.feed.as_str()), id = e.id, link = l, "upstream entry's link is not an http(s) URL; dropped it");
                 None
             }
         })
@@ -349,7 +350,7 @@ fn build(e: Entry<'_>, source: &Source, settings: &Settings) -> Option<CaseStudy
         .chain(e.authors.iter().map(String::as_str))
         .find_map(super::text::describe_forbidden)
     {
-        tracing::warn!(feed = %source.feed, id = e.id, "upstream entry holds characters XML forbids ({what}); dropped them");
+        tracing::warn!(feed = %crate::config::redact(source.feed.as_str()), id = e.id, "upstream entry holds characters XML forbids ({what}); dropped them");
     }
     let html = markdown::sanitize(e.content.unwrap_or(""), &link);
     let summary_source = e.summary.unwrap_or(e.content.unwrap_or(""));

@@ -31,17 +31,17 @@ impl WebSubNotifier {
                             .with_max_times(5)
                             .with_jitter(),
                     )
-                    .notify(|e, after| tracing::warn!(hub = %self.hub, feed = %url, "WebSub publish failed, retrying in {after:?}: {e}"))
+                    .notify(|e, after| tracing::warn!(hub = %crate::config::redact(self.hub.as_str()), feed = %url, "WebSub publish failed, retrying in {after:?}: {e}"))
                     .await;
                 match result {
                     Ok(()) => {
                         metrics::counter!("casewire_websub_notifications_total", "result" => "ok")
                             .increment(1);
-                        tracing::info!(hub = %self.hub, feed = %url, "notified WebSub hub");
+                        tracing::info!(hub = %crate::config::redact(self.hub.as_str()), feed = %url, "notified WebSub hub");
                     }
                     Err(e) => {
                         metrics::counter!("casewire_websub_notifications_total", "result" => "failed").increment(1);
-                        tracing::error!(hub = %self.hub, feed = %url, "WebSub publish gave up: {e}");
+                        tracing::error!(hub = %crate::config::redact(self.hub.as_str()), feed = %url, "WebSub publish gave up: {e}");
                     }
                 }
             }
@@ -55,7 +55,7 @@ async fn publish(client: &reqwest::Client, hub: &url::Url, feed: &url::Url) -> R
         .form(&[("hub.mode", "publish"), ("hub.url", feed.as_str())])
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.without_url().to_string())?;
     if response.status().is_success() {
         Ok(())
     } else {
