@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         .init();
     match casewire::commands::dispatch(cli) {
         Ok(exit) => ExitCode::from(exit as u8),
+        // The reader of stdout went away (`| head`): not a failure.
+        Err(e) if casewire::commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(casewire::commands::Exit::Failed as u8)

@@ -18,7 +18,7 @@ use crate::store::{from_millis, outbox, Db};
 pub fn schedule(settings: &Settings) -> Result<Exit> {
     let now = Utc::now();
     for e in &settings.editions {
-        println!(
+        outln!(
             "{} ({}) — {} in {}",
             e.slug,
             e.name,
@@ -26,11 +26,11 @@ pub fn schedule(settings: &Settings) -> Result<Exit> {
             e.timezone
         );
         match &e.schedule {
-            ScheduleSpec::Instant => println!("  fires on every newly published case study"),
+            ScheduleSpec::Instant => outln!("  fires on every newly published case study"),
             ScheduleSpec::Cron(s) => {
                 for t in s.upcoming(now, e.timezone, 5) {
                     let local = t.with_timezone(&e.timezone);
-                    println!(
+                    outln!(
                         "  {}  ({} UTC)",
                         local.format("%a %Y-%m-%d %H:%M %Z"),
                         t.format("%Y-%m-%d %H:%M")
@@ -163,8 +163,8 @@ pub fn preview(
     let vars = digest_vars(settings, &from, slug, "PREVIEW");
     let fill = |s: &str| fill_links(s, &vars.unsubscribe_url, &vars.preferences_url);
     match format {
-        PreviewFormat::Html => println!("{}", fill(&digest.html)),
-        PreviewFormat::Text => println!("{}", fill(&digest.text)),
+        PreviewFormat::Html => outln!("{}", fill(&digest.html)),
+        PreviewFormat::Text => outln!("{}", fill(&digest.text)),
         PreviewFormat::Eml => {
             let message = compose(
                 settings,
@@ -177,7 +177,7 @@ pub fn preview(
                     headers: vars.headers.to_vec(),
                 },
             )?;
-            print!("{}", String::from_utf8_lossy(&message.formatted()));
+            out!("{}", String::from_utf8_lossy(&message.formatted()));
         }
     }
     Ok(Exit::Ok)
@@ -247,23 +247,23 @@ pub fn status(settings: &Settings) -> Result<Exit> {
     super::runtime()?.block_on(async {
         let db = Db::open(&settings.database.url).await?;
         let now = Utc::now();
-        println!("Outbox");
+        outln!("Outbox");
         let states = outbox::depth_by_state(&db).await?;
         if states.is_empty() {
-            println!("  empty");
+            outln!("  empty");
         }
         for (state, n) in states {
-            println!("  {state:<11} {n}");
+            outln!("  {state:<11} {n}");
         }
-        println!("Relay");
+        outln!("Relay");
         match crate::store::relay::load(&db).await {
-            Ok(None) => println!("  no fault recorded"),
-            Ok(Some(r)) if r.paused == 1 => println!(
+            Ok(None) => outln!("  no fault recorded"),
+            Ok(Some(r)) if r.paused == 1 => outln!(
                 "  PAUSED, delivery waits for the relay: {} (as of {})",
                 r.message.as_deref().unwrap_or("no reason stored"),
                 from_millis(r.updated_at).format("%Y-%m-%d %H:%M:%S UTC")
             ),
-            Ok(Some(r)) => println!(
+            Ok(Some(r)) => outln!(
                 "  ok; last fault: {}; resumed {}; {} pause(s)",
                 r.message.as_deref().unwrap_or("none"),
                 r.resumed_at
@@ -271,9 +271,9 @@ pub fn status(settings: &Settings) -> Result<Exit> {
                     .unwrap_or_else(|| "-".into()),
                 r.pauses
             ),
-            Err(e) => println!("  unknown ({e}); run `casewire migrate`"),
+            Err(e) => outln!("  unknown ({e}); run `casewire migrate`"),
         }
-        println!("Editions");
+        outln!("Editions");
         for e in &settings.editions {
             let last = crate::store::editions::last_run(&db, e.slug.as_str()).await?;
             let last = match last {
@@ -300,15 +300,15 @@ pub fn status(settings: &Settings) -> Result<Exit> {
                     })
                     .unwrap_or_default(),
             };
-            println!("  {:<12} {last}; {next}", e.slug.as_str());
+            outln!("  {:<12} {last}; {next}", e.slug.as_str());
         }
-        println!("Recent failures");
+        outln!("Recent failures");
         let failures = outbox::recent_failures(&db, 10).await?;
         if failures.is_empty() {
-            println!("  none");
+            outln!("  none");
         }
         for f in failures {
-            println!(
+            outln!(
                 "  {} {} [{}{}] after {} attempt(s): {}",
                 from_millis(f.updated_at).format("%Y-%m-%d %H:%M:%S UTC"),
                 f.recipient,

@@ -1,6 +1,19 @@
 //! What each command does. Each returns the process exit status the command
 //! line promises: 0 ok, 1 the work failed, 2 bad usage or configuration.
 
+/// `println!` for command output: a reader that went away (`casewire status
+/// | head`) ends the process quietly with status 0, as ripgrep does, instead
+/// of the panic `println!` gives on a broken pipe.
+macro_rules! outln {
+    () => { $crate::commands::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` with the same broken-pipe rule as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!($($arg)*)) };
+}
+
 mod check;
 mod editions;
 mod feeds;
@@ -17,6 +30,50 @@ pub enum Exit {
     Ok = 0,
     Failed = 1,
     Usage = 2,
+}
+
+/// Writes command output to stdout; see [`outln!`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args) {
+        exit_on_broken_pipe(&e);
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(Exit::Failed as i32);
+    }
+}
+
+/// Stdout for writers (CSV) that report errors in their own types: a broken
+/// pipe ends the process quietly, as [`outln!`] does.
+pub struct QuietStdout<'a>(pub std::io::StdoutLock<'a>);
+
+impl std::io::Write for QuietStdout<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).inspect_err(exit_on_broken_pipe)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().inspect_err(exit_on_broken_pipe)
+    }
+}
+
+/// Ends the process with status 0 when `e` says stdout's reader went away.
+pub fn exit_on_broken_pipe(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(Exit::Ok as i32);
+    }
+}
+
+/// Whether an error that escaped a command is a broken pipe (e.g. a CSV
+/// export written into `| head`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<csv::Error>().is_some_and(|c| {
+                matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+    })
 }
 
 pub fn load_settings(cli: &Cli) -> Result<Settings, ConfigError> {

@@ -144,8 +144,8 @@ pub fn run(settings: &Settings, command: SubscribersCommand) -> Result<Exit> {
                 }
             }
             SubscribersCommand::Export => {
-                let stdout = std::io::stdout();
-                let n = import::export(&db, std::io::BufWriter::new(stdout.lock())).await?;
+                let stdout = super::QuietStdout(std::io::stdout().lock());
+                let n = import::export(&db, std::io::BufWriter::new(stdout)).await?;
                 eprintln!("exported {n} subscriber(s)");
                 Exit::Ok
             }
