@@ -231,6 +231,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         health: health.clone(),
         signals: signals.clone(),
         form_key: form_key.clone(),
+        webhooks: Arc::new(crate::bounces::webhooks::WebhookState::new(Some(
+            crate::bounces::verp::key(&form_key),
+        ))),
     };
     tracker.spawn(HttpServer { listener, state }.run(shutdown.clone()));
     let parts = Parts {

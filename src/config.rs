@@ -52,6 +52,8 @@ struct RawConfig {
     #[serde(default)]
     templates: RawTemplates,
     #[serde(default)]
+    bounces: crate::bounces::config::RawBounces,
+    #[serde(default)]
     categories: Vec<RawCategory>,
     #[serde(default)]
     editions: Vec<RawEdition>,
@@ -194,6 +196,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub mail: MailSettings,
     pub templates: TemplateSettings,
+    /// `[bounces]`: bounce mailbox, webhooks, and the bounce policy.
+    pub bounces: crate::bounces::config::BounceSettings,
     pub categories: Vec<Category>,
     pub editions: Vec<Edition>,
 }
@@ -901,6 +905,13 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         });
     }
 
+    // [bounces]
+    let mut bounce_problems = Vec::new();
+    let bounces = raw.bounces.validate(&mut bounce_problems);
+    for (key, message) in bounce_problems {
+        p.push(&key, message);
+    }
+
     if !p.list.is_empty() {
         return Err(ConfigError::Invalid {
             origin: format!("{} problem(s)", p.list.len()),
@@ -962,6 +973,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         templates: TemplateSettings {
             dir: raw.templates.dir.unwrap_or_else(|| "templates".into()),
         },
+        bounces,
         categories,
         editions,
     })

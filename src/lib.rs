@@ -11,6 +11,7 @@
 //! - [`editions`]: schedules, segmentation, digest rendering.
 //! - [`store`]: SQLite/PostgreSQL access; the publication ledger.
 //! - [`subscribers`]: sign-up, confirmation, preferences, unsubscribe, import/export.
+//! - [`bounces`]: DSN/ARF parsing, the bounce mailbox, ESP webhooks, VERP, the bounce policy.
 //! - [`delivery`]: the outbox's delivery worker, transports (SMTP pool, .eml files), DKIM,
 //!   the failure policy (`delivery::policy`) and the relay's circuit breaker (`delivery::relay`).
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
@@ -24,6 +25,7 @@
 //! - [`templates`]: minijinja environments for e-mail and pages.
 
 pub mod app;
+pub mod bounces;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -40,6 +40,8 @@ pub struct AppState {
     pub signals: crate::signals::Signals,
     /// Signs and checks the sign-up form's render time.
     pub form_key: Arc<crate::keys::ServerKey>,
+    /// Certificate cache and replay protection of `/webhooks/`.
+    pub webhooks: Arc<crate::bounces::webhooks::WebhookState>,
 }
 
 impl AppState {
@@ -56,6 +58,16 @@ pub fn router(state: AppState) -> Router {
         .merge(subscriber_routes())
         .layer(middleware::from_fn(track))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        // ESPs post batches (SendGrid up to a thousand events at once).
+        .merge(
+            Router::new()
+                .route(
+                    "/webhooks/{provider}",
+                    axum::routing::post(crate::bounces::webhooks::receive),
+                )
+                .layer(middleware::from_fn(track))
+                .layer(tower_http::limit::RequestBodyLimitLayer::new(2 * 1024 * 1024)),
+        )
         .with_state(state)
 }
 
