@@ -1,0 +1,404 @@
+//! Bounces and complaints that come back after sending: ESP webhooks over
+//! real HTTP, each authenticated as its provider signs it (a real P-256 key
+//! for SendGrid, HMAC for Mailgun, basic auth for Postmark, an RSA key and
+//! an X.509 certificate made by openssl and served over loopback HTTP for
+//! SNS), and the policy checked in the database on both engines.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use casewire::config::Settings;
+use casewire::store::subscribers::Status;
+use common::subs::TestApp;
+use common::{Engine, TestDb};
+
+const POSTMARK_USER: &str = "postmark-hook";
+const POSTMARK_PASS: &str = "a-long-postmark-password";
+const MAILGUN_KEY: &str = "key-0123456789abcdef0123456789abcdef";
+
+/// The app with every webhook configured; `extra` is more `[bounces]` keys.
+async fn spawn(engine: Engine, bounces: &str) -> TestApp {
+    let db = TestDb::new(engine).await;
+    let port = common::smtp::free_port();
+    let text = common::subs::config_text(&db, port, Some(common::subs::ADMIN_TOKEN))
+        + &format!("\n[bounces]\n{bounces}\n");
+    let path = db.path().join("casewire.toml");
+    std::fs::write(&path, &text).unwrap();
+    let settings = Settings::from_toml(&path, &text, Vec::new()).expect("test settings");
+    let app = casewire::app::start(settings.clone()).await.expect("app starts");
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        app,
+        client: reqwest::Client::new(),
+        db,
+        settings,
+    }
+}
+
+async fn subscriber(app: &TestApp, email: &str) {
+    casewire::subscribers::add(
+        &app.settings,
+        &app.app.db,
+        &casewire::subscribers::SignUp {
+            email: email.into(),
+            name: "Reader".into(),
+            categories: Vec::new(),
+            editions: Vec::new(),
+        },
+        Status::Confirmed,
+        "test",
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("add a subscriber");
+}
+
+async fn suppressed(app: &TestApp, email: &str) -> bool {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM suppressions WHERE email = $1")
+        .bind(email)
+        .fetch_one(&app.app.db.pool)
+        .await
+        .unwrap()
+        > 0
+}
+
+async fn events(app: &TestApp) -> Vec<(String, String, Option<String>, String)> {
+    sqlx::query_as("SELECT email, kind, status, source FROM bounce_events ORDER BY id")
+        .fetch_all(&app.app.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn post(app: &TestApp, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    let mut r = app.client.post(app.url(path)).body(body.to_vec());
+    for (k, v) in headers {
+        r = r.header(*k, v);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+// ---------------------------------------------------------------------------
+
+fn sendgrid_key() -> (p256::ecdsa::SigningKey, String) {
+    use p256::pkcs8::EncodePublicKey as _;
+    let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let der = key.verifying_key().to_public_key_der().unwrap();
+    (key, base64::engine::general_purpose::STANDARD.encode(der.as_bytes()))
+}
+
+fn sendgrid_headers(key: &p256::ecdsa::SigningKey, body: &[u8]) -> Vec<(&'static str, String)> {
+    use p256::ecdsa::signature::Signer as _;
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let mut signed = ts.as_bytes().to_vec();
+    signed.extend_from_slice(body);
+    let sig: p256::ecdsa::Signature = key.sign(&signed);
+    vec![
+        (
+            "X-Twilio-Email-Event-Webhook-Signature",
+            base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes()),
+        ),
+        ("X-Twilio-Email-Event-Webhook-Timestamp", ts),
+        ("Content-Type", "application/json".into()),
+    ]
+}
+
+async fn sendgrid_bounces_need_a_valid_signature_and_count_once(engine: Engine) {
+    let (key, public) = sendgrid_key();
+    let app = spawn(engine, &format!("[bounces.webhooks.sendgrid]\npublic_key = \"{public}\"")).await;
+    subscriber(&app, "gone@example.net").await;
+    subscriber(&app, "reporter@example.net").await;
+    let body = serde_json::json!([
+        {"email": "gone@example.net", "event": "bounce", "type": "bounce", "status": "5.1.1",
+         "reason": "550 5.1.1 user unknown", "sg_event_id": "ev-1", "timestamp": 1764000000},
+        {"email": "reporter@example.net", "event": "spamreport", "sg_event_id": "ev-2", "timestamp": 1764000001},
+        {"email": "opened@example.net", "event": "open", "sg_event_id": "ev-3", "timestamp": 1764000002}
+    ])
+    .to_string();
+
+    // Unsigned, and signed by another key: refused, nothing recorded.
+    let (status, _) = post(&app, "/webhooks/sendgrid", &[], body.as_bytes()).await;
+    assert_eq!(status, 401);
+    let (other, _) = sendgrid_key();
+    let (status, _) = post(&app, "/webhooks/sendgrid", &sendgrid_headers(&other, body.as_bytes()), body.as_bytes()).await;
+    assert_eq!(status, 401);
+    // Signed over other bytes.
+    let mut headers = sendgrid_headers(&key, body.as_bytes());
+    let (status, _) = post(&app, "/webhooks/sendgrid", &headers, b"[]").await;
+    assert_eq!(status, 401);
+    assert!(events(&app).await.is_empty());
+    assert!(!suppressed(&app, "gone@example.net").await);
+
+    let (status, reply) = post(&app, "/webhooks/sendgrid", &headers, body.as_bytes()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("\"recorded\":2"), "{reply}");
+    assert!(suppressed(&app, "gone@example.net").await);
+    assert!(suppressed(&app, "reporter@example.net").await);
+    assert_eq!(app.status("reporter@example.net").await.as_deref(), Some("unsubscribed"));
+    assert_eq!(app.status("gone@example.net").await.as_deref(), Some("confirmed"));
+    let e = events(&app).await;
+    assert_eq!(e.len(), 2);
+    assert_eq!(e[0], ("gone@example.net".into(), "hard".into(), Some("5.1.1".into()), "sendgrid".into()));
+    assert_eq!(e[1].1, "complaint");
+
+    // The same batch again (SendGrid retries): nothing new.
+    headers = sendgrid_headers(&key, body.as_bytes());
+    let (status, reply) = post(&app, "/webhooks/sendgrid", &headers, body.as_bytes()).await;
+    assert_eq!(status, 200);
+    assert!(reply.contains("\"recorded\":0"), "{reply}");
+    assert_eq!(events(&app).await.len(), 2);
+
+    // Signed but not JSON: 400.
+    let headers = sendgrid_headers(&key, b"not json");
+    let (status, _) = post(&app, "/webhooks/sendgrid", &headers, b"not json").await;
+    assert_eq!(status, 400);
+    // A provider that is not configured: 404.
+    let (status, _) = post(&app, "/webhooks/mailgun", &[], b"{}").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+on_both_engines!(
+    sendgrid_bounces_need_a_valid_signature_and_count_once,
+    sendgrid_bounces_need_a_valid_signature_and_count_once
+);
+
+// ---------------------------------------------------------------------------
+
+fn mailgun_body(token: &str, timestamp: i64, event: serde_json::Value) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(MAILGUN_KEY.as_bytes()).unwrap();
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(token.as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    serde_json::json!({
+        "signature": {"timestamp": timestamp.to_string(), "token": token, "signature": sig},
+        "event-data": event,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn mailgun_complaints_unsubscribe_and_replays_are_refused(engine: Engine) {
+    let app = spawn(engine, &format!("[bounces.webhooks.mailgun]\nsigning_key = \"{MAILGUN_KEY}\"")).await;
+    subscriber(&app, "reader@example.org").await;
+    let now = chrono::Utc::now().timestamp();
+    let complaint = serde_json::json!({"event": "complained", "recipient": "reader@example.org", "id": "mg-1"});
+    let json = [("Content-Type", "application/json".to_string())];
+
+    // An old signature (replay of a captured post) and a forged one: 401.
+    let (status, _) = post(&app, "/webhooks/mailgun", &json, &mailgun_body("t-old-0000000000", now - 3600, complaint.clone())).await;
+    assert_eq!(status, 401);
+    let mut forged: serde_json::Value = serde_json::from_slice(&mailgun_body("t-1", now, complaint.clone())).unwrap();
+    forged["signature"]["signature"] = serde_json::json!("00".repeat(32));
+    let (status, _) = post(&app, "/webhooks/mailgun", &json, forged.to_string().as_bytes()).await;
+    assert_eq!(status, 401);
+    assert_eq!(app.status("reader@example.org").await.as_deref(), Some("confirmed"));
+
+    let body = mailgun_body("t-fresh-token-1", now, complaint.clone());
+    let (status, reply) = post(&app, "/webhooks/mailgun", &json, &body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(app.status("reader@example.org").await.as_deref(), Some("unsubscribed"));
+    assert!(suppressed(&app, "reader@example.org").await);
+    // The same post again: its token was used.
+    let (status, _) = post(&app, "/webhooks/mailgun", &json, &body).await;
+    assert_eq!(status, 401);
+
+    // A temporary failure is a soft bounce: recorded, not suppressed.
+    subscriber(&app, "full@example.org").await;
+    let soft = serde_json::json!({"event": "failed", "severity": "temporary", "recipient": "full@example.org",
+        "id": "mg-2", "delivery-status": {"code": 452, "message": "4.2.2 mailbox full"}});
+    let (status, _) = post(&app, "/webhooks/mailgun", &json, &mailgun_body("t-fresh-token-2", now, soft)).await;
+    assert_eq!(status, 200);
+    assert!(!suppressed(&app, "full@example.org").await);
+    let e = events(&app).await;
+    assert_eq!(e.last().unwrap(), &("full@example.org".into(), "soft".into(), Some("4.2.2".into()), "mailgun".into()));
+    app.stop().await;
+}
+on_both_engines!(
+    mailgun_complaints_unsubscribe_and_replays_are_refused,
+    mailgun_complaints_unsubscribe_and_replays_are_refused
+);
+
+// ---------------------------------------------------------------------------
+
+async fn postmark_soft_bounces_suppress_after_the_limit(engine: Engine) {
+    let app = spawn(
+        engine,
+        &format!("soft_limit = 3\nsoft_window_days = 30\n[bounces.webhooks.postmark]\nusername = \"{POSTMARK_USER}\"\npassword = \"{POSTMARK_PASS}\""),
+    )
+    .await;
+    subscriber(&app, "full@example.com").await;
+    let auth = |user: &str, pass: &str| {
+        vec![
+            ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))),
+            ("Content-Type", "application/json".to_string()),
+        ]
+    };
+    let bounce = |id: u64| {
+        serde_json::json!({"RecordType": "Bounce", "Type": "SoftBounce", "ID": id, "Email": "full@example.com",
+            "Details": "smtp; 452 4.2.2 Mailbox full", "Description": "The server could not deliver"})
+        .to_string()
+    };
+    let (status, _) = post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, "wrong-password-here"), bounce(1).as_bytes()).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&app, "/webhooks/postmark", &[], bounce(1).as_bytes()).await;
+    assert_eq!(status, 401);
+    for id in 1..=2 {
+        let (status, reply) = post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, POSTMARK_PASS), bounce(id).as_bytes()).await;
+        assert_eq!(status, 200, "{reply}");
+        assert!(!suppressed(&app, "full@example.com").await, "after {id} soft bounces");
+    }
+    // The second one again changes nothing; the third distinct one suppresses.
+    post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, POSTMARK_PASS), bounce(2).as_bytes()).await;
+    assert!(!suppressed(&app, "full@example.com").await);
+    post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, POSTMARK_PASS), bounce(3).as_bytes()).await;
+    assert!(suppressed(&app, "full@example.com").await);
+    assert_eq!(events(&app).await.len(), 3);
+    let (status, _) = post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, POSTMARK_PASS), b"{\"no\": ").await;
+    assert_eq!(status, 400);
+    app.stop().await;
+}
+on_both_engines!(
+    postmark_soft_bounces_suppress_after_the_limit,
+    postmark_soft_bounces_suppress_after_the_limit
+);
+
+// ---------------------------------------------------------------------------
+
+/// A loopback HTTP server that serves the SNS signing certificate and
+/// records SubscribeURL visits.
+struct SnsHost {
+    port: u16,
+    visits: Arc<Mutex<Vec<String>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn sns_host(cert_pem: String) -> SnsHost {
+    use axum::routing::get;
+    let visits = Arc::new(Mutex::new(Vec::new()));
+    let v = visits.clone();
+    let router = axum::Router::new()
+        .route("/cert.pem", get(move || async move { cert_pem }))
+        .route(
+            "/confirm",
+            get(move |q: axum::extract::RawQuery| async move {
+                v.lock().unwrap().push(q.0.unwrap_or_default());
+                "<ConfirmSubscriptionResponse/>"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    SnsHost { port, visits, _task: task }
+}
+
+/// An RSA key and a self-signed certificate for it, made by openssl.
+fn rsa_key_and_certificate(dir: &std::path::Path) -> (rsa::RsaPrivateKey, String) {
+    use rsa::pkcs8::DecodePrivateKey as _;
+    let key = dir.join("sns-key.pem");
+    let cert = dir.join("sns-cert.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sns.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed to make the SNS test certificate (apt-get install openssl)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let private = rsa::RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
+    (private, std::fs::read_to_string(cert).unwrap())
+}
+
+fn sns_sign(key: &rsa::RsaPrivateKey, m: &mut serde_json::Map<String, serde_json::Value>) {
+    use rsa::signature::{SignatureEncoding as _, Signer as _};
+    let fields: &[&str] = if m["Type"] == "Notification" {
+        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+    } else {
+        &["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+    };
+    let mut text = String::new();
+    for f in fields {
+        if let Some(v) = m.get(*f).and_then(|v| v.as_str()) {
+            text.push_str(&format!("{f}\n{v}\n"));
+        }
+    }
+    let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.clone());
+    let sig = signer.sign(text.as_bytes()).to_bytes();
+    m.insert("SignatureVersion".into(), "2".into());
+    m.insert("Signature".into(), base64::engine::general_purpose::STANDARD.encode(sig).into());
+}
+
+async fn ses_notifications_verify_against_the_signing_certificate(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = rsa_key_and_certificate(dir.path());
+    let host = sns_host(cert).await;
+    let topic = "arn:aws:sns:eu-west-1:123456789012:casewire-bounces";
+    let app = spawn(
+        engine,
+        &format!("[bounces.webhooks.ses]\ntopic_arn = \"{topic}\"\ncert_hosts = [\"127.0.0.1\"]"),
+    )
+    .await;
+    subscriber(&app, "gone@example.net").await;
+    let cert_url = format!("http://127.0.0.1:{}/cert.pem", host.port);
+    let sns = |m: serde_json::Value| m.as_object().unwrap().clone();
+
+    // The subscription confirmation is verified, then its SubscribeURL visited.
+    let mut confirm = sns(serde_json::json!({
+        "Type": "SubscriptionConfirmation", "MessageId": "c-1", "Token": "tok-123", "TopicArn": topic,
+        "Message": "You have chosen to subscribe", "Timestamp": "2026-12-02T06:00:00.000Z",
+        "SubscribeURL": format!("http://127.0.0.1:{}/confirm?Action=ConfirmSubscription&Token=tok-123", host.port),
+        "SigningCertURL": cert_url,
+    }));
+    sns_sign(&key, &mut confirm);
+    let hdr = [("x-amz-sns-message-type", "SubscriptionConfirmation".to_string())];
+    let (status, reply) = post(&app, "/webhooks/ses", &hdr, serde_json::Value::Object(confirm).to_string().as_bytes()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(host.visits.lock().unwrap().len(), 1);
+
+    let ses = serde_json::json!({
+        "notificationType": "Bounce",
+        "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                   "bouncedRecipients": [{"emailAddress": "gone@example.net", "status": "5.1.1",
+                                          "action": "failed", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]},
+        "mail": {"messageId": "0102-abc", "source": "digest@casewire.test"}
+    });
+    let mut note = sns(serde_json::json!({
+        "Type": "Notification", "MessageId": "n-1", "TopicArn": topic, "Message": ses.to_string(),
+        "Timestamp": "2026-12-02T06:01:00.000Z", "SigningCertURL": cert_url,
+    }));
+    sns_sign(&key, &mut note);
+    let hdr = [("x-amz-sns-message-type", "Notification".to_string())];
+
+    // Tampered after signing: refused.
+    let mut tampered = note.clone();
+    tampered.insert("Message".into(), ses.to_string().replace("gone@", "someone-else@").into());
+    let (status, _) = post(&app, "/webhooks/ses", &hdr, serde_json::Value::Object(tampered).to_string().as_bytes()).await;
+    assert_eq!(status, 401);
+    // A certificate on a host that is not SNS's: refused without fetching.
+    let mut elsewhere = note.clone();
+    elsewhere.insert("SigningCertURL".into(), "https://sns.attacker.example/cert.pem".into());
+    let (status, _) = post(&app, "/webhooks/ses", &hdr, serde_json::Value::Object(elsewhere).to_string().as_bytes()).await;
+    assert_eq!(status, 401);
+    assert!(!suppressed(&app, "gone@example.net").await);
+
+    let body = serde_json::Value::Object(note).to_string();
+    let (status, reply) = post(&app, "/webhooks/ses", &hdr, body.as_bytes()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(suppressed(&app, "gone@example.net").await);
+    let (status, _) = post(&app, "/webhooks/ses", &hdr, body.as_bytes()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        events(&app).await,
+        vec![("gone@example.net".into(), "hard".into(), Some("5.1.1".into()), "ses".into())]
+    );
+    app.stop().await;
+}
+on_both_engines!(
+    ses_notifications_verify_against_the_signing_certificate,
+    ses_notifications_verify_against_the_signing_certificate
+);
