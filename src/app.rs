@@ -235,6 +235,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
             crate::bounces::verp::key(&form_key),
         ))),
     };
+    if settings.bounces.imap_url.is_some() {
+        tracker.spawn(
+            crate::bounces::imap::BounceMailbox {
+                db: db.clone(),
+                settings: settings.clone(),
+                health: health.clone(),
+                verp_key: Some(crate::bounces::verp::key(&form_key)),
+            }
+            .run(shutdown.clone()),
+        );
+    }
     tracker.spawn(HttpServer { listener, state }.run(shutdown.clone()));
     let parts = Parts {
         db: db.clone(),
@@ -283,6 +294,9 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.http.form_key_file != new.http.form_key_file {
         keys.push("[http] form_key_file");
+    }
+    if old.bounces.imap_url != new.bounces.imap_url {
+        keys.push("[bounces] imap_url");
     }
     if old.feeds.websub_hub != new.feeds.websub_hub {
         keys.push("[feeds] websub_hub");

@@ -139,6 +139,7 @@ struct RawMail {
     concurrency: Option<i64>,
     rate_per_second: Option<f64>,
     poll_seconds: Option<u64>,
+    bounce_domain: Option<String>,
     max_attempts: Option<i64>,
     timeout_seconds: Option<u64>,
     dkim: Option<RawDkim>,
@@ -316,6 +317,9 @@ pub struct MailSettings {
     /// woken (default 1 s). New mail wakes it at once; the poll finds retries
     /// that came due and rows queued by another process (`digest send`, the CLI).
     pub poll_interval: Duration,
+    /// VERP: envelope senders become `bounces+<signed id>@bounce_domain`
+    /// (see `[bounces] return_path`); none: the envelope sender is `from`.
+    pub bounce_domain: Option<String>,
     /// Attempts before a message is dead (default 8, 1–100).
     pub max_attempts: u32,
     /// Timeout of one SMTP transaction (default 30 s).
@@ -966,6 +970,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             concurrency: concurrency as usize,
             rate_per_second: rate,
             poll_interval: Duration::from_secs(poll_seconds),
+            bounce_domain: raw.mail.bounce_domain.filter(|d| !d.is_empty()),
             max_attempts: max_attempts as u32,
             timeout: Duration::from_secs(timeout),
             dkim,

@@ -240,7 +240,10 @@ impl BounceMailbox {
 
     /// The events of a report, or why there are none.
     async fn events(&self, raw: &[u8], report: &Report) -> anyhow::Result<Result<Vec<Event>, Handled>> {
-        let outbox = self.outbox_row(report).await?;
+        let outbox = match self.outbox_row(report).await? {
+            Ok(o) => o,
+            Err(handled) => return Ok(Err(handled)),
+        };
         let now = chrono::Utc::now();
         let id = report.message_id.clone().unwrap_or_else(|| {
             use sha2::{Digest, Sha256};
@@ -311,16 +314,27 @@ impl BounceMailbox {
 
     /// The outbox row a report is about, from a signed VERP return address,
     /// with the row's recipient.
-    async fn outbox_row(&self, report: &Report) -> anyhow::Result<Option<(i64, String)>> {
-        let Some(key) = &self.verp_key else { return Ok(None) };
+    async fn outbox_row(&self, report: &Report) -> anyhow::Result<Result<Option<(i64, String)>, Handled>> {
+        let Some(key) = &self.verp_key else { return Ok(Ok(None)) };
+        // `local+` and `@domain` of our return path, to tell our own VERP addresses.
+        let ours = super::verp::return_path(&self.settings).and_then(|rp| {
+            rp.to_ascii_lowercase()
+                .split_once('@')
+                .map(|(l, d)| (format!("{l}+"), format!("@{d}")))
+        });
         for a in &report.returned_to {
             if let Some(id) = super::verp::decode(a, key) {
                 if let Some(to) = crate::store::bounces::outbox_recipient(&self.db, id).await? {
-                    return Ok(Some((id, to)));
+                    return Ok(Ok(Some((id, to))));
                 }
+            } else if ours.as_ref().is_some_and(|(l, d)| a.starts_with(l.as_str()) && a.ends_with(d.as_str())) {
+                // Our return path with a signature that does not verify: forged.
+                return Ok(Err(Handled::Unknown(format!(
+                    "the return address {a} carries a signature that does not verify (forged or altered)"
+                ))));
             }
         }
-        Ok(None)
+        Ok(Ok(None))
     }
 }
 

@@ -11,6 +11,43 @@ pub fn key(server: &crate::keys::ServerKey) -> std::sync::Arc<[u8]> {
     std::sync::Arc::from(&server.mac("verp", b"")[..])
 }
 
+/// The return path VERP addresses are made from: `[bounces] return_path`,
+/// or `bounces@` + `[mail] bounce_domain`.
+pub fn return_path(settings: &crate::config::Settings) -> Option<String> {
+    settings.bounces.return_path.clone().or_else(|| {
+        settings
+            .mail
+            .bounce_domain
+            .as_ref()
+            .map(|d| format!("bounces@{d}"))
+    })
+}
+
+/// Makes the envelope sender of each outbox row.
+#[derive(Clone)]
+pub struct Senders {
+    return_path: String,
+    key: std::sync::Arc<[u8]>,
+}
+
+impl Senders {
+    /// None when no return path is configured (the envelope sender is then `mail.from`).
+    pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Option<Self>> {
+        use anyhow::Context as _;
+        let Some(return_path) = return_path(settings) else { return Ok(None) };
+        let server = crate::keys::ServerKey::load_or_create(&settings.http.form_key_file)
+            .context("loading the server key for VERP ([http] form_key_file)")?;
+        Ok(Some(Self {
+            return_path,
+            key: key(&server),
+        }))
+    }
+
+    pub fn for_row(&self, id: i64) -> Result<lettre::Address, lettre::address::AddressError> {
+        encode(&self.return_path, &self.key, id).parse()
+    }
+}
+
 /// Hex digits of the signature: 64 bits, plenty against guessing, short
 /// enough for a local part (64 characters at most, RFC 5321).
 const SIG_HEX: usize = 16;

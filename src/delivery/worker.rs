@@ -245,6 +245,8 @@ struct Shared {
     /// The stored relay state says paused (left by an earlier process):
     /// the first transaction the relay judges clears it.
     stored_pause: AtomicBool,
+    /// VERP envelope senders, when a return path is configured.
+    verp: Option<crate::bounces::verp::Senders>,
 }
 
 impl DeliveryWorker {
@@ -311,6 +313,7 @@ impl DeliveryWorker {
                     .await?
                     .is_some_and(|r| r.paused == 1),
             ),
+            verp: crate::bounces::verp::Senders::from_settings(&settings)?,
         });
         let slots = Arc::new(Semaphore::new(mail.concurrency));
         let tracker = TaskTracker::new();
@@ -670,7 +673,14 @@ async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
             }
         }
     };
-    let envelope = match Envelope::new(Some(shared.from.email.clone()), vec![to]) {
+    let sender = match &shared.verp {
+        Some(v) => v.for_row(id),
+        None => Ok(shared.from.email.clone()),
+    };
+    let envelope = match sender
+        .map_err(|e| e.to_string())
+        .and_then(|from| Envelope::new(Some(from), vec![to]).map_err(|e| e.to_string()))
+    {
         Ok(e) => e,
         Err(e) => {
             return Outcome::Dead {

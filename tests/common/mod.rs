@@ -86,3 +86,4 @@ macro_rules! on_both_engines {
 }
 pub mod smtp;
 pub mod subs;
+pub mod imap;
