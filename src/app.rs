@@ -235,6 +235,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
             crate::bounces::verp::key(&form_key),
         ))),
     };
+    tracker.spawn(
+        crate::bounces::rates::RateWatch {
+            db: db.clone(),
+            settings: settings.clone(),
+        }
+        .run(shutdown.clone()),
+    );
     if settings.bounces.imap_url.is_some() {
         tracker.spawn(
             crate::bounces::imap::BounceMailbox {

@@ -45,6 +45,49 @@ pub enum Command {
     Status,
     /// Apply database migrations (`run` does it too).
     Migrate,
+    /// Bounces and complaints that came back (bounce mailbox, webhooks, SMTP).
+    #[command(subcommand)]
+    Bounces(BouncesCommand),
+    /// The addresses nothing is sent to.
+    #[command(subcommand)]
+    Suppressions(SuppressionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BouncesCommand {
+    /// List recorded bounces and complaints, newest first.
+    List {
+        /// Only those since this date or time (2026-11-30 or RFC 3339), or this many days back (7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this kind: hard, soft or complaint.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionsCommand {
+    /// List suppressed addresses with the reason.
+    List {
+        /// Only addresses containing this text.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+    /// Suppress an address (nothing more is sent to it, queued mail included).
+    Add {
+        email: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "added by an operator")]
+        reason: String,
+    },
+    /// Lift a suppression. A subscriber who left must still sign up again and confirm.
+    Remove { email: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -402,3 +402,78 @@ on_both_engines!(
     ses_notifications_verify_against_the_signing_certificate,
     ses_notifications_verify_against_the_signing_certificate
 );
+
+// ---------------------------------------------------------------------------
+
+fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_casewire"))
+        .arg("--config")
+        .arg(app.db.path().join("casewire.toml"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn operators_list_bounces_manage_suppressions_and_see_the_rates(engine: Engine) {
+    let app = spawn(engine, "complaint_rate_warn = 0.001").await;
+    // One message sent: a sign-up's confirmation (file transport).
+    app.subscribe("reader@example.org").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
+        .fetch_one(&app.app.db.pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "the confirmation was not sent");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let event = casewire::bounces::Event {
+        key: "test:complaint-1".into(),
+        address: casewire::domain::EmailAddress::parse("reader@example.org").unwrap(),
+        kind: casewire::bounces::Kind::Complaint,
+        status: None,
+        diagnostic: "feedback report: abuse".into(),
+        source: "arf",
+        outbox_id: None,
+        at: chrono::Utc::now(),
+    };
+    let applied = casewire::bounces::record(&app.app.db, &app.settings.bounces, &event).await.unwrap();
+    assert_eq!(applied, casewire::bounces::Applied::Unsubscribed);
+
+    let (code, out, err) = cli(&app, &["bounces", "list", "--since", "1d"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("complaint") && out.contains("reader@example.org"), "{out}");
+    let (code, out, _) = cli(&app, &["bounces", "list", "--kind", "hard"]);
+    assert_eq!(code, 0);
+    assert!(out.is_empty(), "{out}");
+    let (code, _, err) = cli(&app, &["bounces", "list", "--kind", "bogus"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, out, _) = cli(&app, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Bounces and complaints"), "{out}");
+    assert!(out.contains("1 sent, 0 bounces (0.00%), 1 complaints (100.000%)"), "{out}");
+    assert!(out.contains("WARNING: complaint rate"), "{out}");
+
+    let (code, _, err) = cli(&app, &["suppressions", "add", "Typo@Example.COM", "--reason", "asked by phone"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = cli(&app, &["suppressions", "list"]);
+    assert!(out.contains("typo@example.com  asked by phone"), "{out}");
+    assert!(out.contains("reader@example.org  complaint"), "{out}");
+    let (code, _, _) = cli(&app, &["suppressions", "remove", "typo@example.com"]);
+    assert_eq!(code, 0);
+    let (code, _, _) = cli(&app, &["suppressions", "remove", "typo@example.com"]);
+    assert_eq!(code, 1, "removing what is not there fails");
+    assert!(!suppressed(&app, "typo@example.com").await);
+    app.stop().await;
+}
+on_both_engines!(
+    operators_list_bounces_manage_suppressions_and_see_the_rates,
+    operators_list_bounces_manage_suppressions_and_see_the_rates
+);

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod dsn;
 pub mod imap;
+pub mod rates;
 pub mod verp;
 pub mod webhooks;
 

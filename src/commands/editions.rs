@@ -301,6 +301,33 @@ pub fn status(settings: &Settings) -> Result<Exit> {
                     .unwrap_or_default(),
             };
             outln!("  {:<12} {last}; {next}", e.slug.as_str());
+            if let Some((w, _, _, _)) = crate::store::editions::last_run(&db, e.slug.as_str()).await? {
+                let r = crate::store::bounces::rates_of_run(&db, e.slug.as_str(), &w).await?;
+                if r.sent > 0 {
+                    outln!(
+                        "  {:<12} last run: {} sent, bounce rate {:.2}%, complaint rate {:.3}%",
+                        "",
+                        r.sent,
+                        r.bounce_rate() * 100.0,
+                        r.complaint_rate() * 100.0
+                    );
+                }
+            }
+        }
+        outln!("Bounces and complaints");
+        for (label, days) in crate::bounces::rates::WINDOWS {
+            let r = crate::store::bounces::rates_since(&db, now - chrono::Duration::days(days)).await?;
+            outln!(
+                "  {label:<4} {} sent, {} bounces ({:.2}%), {} complaints ({:.3}%)",
+                r.sent,
+                r.bounces,
+                r.bounce_rate() * 100.0,
+                r.complaints,
+                r.complaint_rate() * 100.0
+            );
+            for w in crate::bounces::rates::warnings(settings, label, &r) {
+                outln!("  WARNING: {w}");
+            }
         }
         outln!("Recent failures");
         let failures = outbox::recent_failures(&db, 10).await?;

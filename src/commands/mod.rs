@@ -14,6 +14,7 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!($($arg)*)) };
 }
 
+mod bounces;
 mod check;
 mod editions;
 mod feeds;
@@ -117,6 +118,8 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
             editions::send(&settings, &edition, dry_run)
         }
         Command::Status => editions::status(&settings),
+        Command::Bounces(cmd) => bounces::bounces(&settings, cmd),
+        Command::Suppressions(cmd) => bounces::suppressions(&settings, cmd),
         Command::Subscribers(cmd) => subscribers::run(&settings, cmd),
         Command::Run => {
             runtime()?.block_on(crate::app::run(cli.config.clone(), settings))?;

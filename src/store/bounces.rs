@@ -199,8 +199,8 @@ pub async fn rates_of_run(db: &Db, edition: &str, window: &str) -> Result<Rates,
     .await?;
     let (bounces, complaints) = event_counts(
         db,
-        "SELECT kind, COUNT(*) FROM bounce_events WHERE edition = $1 AND window_key = $2 GROUP BY kind",
-        |q| q.bind(edition.to_owned()).bind(window.to_owned()),
+        "SELECT b.kind, COUNT(*) FROM bounce_events b JOIN outbox o ON o.id = b.outbox_id WHERE o.dedupe_key LIKE $1 GROUP BY b.kind",
+        |q| q.bind(format!("digest:{edition}:{window}:%")),
     )
     .await?;
     Ok(Rates {

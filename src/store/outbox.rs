@@ -383,6 +383,18 @@ pub async fn record_outcomes(
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                    // A hard bounce during the transaction counts in the
+                    // bounce rate like one reported later.
+                    sqlx::query("INSERT INTO bounce_events (event_key, email, kind, status, diagnostic, source, outbox_id, edition, created_at) \
+                                 SELECT $1, $2, 'hard', $3, $4, 'smtp', id, edition, $5 FROM outbox WHERE id = $6 ON CONFLICT (event_key) DO NOTHING")
+                        .bind(format!("smtp:{id}"))
+                        .bind(email)
+                        .bind(crate::bounces::dsn::status_code(reason))
+                        .bind(reason)
+                        .bind(now)
+                        .bind(*id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             Outcome::Dead { id, error } => {
