@@ -482,3 +482,48 @@ fn a_schedule_that_never_fires_is_a_check_warning() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("never fires"), "leap days come: {stdout}");
 }
+
+/// Issue 13.9: symlinks leading out of content.dir were followed and
+/// published, and a symlink to `/` made `check` walk the whole disk. They
+/// are not followed now, and each one (and any loop) is reported by name.
+#[test]
+fn symlinks_out_of_the_content_folder_are_not_followed_and_loops_are_named() {
+    use std::os::unix::fs::symlink;
+    let site = TestSite::new();
+    site.write("inside.md", &yaml_study("title: Inside\ndate: 2026-01-01", "ok"));
+    let outside = site.root.path().join("elsewhere");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        outside.join("secret.md"),
+        yaml_study("title: Secret\ndate: 2026-01-01\nslug: secret", "private notes"),
+    )
+    .unwrap();
+    let c = &site.content_dir;
+    symlink(outside.join("secret.md"), c.join("leak.md")).unwrap();
+    symlink(&outside, c.join("outdir")).unwrap();
+    symlink("/", c.join("root")).unwrap();
+    std::fs::create_dir_all(c.join("sub")).unwrap();
+    symlink("..", c.join("sub/up")).unwrap();
+
+    let store = DirectoryStore::new(&site.settings);
+    let catalog = store.scan(None);
+    assert!(catalog.get("inside").is_some());
+    assert!(catalog.get("secret").is_none(), "a file outside the folder was published");
+    assert_eq!(catalog.len(), 1);
+    let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
+    for name in ["leak.md", "outdir", "root"] {
+        let want = format!("{}:0: symlink leads out of the content folder", c.join(name).display());
+        assert!(problems.iter().any(|p| p.starts_with(&want)), "no {want:?} in {problems:#?}");
+    }
+    let looped = format!("{}:0: symlink loop", c.join("sub/up").display());
+    assert!(problems.iter().any(|p| p.starts_with(&looped)), "no {looped:?} in {problems:#?}");
+
+    // The watcher's path names it directly: still not read.
+    let updated = store.update(&catalog, &[c.join("outdir/secret.md")]);
+    assert!(updated.get("secret").is_none());
+
+    let out = bin().arg("--config").arg(&site.config_path).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("root:0: symlink leads out of the content folder (to /)"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+}

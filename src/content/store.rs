@@ -160,21 +160,63 @@ impl<'a> DirectoryStore<'a> {
 
     /// Every `.md` file below the root, sorted, so duplicate slugs resolve the same way each time.
     pub fn files(&self) -> Result<Vec<PathBuf>, Problem> {
+        self.walk().map(|(files, _)| files)
+    }
+
+    /// The content files, and a problem for each symlink that was not
+    /// followed: one leading out of the content folder (a link to `/` would
+    /// walk the whole disk and publish whatever it found), or a loop.
+    fn walk(&self) -> Result<(Vec<PathBuf>, Vec<Problem>), Problem> {
         self.check_root()?;
-        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&self.root)
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let mut problems = Vec::new();
+        let mut files = Vec::new();
+        let mut walk = walkdir::WalkDir::new(&self.root)
             .follow_links(true)
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_file() && is_content_file(e.path()))
-            .map(|e| e.into_path())
-            .collect();
+            .into_iter();
+        while let Some(entry) = walk.next() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let path = e.path().map(Path::to_owned).unwrap_or_else(|| self.root.clone());
+                    let message = match e.loop_ancestor() {
+                        Some(ancestor) => format!(
+                            "symlink loop: it leads back to {}; not followed",
+                            ancestor.display()
+                        ),
+                        None => format!("cannot read: {e}"),
+                    };
+                    problems.push(Problem { path, line: 0, message });
+                    continue;
+                }
+            };
+            if entry.path_is_symlink() {
+                if let Some(target) = escapes(&root, entry.path()) {
+                    problems.push(Problem {
+                        path: entry.path().to_owned(),
+                        line: 0,
+                        message: format!(
+                            "symlink leads out of the content folder (to {}); not followed",
+                            target.display()
+                        ),
+                    });
+                    if entry.file_type().is_dir() {
+                        walk.skip_current_dir();
+                    }
+                    continue;
+                }
+            }
+            if entry.file_type().is_file() && is_content_file(entry.path()) {
+                files.push(entry.into_path());
+            }
+        }
         files.sort_by_cached_key(|p| path_order_key(p));
-        Ok(files)
+        Ok((files, problems))
     }
 
     /// A full scan. With `previous`, a file that fails keeps its last good version.
     pub fn scan(&self, previous: Option<&Catalog>) -> Catalog {
-        let files = match self.files() {
+        let (files, link_problems) = match self.walk() {
             Ok(f) => f,
             Err(p) => {
                 // Keep serving what we had rather than emptying every feed.
@@ -189,7 +231,15 @@ impl<'a> DirectoryStore<'a> {
                 (path, r)
             })
             .collect();
-        self.assemble(results, previous)
+        let mut catalog = self.assemble(results, previous);
+        if !link_problems.is_empty() {
+            for p in &link_problems {
+                tracing::warn!("{p}");
+            }
+            catalog.problems.extend(link_problems);
+            catalog.problems.sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
+        }
+        catalog
     }
 
     /// Re-reads only `changed` paths (added, modified or removed) and reuses
@@ -208,7 +258,7 @@ impl<'a> DirectoryStore<'a> {
         changed.dedup();
         let read: Vec<(&PathBuf, Option<FileResult>)> = changed
             .iter()
-            .map(|p| (*p, p.is_file().then(|| self.read_one(p))))
+            .map(|p| (*p, p.is_file().then(|| self.read_changed(p))))
             .collect();
         match self.update_in_place(previous, &read) {
             Some(catalog) => catalog,
@@ -310,6 +360,24 @@ impl<'a> DirectoryStore<'a> {
         results.sort_by_cached_key(|r| path_order_key(&r.0));
         results.dedup_by(|a, b| a.0 == b.0 && matches!(b.1, FileResult::Problem(_)));
         self.assemble(results, Some(previous))
+    }
+
+    /// [`Self::read_one`] for a path that did not come from the walk: one
+    /// the watcher names can lie below a symlink the walk does not follow.
+    fn read_changed(&self, path: &Path) -> FileResult {
+        if let Ok(root) = std::fs::canonicalize(&self.root) {
+            if let Some(target) = escapes(&root, path) {
+                return FileResult::Problem(Problem {
+                    path: path.to_owned(),
+                    line: 0,
+                    message: format!(
+                        "symlink leads out of the content folder (to {}); not followed",
+                        target.display()
+                    ),
+                });
+            }
+        }
+        self.read_one(path)
     }
 
     fn read_one(&self, path: &Path) -> FileResult {
@@ -475,6 +543,12 @@ fn path_order_key(path: &Path) -> Vec<u8> {
         key.extend_from_slice(c.as_os_str().as_encoded_bytes());
     }
     key
+}
+
+/// Where `path` really is, when that is outside `root` (both canonical).
+fn escapes(root: &Path, path: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(path).ok()?;
+    (!real.starts_with(root)).then_some(real)
 }
 
 fn is_content_file(path: &Path) -> bool {
