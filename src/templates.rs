@@ -33,6 +33,9 @@ fn builtin(name: &str) -> Option<&'static str> {
         "email/already.html" => include_str!("../templates/email/already.html"),
         "email/digest.txt" => include_str!("../templates/email/digest.txt"),
         "email/digest.html" => include_str!("../templates/email/digest.html"),
+        "pages/manage_link.html" => include_str!("../templates/pages/manage_link.html"),
+        "email/manage_link.txt" => include_str!("../templates/email/manage_link.txt"),
+        "email/manage_link.html" => include_str!("../templates/email/manage_link.html"),
         _ => return None,
     })
 }
@@ -83,7 +86,7 @@ pub fn cached(dir: &Path) -> Arc<Environment<'static>> {
 }
 
 /// Every template the daemon renders itself (a folder may hold more partials).
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 18] = [
     "pages/layout.html",
     "pages/_choices.html",
     "pages/subscribe.html",
@@ -99,6 +102,9 @@ const NAMES: [&str; 15] = [
     "email/already.html",
     "email/digest.txt",
     "email/digest.html",
+    "pages/manage_link.html",
+    "email/manage_link.txt",
+    "email/manage_link.html",
 ];
 
 /// A template set that compiled and rendered its sample data: every template
@@ -239,6 +245,10 @@ fn samples(settings: &Settings) -> Vec<(&'static str, minijinja::Value)> {
         ),
         ("pages/confirm.html", context! { action => link.clone() }),
         (
+            "pages/manage_link.html",
+            context! { action => "preferences", error => Value::from(()), email => "" },
+        ),
+        (
             "pages/confirmed.html",
             context! { name => "Sample Reader", email => "reader@example.com", preferences_url => link.clone() },
         ),
@@ -254,6 +264,12 @@ fn samples(settings: &Settings) -> Vec<(&'static str, minijinja::Value)> {
                 action => link.clone(), unsubscribe_action => link.clone(),
                 email => "reader@example.com", status => status, saved => saved, ..choices()
             },
+        ));
+    }
+    for name in ["email/manage_link.txt", "email/manage_link.html"] {
+        out.push((
+            name,
+            context! { name => "Sample Reader", email => "reader@example.com", preferences_url => link.clone() },
         ));
     }
     for name in ["email/confirm.txt", "email/confirm.html"] {

@@ -80,6 +80,10 @@ pub fn subscriber_routes() -> Router<AppState> {
         .route("/subscribe", get(subscribe::form).post(subscribe::submit))
         .route("/confirm/{token}", get(confirm::show).post(confirm::submit))
         .route(
+            "/preferences",
+            get(preferences::recover_form).post(preferences::recover_submit),
+        )
+        .route(
             "/preferences/{token}",
             get(preferences::show).post(preferences::submit),
         )

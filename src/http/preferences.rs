@@ -84,3 +84,66 @@ pub async fn submit(
         Err(e) => r.problem(Problem::from_service(e)),
     }
 }
+
+/// `GET /preferences` without a token: the "email me my link" form.
+pub async fn recover_form(r: Responder) -> Response {
+    if r.json {
+        return r.json(StatusCode::OK, serde_json::json!({ "fields": ["email"] }));
+    }
+    recover_page(&r, StatusCode::OK, None, "")
+}
+
+fn recover_page(r: &Responder, status: StatusCode, error: Option<&str>, email: &str) -> Response {
+    let ctx = minijinja::context! { action => "preferences", error => error, email => email };
+    r.page(status, "pages/manage_link.html", ctx)
+}
+
+/// `POST /preferences` with `email`: the same answer whether or not the
+/// address subscribes; the mail itself goes out at most once an hour.
+pub async fn recover_submit(
+    State(state): State<AppState>,
+    axum::Extension(limiter): axum::Extension<std::sync::Arc<super::subscribe::SignUpLimiter>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = Responder {
+        settings: state.snapshot().settings.clone(),
+        json: wants_json(&headers),
+    };
+    if let Some(axum::Extension(axum::extract::ConnectInfo(addr))) = peer {
+        let ip = super::client_ip::client_ip(addr.ip(), &headers, &r.settings.http.trusted_proxies);
+        if let Some(resp) = limiter.refuse(&r, ip) {
+            return resp;
+        }
+    }
+    let (fields, _) = match read_fields(&headers, &body) {
+        Ok(f) => f,
+        Err(p) => return r.problem(p),
+    };
+    let email = fields.get("email").unwrap_or("");
+    match subscribers::recovery::send_manage_link(&r.settings, &state.db, email, chrono::Utc::now()).await {
+        Ok(queued) => {
+            if queued {
+                state.signals.outbox_queued();
+            }
+            r.message(
+                "Check your inbox",
+                &[
+                    "If this address is subscribed, a message with a link to your preferences is on its way.",
+                    "At most one such message is sent per hour.",
+                ],
+                None,
+                serde_json::json!({
+                    "status": "check-your-inbox",
+                    "message": "If this address is subscribed, a message with a link to your preferences is on its way."
+                }),
+            )
+        }
+        Err(subscribers::SubscriberError::Invalid { message, .. }) if !r.json => {
+            let shown: String = email.chars().take(254).filter(|c| !c.is_control()).collect();
+            recover_page(&r, StatusCode::BAD_REQUEST, Some(&format!("E-mail address: {message}")), &shown)
+        }
+        Err(e) => r.problem(Problem::from_service(e)),
+    }
+}

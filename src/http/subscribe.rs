@@ -33,6 +33,20 @@ impl Default for SignUpLimiter {
 }
 
 impl SignUpLimiter {
+    /// A 429 answer with `Retry-After` when `ip` is over the limit.
+    pub(super) fn refuse(&self, r: &Responder, ip: IpAddr) -> Option<Response> {
+        let wait = self.check(ip).err()?;
+        let secs = wait.as_secs().max(1);
+        let mut resp = r.problem(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many requests from your address; try again in {secs} seconds"),
+        ));
+        if let Ok(v) = secs.to_string().parse() {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        Some(resp)
+    }
+
     /// Ok, or how long the caller should wait.
     fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         if self.0.len() > 100_000 {
@@ -115,15 +129,7 @@ pub async fn submit(
             &headers,
             &r.settings.http.trusted_proxies,
         );
-        if let Err(wait) = limiter.check(ip) {
-            let secs = wait.as_secs().max(1);
-            let mut resp = r.problem(Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many sign-ups from your address; try again in {secs} seconds"),
-            ));
-            if let Ok(v) = secs.to_string().parse() {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(resp) = limiter.refuse(&r, ip) {
             return resp;
         }
     }

@@ -589,3 +589,23 @@ pub async fn insert_many(
     }
     Ok(inserted)
 }
+
+/// Records that a manage-link mail goes to `id` now, unless one went within
+/// `interval`: true when the caller may send. One statement, so two requests
+/// at once cannot both win.
+pub async fn claim_link_mail(
+    conn: &mut AnyConnection,
+    id: i64,
+    now: DateTime<Utc>,
+    interval: chrono::Duration,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE subscribers SET last_link_sent_at = $1 WHERE id = $2 AND (last_link_sent_at IS NULL OR last_link_sent_at <= $3)",
+    )
+    .bind(to_millis(now))
+    .bind(id)
+    .bind(to_millis(now - interval))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -5,6 +5,7 @@
 
 pub mod abuse;
 pub mod import;
+pub mod recovery;
 pub mod views;
 
 use chrono::{DateTime, Duration, Utc};
