@@ -142,6 +142,7 @@ struct RawMail {
     bounce_domain: Option<String>,
     max_attempts: Option<i64>,
     timeout_seconds: Option<u64>,
+    allow_plaintext_auth: Option<bool>,
     dkim: Option<RawDkim>,
 }
 
@@ -324,6 +325,10 @@ pub struct MailSettings {
     pub max_attempts: u32,
     /// Timeout of one SMTP transaction (default 30 s).
     pub timeout: Duration,
+    /// Send the `smtp_url` credentials over a connection without TLS (the
+    /// relay offers no STARTTLS). Default false: such a relay is a relay
+    /// fault; true is for a relay on loopback or an otherwise private path.
+    pub allow_plaintext_auth: bool,
     pub dkim: Option<DkimSettings>,
 }
 
@@ -973,6 +978,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             bounce_domain: raw.mail.bounce_domain.filter(|d| !d.is_empty()),
             max_attempts: max_attempts as u32,
             timeout: Duration::from_secs(timeout),
+            allow_plaintext_auth: raw.mail.allow_plaintext_auth.unwrap_or(false),
             dkim,
         },
         templates: TemplateSettings {

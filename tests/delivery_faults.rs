@@ -268,7 +268,8 @@ async fn auth_535_pauses_delivery_and_loses_nothing(engine: Engine) {
         engine,
         &["--auth", "casewire:right"],
         Some(&url),
-        "",
+        // The test relay offers AUTH without STARTTLS, on loopback.
+        "allow_plaintext_auth = true",
         "refuses the login since ",
         0,
     )
@@ -602,4 +603,56 @@ timeout_seconds = 5
 on_both_engines!(
     relay_outage_of_two_minutes_loses_nothing,
     relay_outage_of_two_minutes_loses_nothing
+);
+
+/// smtp://user:pass@… on a relay that offers no STARTTLS sent AUTH PLAIN,
+/// the password in clear. Now no AUTH command reaches the relay unless
+/// `mail.allow_plaintext_auth = true`; the refusal is a relay fault (delivery
+/// pauses, nobody is suppressed) and says why.
+async fn plaintext_auth_without_tls_was_sent_in_clear(engine: Engine) {
+    let tdb = TestDb::new(engine).await;
+    let auth_log = tdb.path().join("auth.log");
+    let server = SmtpServer::start(&[
+        "--auth",
+        "casewire:right",
+        "--auth-log",
+        auth_log.to_str().unwrap(),
+    ]);
+    let url = format!("smtp://casewire:right@127.0.0.1:{}", server.port);
+    let s = settings(&tdb, &server, Some(&url), "");
+    let db = Db::open(&s.database.url).await.unwrap();
+    let to = recipients(3);
+    queue(&db, &to, None).await;
+
+    let (p, fault) = run_worker(&db, &s).await;
+    let fault = fault.expect("the refusal pauses delivery");
+    assert!(
+        fault.starts_with(&format!("relay 127.0.0.1:{} offers no TLS for the login since ", server.port)),
+        "{fault}"
+    );
+    for words in ["offers no STARTTLS", "in clear", "mail.allow_plaintext_auth = true", "loopback"] {
+        assert!(fault.contains(words), "{words:?} in {fault}");
+    }
+    assert!(!fault.contains("right"), "the password is not shown: {fault}");
+    let attempts = std::fs::read_to_string(&auth_log).unwrap_or_default();
+    assert_eq!(attempts, "", "no AUTH command reaches the relay");
+    assert_eq!(server.received_count(), 0);
+    assert_eq!(p.sent() + p.suppressed() + p.dead() + p.retried(), 0);
+    assert_eq!(suppressions(&db).await, vec![]);
+    for r in rows(&db).await {
+        assert_eq!((r.state.as_str(), r.attempts, r.last_error.as_deref()), ("queued", 0, None), "{r:?}");
+    }
+
+    // An operator who accepts a clear login on this path says so.
+    let s = settings(&tdb, &server, Some(&url), "allow_plaintext_auth = true");
+    let (p, after) = run_worker(&db, &s).await;
+    assert_eq!(after, None);
+    assert_eq!(p.sent() as usize, to.len());
+    assert_each_received_once(&server, &to);
+    let attempts = std::fs::read_to_string(&auth_log).unwrap();
+    assert!(attempts.starts_with("AUTH "), "{attempts}");
+}
+on_both_engines!(
+    plaintext_auth_without_tls_was_sent_in_clear,
+    plaintext_auth_without_tls_was_sent_in_clear
 );

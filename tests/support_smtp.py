@@ -17,6 +17,9 @@ so a test can switch a fault off and on at run time):
 --421-after N           after N accepted messages, answer 421 to MAIL FROM
 --drop-after-data       read the message content, then drop the connection
                         without a reply (and without keeping the message)
+--auth-log FILE         append a line to FILE for every AUTH command received
+                        (whatever follows), so a test sees whether a login
+                        was attempted at all
 Prints "READY <port>" on stdout once it accepts connections.
 """
 
@@ -28,7 +31,7 @@ import sys
 import threading
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult, syntax
 
 
 class Recorder:
@@ -47,6 +50,7 @@ class Recorder:
         self.data_reply = a.data_reply
         self.fail_after = a.fail_after
         self.drop_after_data = a.drop_after_data
+        self.auth_log = a.auth_log
         self.counter = itertools.count(1)
         self.accepted = 0
         self.lock = threading.Lock()
@@ -106,6 +110,14 @@ class Recorder:
 
 
 class MisbehavingSMTP(SMTP):
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg):
+        log = self.event_handler.auth_log
+        if log:
+            with open(log, "a") as f:
+                f.write("AUTH %s\n" % (arg or "").split(" ")[0])
+        return await super().smtp_AUTH(arg)
+
     async def _handle_client(self):
         h = self.event_handler
         if not h.healed():
@@ -138,6 +150,7 @@ def main():
     p.add_argument("--data-reply")
     p.add_argument("--421-after", dest="fail_after", type=int)
     p.add_argument("--drop-after-data", action="store_true")
+    p.add_argument("--auth-log")
     a = p.parse_args()
     tempfail = []
     for t in a.tempfail:

@@ -207,6 +207,10 @@ pub fn relay_advice(stage: Stage, reply: Option<&Reply>, detail: &str) -> (Strin
             "refuses the connection",
             format!("\"{r}\" — the relay does not accept mail from this host; check its client access rules"),
         ),
+        (Stage::Auth, None) if detail == super::transport::PLAINTEXT_AUTH_REFUSED => (
+            "offers no TLS for the login",
+            format!("{detail} — use smtps://, a relay that offers STARTTLS, or set mail.allow_plaintext_auth = true (usual only for a relay on the same host, over loopback)"),
+        ),
         (Stage::Auth, Some(r)) => (
             "refuses the login",
             format!("\"{r}\" — check the user name and password in mail.smtp_url"),

@@ -68,6 +68,10 @@ impl DeliveryError {
     }
 }
 
+/// Why a login was not attempted: `smtp_url` has credentials, the relay
+/// offers no STARTTLS and `mail.allow_plaintext_auth` is off.
+pub const PLAINTEXT_AUTH_REFUSED: &str = "it offers no STARTTLS, so the password in mail.smtp_url would go out in clear and was not sent";
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("[mail] smtp_url {url:?}: {message}")]
@@ -105,6 +109,8 @@ struct SmtpPool {
     tls: TlsParameters,
     implicit_tls: bool,
     credentials: Option<Credentials>,
+    /// `mail.allow_plaintext_auth`: send credentials without TLS.
+    allow_plaintext_auth: bool,
     hello: ClientId,
     timeout: Duration,
     max_idle: usize,
@@ -196,6 +202,10 @@ impl SmtpPool {
         }
         if let Some(c) = &self.credentials {
             mark.set(Stage::Auth);
+            if !conn.is_encrypted() && !self.allow_plaintext_auth {
+                // A relay fault like any other at AUTH: delivery pauses, nobody is suppressed.
+                return Err(DeliveryError::new(Stage::Auth, None, PLAINTEXT_AUTH_REFUSED));
+            }
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await
                 .map_err(|e| DeliveryError::from_lettre(Stage::Auth, &e))?;
@@ -463,6 +473,7 @@ fn smtp_transport(mail: &MailSettings) -> Result<Inner, TransportError> {
         tls,
         implicit_tls,
         credentials,
+        allow_plaintext_auth: mail.allow_plaintext_auth,
         hello: ClientId::default(),
         timeout: mail.timeout,
         max_idle: mail.concurrency,
