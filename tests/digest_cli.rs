@@ -176,3 +176,43 @@ on_both_engines!(
     digest_send_delivers_only_what_is_new,
     digest_send_delivers_only_what_is_new
 );
+
+/// Issue 13.9: `digest send` exited 0 when nothing was sent because every
+/// message failed (here the relay refuses the only recipient, 550 5.1.1).
+async fn digest_send_exits_1_when_every_message_failed(engine: Engine) {
+    let smtp = common::smtp::SmtpServer::start(&["--reject", "gone@example.com"]);
+    let db = TestDb::new(engine).await;
+    let root = db.path();
+    std::fs::create_dir_all(root.join("content")).unwrap();
+    std::fs::write(
+        root.join("content/old.md"),
+        study("Old story", "old-story", "2025-01-01T00:00:00Z", &["databases"]),
+    )
+    .unwrap();
+    let config = root.join("casewire.toml");
+    let text = config_text(&db.url, &root, EDITION).replace(
+        "transport = \"file\"",
+        &format!("transport = \"smtp\"\nsmtp_url = \"{}\"", smtp.url()),
+    );
+    assert!(text.contains("smtp_url"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    ok(&casewire(&config, &["digest", "send", "weekly"]));
+    ok(&casewire(
+        &config,
+        &["subscribers", "add", "gone@example.com", "--editions", "weekly"],
+    ));
+    std::fs::write(
+        root.join("content/new.md"),
+        study("New story", "new-story", "2025-02-01T00:00:00Z", &["databases"]),
+    )
+    .unwrap();
+    let out = casewire(&config, &["digest", "send", "weekly"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing was sent"), "{stderr}");
+    assert_eq!(smtp.received_count(), 0);
+}
+on_both_engines!(
+    digest_send_exits_1_when_every_message_failed,
+    digest_send_exits_1_when_every_message_failed
+);

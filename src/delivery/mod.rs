@@ -109,6 +109,13 @@ pub async fn deliver_edition(
         );
         return Ok(Exit::Failed);
     }
+    // Nothing went out although there was mail to send: the run failed,
+    // whatever the reason for each message (refused, suppressed, waiting).
+    let failed = report.dead + report.suppressed + report.pending.max(0) as u64;
+    if report.sent == 0 && failed > 0 {
+        eprintln!("{edition}: nothing was sent: all {failed} message(s) failed");
+        return Ok(Exit::Failed);
+    }
     Ok(if report.dead > 0 {
         Exit::Failed
     } else {
