@@ -127,6 +127,11 @@ pub enum DigestCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Resume an edition that paused itself (its messages were being refused).
+    Resume {
+        /// Edition slug.
+        edition: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

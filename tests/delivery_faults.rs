@@ -21,12 +21,13 @@ use common::{Engine, TestDb};
 use tokio_util::sync::CancellationToken;
 
 fn settings(db: &TestDb, server: &SmtpServer, url: Option<&str>, extra: &str) -> Arc<Settings> {
-    let mut extra = extra.to_owned();
+    let mut defaults = String::new();
     for (key, default) in [("concurrency", 4), ("timeout_seconds", 10)] {
         if !extra.contains(key) {
-            extra.push_str(&format!("\n{key} = {default}"));
+            defaults.push_str(&format!("{key} = {default}\n"));
         }
     }
+    let extra = format!("{defaults}{extra}");
     let text = format!(
         r#"
 [site]
@@ -54,10 +55,15 @@ smtp_url = "{url}"
 
 /// `casewire status` on the real binary, for the config [`settings`] wrote.
 fn status(db: &TestDb) -> String {
+    casewire(db, &["status"])
+}
+
+/// Runs the real binary on the config [`settings`] wrote; returns stdout.
+fn casewire(db: &TestDb, args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_casewire"))
         .arg("--config")
         .arg(db.path().join("casewire.toml"))
-        .arg("status")
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -655,4 +661,82 @@ async fn plaintext_auth_without_tls_was_sent_in_clear(engine: Engine) {
 on_both_engines!(
     plaintext_auth_without_tls_was_sent_in_clear,
     plaintext_auth_without_tls_was_sent_in_clear
+);
+
+async fn ten_refused_messages_in_a_row_pause_the_edition_until_resumed(engine: Engine) {
+    let server = SmtpServer::start(&["--data-reply", "554 5.7.1 Message content rejected"]);
+    let tdb = TestDb::new(engine).await;
+    // One connection: "in a row" is the order of the queue.
+    let s = settings(
+        &tdb,
+        &server,
+        None,
+        "concurrency = 1\n[[editions]]\nslug = \"weekly\"\nname = \"Weekly\"\nschedule = \"0 8 * * MON\"\n",
+    );
+    let db = Db::open(&s.database.url).await.unwrap();
+    let to = recipients(14);
+    queue(&db, &to, Some("weekly")).await;
+
+    let (p, fault) = run_worker(&db, &s).await;
+    assert_eq!(fault, None);
+    assert_eq!((p.dead(), p.sent(), p.suppressed()), (10, 0, 0));
+    let r = rows(&db).await;
+    for row in &r[..10] {
+        assert_eq!((row.state.as_str(), row.attempts), ("dead", 1), "{row:?}");
+        assert!(
+            row.last_error.as_deref().unwrap().contains("554 5.7.1"),
+            "{row:?}"
+        );
+    }
+    for row in &r[10..] {
+        assert_eq!(
+            (row.state.as_str(), row.attempts, row.last_error.as_deref()),
+            ("queued", 0, None),
+            "{row:?}"
+        );
+    }
+    assert_eq!(suppressions(&db).await, vec![]);
+    let (reason,): (String,) =
+        sqlx::query_as("SELECT reason FROM edition_pauses WHERE edition = 'weekly'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        reason.contains("10 messages in a row were refused after DATA")
+            && reason.contains("554 5.7.1 Message content rejected")
+            && reason.contains("casewire digest resume weekly"),
+        "{reason}"
+    );
+    let shown = status(&tdb);
+    assert!(shown.contains("weekly       PAUSED since "), "{shown}");
+
+    // Paused: its rows stay queued even once the relay would take them;
+    // other mail still goes out.
+    server.heal(true);
+    queue(&db, &["ada@example.org".to_owned()], None).await;
+    let (p, _) = run_worker(&db, &s).await;
+    assert_eq!(p.sent(), 1);
+    assert_eq!(server.received_by("ada@example.org").len(), 1);
+    assert_eq!(
+        rows(&db)
+            .await
+            .iter()
+            .filter(|r| r.state == "queued")
+            .count(),
+        4
+    );
+
+    let said = casewire(&tdb, &["digest", "resume", "weekly"]);
+    assert!(said.contains("weekly resumed; 4 queued messages"), "{said}");
+    let (p, _) = run_worker(&db, &s).await;
+    assert_eq!(p.sent(), 4);
+    assert_each_received_once(
+        &server,
+        &[&to[10..], &["ada@example.org".to_owned()]].concat(),
+    );
+    assert!(casewire(&tdb, &["digest", "resume", "weekly"]).contains("weekly is not paused"));
+}
+on_both_engines!(
+    ten_refused_messages_in_a_row_pause_the_edition_until_resumed,
+    ten_refused_messages_in_a_row_pause_the_edition_until_resumed
 );

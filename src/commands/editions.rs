@@ -243,6 +243,27 @@ fn print_run(slug: &str, report: &crate::editions::run::RunReport, dry_run: bool
     );
 }
 
+/// `digest resume EDITION`: lifts the pause an edition put on itself.
+pub fn resume(settings: &Settings, slug: &str) -> Result<Exit> {
+    if let Err(e) = edition(settings, slug) {
+        eprintln!("error: {e:#}");
+        return Ok(Exit::Usage);
+    }
+    super::runtime()?.block_on(async {
+        let db = Db::open(&settings.database.url).await?;
+        match crate::store::edition_pauses::resume(&db, slug).await? {
+            Some(reason) => {
+                let pending = outbox::pending_count(&db, Some(slug)).await?;
+                outln!(
+                    "{slug} resumed; {pending} queued messages go out with the next delivery (it was paused: {reason})"
+                );
+            }
+            None => outln!("{slug} is not paused"),
+        }
+        anyhow::Ok(Exit::Ok)
+    })
+}
+
 pub fn status(settings: &Settings) -> Result<Exit> {
     super::runtime()?.block_on(async {
         let db = Db::open(&settings.database.url).await?;
@@ -273,7 +294,16 @@ pub fn status(settings: &Settings) -> Result<Exit> {
             ),
             Err(e) => outln!("  unknown ({e}); run `casewire migrate`"),
         }
+        let paused = crate::store::edition_pauses::list(&db)
+            .await
+            .unwrap_or_default();
         outln!("Editions");
+        for (slug, reason, at) in &paused {
+            outln!(
+                "  {slug:<12} PAUSED since {}: {reason}",
+                from_millis(*at).format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
         for e in &settings.editions {
             let last = crate::store::editions::last_run(&db, e.slug.as_str()).await?;
             let last = match last {

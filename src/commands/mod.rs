@@ -117,6 +117,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Digest(DigestCommand::Send { edition, dry_run }) => {
             editions::send(&settings, &edition, dry_run)
         }
+        Command::Digest(DigestCommand::Resume { edition }) => editions::resume(&settings, &edition),
         Command::Status => editions::status(&settings),
         Command::Bounces(cmd) => bounces::bounces(&settings, cmd),
         Command::Suppressions(cmd) => bounces::suppressions(&settings, cmd),

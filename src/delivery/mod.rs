@@ -4,6 +4,7 @@
 
 pub mod compose;
 pub mod dkim;
+pub mod pauses;
 pub mod policy;
 pub mod prepared;
 pub mod relay;
@@ -102,6 +103,11 @@ pub async fn deliver_edition(
         report.rate(),
         report.elapsed
     );
+    let paused = crate::store::edition_pauses::list(db).await?;
+    if let Some((_, reason, _)) = paused.iter().find(|(e, _, _)| e == edition) {
+        eprintln!("{reason}");
+        return Ok(Exit::Failed);
+    }
     if let Some(fault) = &report.relay_fault {
         eprintln!(
             "{edition}: stopped: {fault}. {} messages stay queued, no attempt counted; the daemon (or another `digest send`) delivers them once the relay answers",

@@ -97,6 +97,12 @@ impl Relay {
         }
     }
 
+    /// The health registry this breaker reports to (shared with the
+    /// worker's other reports, e.g. paused editions).
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// True while delivery is paused. One atomic load.
     pub fn is_paused(&self) -> bool {
         self.open.load(Ordering::Acquire)

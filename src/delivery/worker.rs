@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::compose::{digest_vars, fill_links, message_id};
+use super::pauses::EditionPauses;
 use super::policy::Fault;
 use super::prepared::{Links, PreparedBody};
 use super::relay::{Change, Gate, Relay};
@@ -247,6 +248,7 @@ struct Shared {
     stored_pause: AtomicBool,
     /// VERP envelope senders, when a return path is configured.
     verp: Option<crate::bounces::verp::Senders>,
+    pauses: Arc<EditionPauses>,
 }
 
 impl DeliveryWorker {
@@ -293,6 +295,7 @@ impl DeliveryWorker {
             self.options.lease,
             stop_renewing.clone(),
         ));
+        let pauses = Arc::new(EditionPauses::default());
         let shared = Arc::new(Shared {
             db: self.db.clone(),
             settings: settings.clone(),
@@ -308,6 +311,7 @@ impl DeliveryWorker {
             checks,
             shutdown: shutdown.clone(),
             relay_target: self.mailer.target(),
+            pauses: pauses.clone(),
             stored_pause: AtomicBool::new(
                 crate::store::relay::load(&self.db)
                     .await?
@@ -331,6 +335,7 @@ impl DeliveryWorker {
             lane.clone(),
             owner.clone(),
             opts.clone(),
+            pauses,
             tracker.clone(),
             rows_tx,
             self.wake.clone(),
@@ -454,6 +459,7 @@ async fn claim_rows(
     lane: Arc<Lane>,
     owner: String,
     opts: WorkerOptions,
+    pauses: Arc<EditionPauses>,
     in_flight: TaskTracker,
     rows: mpsc::Sender<Claimed>,
     wake: Arc<Notify>,
@@ -484,6 +490,7 @@ async fn claim_rows(
             _ = tokio::time::sleep(Duration::from_millis(100)), if opts.stop_when_idle && opts.relay_patience.is_some() => continue,
         };
         let probe = gate == Gate::Probe;
+        store_pauses(&lane, &pauses, relay.health()).await;
         let want = if probe {
             1
         } else {
@@ -546,9 +553,50 @@ async fn claim_rows(
             continue;
         }
         for row in claimed {
+            if let Some(e) = row.edition.as_deref() {
+                if pauses.resumed(e) {
+                    relay.health().clear(&format!("edition {e}"));
+                    tracing::info!(
+                        edition = e,
+                        "edition resumed; delivering its queued messages"
+                    );
+                }
+            }
             if rows.send((row, probe)).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Stores the editions that paused themselves since the last claim, so the
+/// next claim skips their rows.
+async fn store_pauses(lane: &Lane, pauses: &EditionPauses, health: &crate::health::Health) {
+    let todo = pauses.take_unstored();
+    if todo.is_empty() {
+        return;
+    }
+    let stored = async {
+        let (_turn, mut conn) = lane.write().await?;
+        for (edition, reason) in &todo {
+            crate::store::edition_pauses::pause(&mut conn, edition, reason, Utc::now()).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    match stored {
+        Ok(()) => {
+            pauses.stored(&todo);
+            for (edition, reason) in &todo {
+                tracing::error!(edition, "{reason}");
+                health.report(&format!("edition {edition}"), reason.clone());
+                metrics::counter!("casewire_edition_pauses_total", "edition" => edition.clone())
+                    .increment(1);
+            }
+        }
+        Err(e) => {
+            tracing::warn!("storing an edition's pause failed, retrying: {e}");
+            pauses.unstored(todo);
         }
     }
 }
@@ -614,6 +662,14 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
         None => Outcome::Released { id: row.id },
         // Paused since this row was claimed: back to the queue untouched.
         Some(_) if !probe && relay.is_paused() => Outcome::Deferred { id: row.id },
+        Some(_)
+            if row
+                .edition
+                .as_deref()
+                .is_some_and(|e| shared.pauses.is_paused(e)) =>
+        {
+            Outcome::Released { id: row.id }
+        }
         Some(_domain_slot) => attempt(&shared, &row, probe).await,
     };
     if probe && !matches!(outcome, Outcome::Deferred { .. }) && relay.is_paused() {
@@ -693,6 +749,9 @@ async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
     let error = match shared.mailer.send_raw(&envelope, &bytes).await {
         Ok(()) => {
             relay_changed(shared, judged(shared)).await;
+            if let Some(e) = &row.edition {
+                shared.pauses.judged(e);
+            }
             return Outcome::Sent { id };
         }
         Err(e) => e,
@@ -704,6 +763,13 @@ async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
         return Outcome::Deferred { id };
     }
     relay_changed(shared, judged(shared)).await;
+    if let Some(e) = &row.edition {
+        if fault == Fault::Message {
+            shared.pauses.refused(e, &error.to_string());
+        } else {
+            shared.pauses.judged(e);
+        }
+    }
     on_fault(shared, row, fault, error)
 }
 

@@ -7,6 +7,7 @@
 //! and the few statements that differ (row claiming) branch on [`Backend`].
 
 pub mod bounces;
+pub mod edition_pauses;
 pub mod editions;
 pub mod ledger;
 pub mod outbox;

@@ -103,7 +103,8 @@ const CLAIM_COLUMNS: &str =
 /// Claims up to `limit` due rows for `owner` until `lease_until`: queued rows
 /// whose `next_attempt_at` has come, and `sending` rows whose lease expired
 /// (their owner stopped renewing it). `edition` restricts the claim to one
-/// edition (`Some("")` means transactional mail).
+/// edition (`Some("")` means transactional mail). Rows of a paused edition
+/// (`edition_pauses`) are never claimed.
 ///
 /// PostgreSQL: several daemons claim concurrently, so the candidate rows are
 /// locked with `FOR UPDATE SKIP LOCKED` and no two claims return the same row.
@@ -132,6 +133,7 @@ pub async fn claim(
         "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3
          WHERE id IN (SELECT id FROM outbox
                       WHERE state = 'queued' AND next_attempt_at <= $3{filter}
+                        AND (edition IS NULL OR edition NOT IN (SELECT edition FROM edition_pauses))
                       ORDER BY next_attempt_at, id LIMIT $4{lock})
          RETURNING {CLAIM_COLUMNS}"
     );
