@@ -144,6 +144,8 @@ struct RawMail {
     timeout_seconds: Option<u64>,
     allow_plaintext_auth: Option<bool>,
     dkim: Option<RawDkim>,
+    welcome: Option<bool>,
+    welcome_items: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -330,6 +332,11 @@ pub struct MailSettings {
     /// fault; true is for a relay on loopback or an otherwise private path.
     pub allow_plaintext_auth: bool,
     pub dkim: Option<DkimSettings>,
+    /// Send a welcome message after confirmation (default false).
+    pub welcome: bool,
+    /// Latest case studies of the subscriber's categories in the welcome
+    /// message (default 5, 0–50).
+    pub welcome_items: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -821,6 +828,14 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         }
     });
 
+    let welcome_items = raw.mail.welcome_items.unwrap_or(5);
+    if !(0..=50).contains(&welcome_items) {
+        p.push(
+            "[mail] welcome_items",
+            format!("{welcome_items} is out of range (expected 0 to 50)"),
+        );
+    }
+
     // [[categories]]
     let mut categories = Vec::new();
     let mut seen = HashSet::new();
@@ -980,6 +995,8 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             timeout: Duration::from_secs(timeout),
             allow_plaintext_auth: raw.mail.allow_plaintext_auth.unwrap_or(false),
             dkim,
+            welcome: raw.mail.welcome.unwrap_or(false),
+            welcome_items: welcome_items.clamp(0, 50) as usize,
         },
         templates: TemplateSettings {
             dir: raw.templates.dir.unwrap_or_else(|| "templates".into()),

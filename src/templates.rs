@@ -36,6 +36,8 @@ fn builtin(name: &str) -> Option<&'static str> {
         "pages/manage_link.html" => include_str!("../templates/pages/manage_link.html"),
         "email/manage_link.txt" => include_str!("../templates/email/manage_link.txt"),
         "email/manage_link.html" => include_str!("../templates/email/manage_link.html"),
+        "email/welcome.txt" => include_str!("../templates/email/welcome.txt"),
+        "email/welcome.html" => include_str!("../templates/email/welcome.html"),
         _ => return None,
     })
 }
@@ -86,7 +88,7 @@ pub fn cached(dir: &Path) -> Arc<Environment<'static>> {
 }
 
 /// Every template the daemon renders itself (a folder may hold more partials).
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 20] = [
     "pages/layout.html",
     "pages/_choices.html",
     "pages/subscribe.html",
@@ -105,6 +107,8 @@ const NAMES: [&str; 18] = [
     "pages/manage_link.html",
     "email/manage_link.txt",
     "email/manage_link.html",
+    "email/welcome.txt",
+    "email/welcome.html",
 ];
 
 /// A template set that compiled and rendered its sample data: every template
@@ -263,6 +267,19 @@ fn samples(settings: &Settings) -> Vec<(&'static str, minijinja::Value)> {
             context! {
                 action => link.clone(), unsubscribe_action => link.clone(),
                 email => "reader@example.com", status => status, saved => saved, ..choices()
+            },
+        ));
+    }
+    for name in ["email/welcome.txt", "email/welcome.html"] {
+        let item = context! {
+            title => "A sample case study", link => link.clone(), summary => "What happened.",
+            published => "2026-01-05", root_cause => "The pool was too small.",
+        };
+        out.push((
+            name,
+            context! {
+                name => "Sample Reader", email => "reader@example.com", items => vec![item],
+                preferences_url => link.clone(), unsubscribe_url => link.clone(),
             },
         ));
     }

@@ -34,7 +34,18 @@ pub async fn submit(
     Path(token): Path<String>,
     r: Responder,
 ) -> Response {
-    match subscribers::confirm(&state.db, &token, chrono::Utc::now()).await {
+    let now = chrono::Utc::now();
+    let result = subscribers::confirm(&state.db, &token, now).await;
+    if let Ok((s, manage)) = &result {
+        let snapshot = state.snapshot();
+        match subscribers::welcome::queue_welcome(&r.settings, &state.db, &snapshot.catalog, s, manage, now).await {
+            Ok(true) => state.signals.outbox_queued(),
+            Ok(false) => {}
+            // The subscription stands; only the welcome is lost.
+            Err(e) => tracing::error!("cannot queue the welcome message to subscriber {}: {e:#}", s.id),
+        }
+    }
+    match result {
         Ok((s, manage)) if r.json => r.json(
             StatusCode::OK,
             serde_json::json!({

@@ -6,6 +6,7 @@
 pub mod abuse;
 pub mod import;
 pub mod recovery;
+pub mod welcome;
 pub mod views;
 
 use chrono::{DateTime, Duration, Utc};

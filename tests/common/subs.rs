@@ -124,9 +124,20 @@ pub async fn spawn_app_with(engine: Engine, admin_token: Option<&str>) -> TestAp
 
 /// A test app with `http_extra` lines in its `[http]` section.
 pub async fn spawn_app_http(engine: Engine, admin_token: Option<&str>, http_extra: &str) -> TestApp {
+    spawn_app_edit(engine, admin_token, http_extra, |_, text| text).await
+}
+
+/// A test app whose configuration text `edit` may change (it gets the test's
+/// folder too, e.g. to write content files before the start).
+pub async fn spawn_app_edit(
+    engine: Engine,
+    admin_token: Option<&str>,
+    http_extra: &str,
+    edit: impl FnOnce(&Path, String) -> String,
+) -> TestApp {
     let db = TestDb::new(engine).await;
     let port = free_port();
-    let text = config_text_with(&db, port, admin_token, http_extra);
+    let text = edit(&db.path(), config_text_with(&db, port, admin_token, http_extra));
     let path = db.path().join("casewire.toml");
     std::fs::write(&path, &text).unwrap();
     let settings = Settings::from_toml(&path, &text, Vec::new()).expect("test settings");
