@@ -182,6 +182,7 @@ struct RawEdition {
     #[serde(default)]
     categories: Vec<String>,
     subject: Option<String>,
+    pause_above: Option<crate::bounces::config::PauseAbove>,
 }
 
 // ---------------------------------------------------------------------------
@@ -379,6 +380,9 @@ pub struct Edition {
     pub categories: Vec<Slug>,
     /// Subject line, a minijinja template string.
     pub subject: String,
+    /// The edition pauses itself when a run's complaint or bounce rate
+    /// passes these (`pause_above = { complaint_rate, bounce_rate, min_sent }`).
+    pub pause_above: Option<crate::bounces::config::PauseAbove>,
 }
 
 impl Settings {
@@ -926,7 +930,15 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             max_items: max_items.clamp(1, 200) as usize,
             categories: cats,
             subject,
+            pause_above: e.pause_above.clone(),
         });
+        if let Some(pa) = &e.pause_above {
+            for (k, v) in [("complaint_rate", pa.complaint_rate), ("bounce_rate", pa.bounce_rate)] {
+                if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                    p.push(&format!("{key} pause_above.{k}"), "must be a fraction between 0 and 1 (0.003 is 0.3%)");
+                }
+            }
+        }
     }
 
     // [bounces]

@@ -55,6 +55,22 @@ struct RawMailgun {
     signing_key: String,
 }
 
+/// `[[editions]] pause_above`: a run whose rates pass these pauses its
+/// edition until `casewire digest resume`, once it sent `min_sent` messages
+/// (default 100; fewer say little).
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PauseAbove {
+    pub complaint_rate: Option<f64>,
+    pub bounce_rate: Option<f64>,
+    #[serde(default = "default_min_sent")]
+    pub min_sent: i64,
+}
+
+fn default_min_sent() -> i64 {
+    100
+}
+
 /// Validated `[bounces]`.
 #[derive(Debug, Clone)]
 pub struct BounceSettings {

@@ -250,6 +250,7 @@ pub fn sample(settings: &Settings) -> anyhow::Result<Digest> {
         max_items: 1,
         categories: Vec::new(),
         subject: "{{ site.title }}".into(),
+        pause_above: None,
     });
     let cats: Vec<Slug> = settings
         .categories
