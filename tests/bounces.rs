@@ -18,11 +18,16 @@ const POSTMARK_USER: &str = "postmark-hook";
 const POSTMARK_PASS: &str = "a-long-postmark-password";
 const MAILGUN_KEY: &str = "key-0123456789abcdef0123456789abcdef";
 
-/// The app with every webhook configured; `extra` is more `[bounces]` keys.
+/// The app with `bounces` as its `[bounces]` section.
 async fn spawn(engine: Engine, bounces: &str) -> TestApp {
+    spawn_edited(engine, bounces, |t| t).await
+}
+
+/// [`spawn`], with the rest of the configuration text changed by `edit`.
+async fn spawn_edited(engine: Engine, bounces: &str, edit: impl Fn(String) -> String) -> TestApp {
     let db = TestDb::new(engine).await;
     let port = common::smtp::free_port();
-    let text = common::subs::config_text(&db, port, Some(common::subs::ADMIN_TOKEN))
+    let text = edit(common::subs::config_text(&db, port, Some(common::subs::ADMIN_TOKEN)))
         + &format!("\n[bounces]\n{bounces}\n");
     let path = db.path().join("casewire.toml");
     std::fs::write(&path, &text).unwrap();
@@ -476,4 +481,100 @@ async fn operators_list_bounces_manage_suppressions_and_see_the_rates(engine: En
 on_both_engines!(
     operators_list_bounces_manage_suppressions_and_see_the_rates,
     operators_list_bounces_manage_suppressions_and_see_the_rates
+);
+
+// ---------------------------------------------------------------------------
+
+async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: Engine) {
+    let app = spawn_edited(
+        engine,
+        &format!("[bounces.webhooks.mailgun]\nsigning_key = \"{MAILGUN_KEY}\""),
+        |t| {
+            t.replace("[mail]\n", "[mail]\nbounce_domain = \"casewire.test\"\n").replace(
+                "schedule = \"0 8 * * MON\"",
+                "schedule = \"0 8 * * MON\"\npause_above = { complaint_rate = 0.1, min_sent = 3 }",
+            )
+        },
+    )
+    .await;
+    for who in ["a@example.org", "b@example.org", "c@example.org"] {
+        casewire::subscribers::add(
+            &app.settings,
+            &app.app.db,
+            &casewire::subscribers::SignUp {
+                email: who.into(),
+                name: String::new(),
+                categories: Vec::new(),
+                editions: vec!["weekly".into()],
+            },
+            Status::Confirmed,
+            "test",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    // A new case study, then the weekly run, sent now through the file transport.
+    let content = app.db.path().join("content");
+    std::fs::write(
+        content.join("pool-exhaustion.md"),
+        "---\ntitle: The pool that ran dry\ndate: 2026-11-30T09:00:00Z\ncategories: [databases]\n---\n\nEvery request waited on a connection that a stuck batch job held.\n",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM publication_events")
+        .fetch_one(&app.app.db.pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "the case study was not published");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, _, err) = cli(&app, &["digest", "send", "weekly"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, recipient FROM outbox WHERE kind = 'digest' AND state = 'sent' ORDER BY id",
+    )
+    .fetch_all(&app.app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3, "{err}");
+
+    // One reader of three complains, about the digest their VERP address names.
+    let key = casewire::bounces::verp::key(
+        &casewire::keys::ServerKey::load_or_create(&app.settings.http.form_key_file).unwrap(),
+    );
+    let verp = casewire::bounces::verp::encode("bounces@casewire.test", &key, rows[0].0);
+    let now = chrono::Utc::now().timestamp();
+    let complaint = serde_json::json!({"event": "complained", "recipient": rows[0].1, "id": "mg-pause",
+        "envelope": {"sender": verp}});
+    let (status, reply) = post(
+        &app,
+        "/webhooks/mailgun",
+        &[("Content-Type", "application/json".to_string())],
+        &mailgun_body("t-pause-token-1", now, complaint),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let outbox_id: Option<i64> = sqlx::query_scalar("SELECT outbox_id FROM bounce_events")
+        .fetch_one(&app.app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox_id, Some(rows[0].0), "the VERP address named the digest row");
+    let reason: Option<String> = sqlx::query_scalar("SELECT reason FROM edition_pauses WHERE edition = 'weekly'")
+        .fetch_optional(&app.app.db.pool)
+        .await
+        .unwrap();
+    let reason = reason.expect("the edition paused itself");
+    assert!(reason.contains("complaint rate") && reason.contains("1 of 3"), "{reason}");
+    let (_, out, _) = cli(&app, &["status"]);
+    assert!(out.contains("33.333%") || out.contains("complaint rate 33.33"), "{out}");
+    let (code, _, err) = cli(&app, &["digest", "resume", "weekly"]);
+    assert_eq!(code, 0, "{err}");
+    app.stop().await;
+}
+on_both_engines!(
+    an_edition_pauses_itself_when_a_run_draws_too_many_complaints,
+    an_edition_pauses_itself_when_a_run_draws_too_many_complaints
 );

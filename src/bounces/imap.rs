@@ -231,7 +231,7 @@ impl BounceMailbox {
         };
         let mut n = 0;
         for e in &events {
-            if super::record(&self.db, &self.settings.bounces, e).await? != Applied::Duplicate {
+            if super::record_and_check(&self.db, &self.settings, e).await? != Applied::Duplicate {
                 n += 1;
             }
         }

@@ -119,6 +119,57 @@ pub async fn record(
     Ok(applied)
 }
 
+/// [`record`], then pauses the bounced message's edition when its run's
+/// rates passed the edition's `pause_above` thresholds.
+pub async fn record_and_check(
+    db: &Db,
+    settings: &crate::config::Settings,
+    event: &Event,
+) -> Result<Applied, StoreError> {
+    let applied = record(db, &settings.bounces, event).await?;
+    if applied == Applied::Duplicate {
+        return Ok(applied);
+    }
+    let Some(outbox_id) = event.outbox_id else { return Ok(applied) };
+    let Some((edition, window)) = crate::store::bounces::run_of(db, outbox_id).await? else {
+        return Ok(applied);
+    };
+    let Some(limits) = settings
+        .editions
+        .iter()
+        .find(|e| e.slug.as_str() == edition)
+        .and_then(|e| e.pause_above.clone())
+    else {
+        return Ok(applied);
+    };
+    let rates = crate::store::bounces::rates_of_run(db, &edition, &window).await?;
+    if rates.sent < limits.min_sent {
+        return Ok(applied);
+    }
+    let over = [
+        ("complaint", rates.complaint_rate(), limits.complaint_rate),
+        ("bounce", rates.bounce_rate(), limits.bounce_rate),
+    ]
+    .into_iter()
+    .find(|(_, rate, limit)| limit.is_some_and(|l| *rate > l));
+    if let Some((what, rate, limit)) = over {
+        let reason = format!(
+            "{what} rate of the run {window} is {:.2}% ({} of {} sent), above pause_above.{what}_rate {:.2}%; look at the list and the content, then `casewire digest resume {edition}`",
+            rate * 100.0,
+            if what == "complaint" { rates.complaints } else { rates.bounces },
+            rates.sent,
+            limit.unwrap_or_default() * 100.0
+        );
+        let _turn = db.write_turn().await;
+        let mut conn = db.pool.acquire().await?;
+        crate::store::edition_pauses::pause(&mut conn, &edition, &reason, event.at).await?;
+        tracing::error!(edition, "edition paused: {reason}");
+        metrics::counter!("casewire_edition_pauses_total", "edition" => edition, "cause" => what)
+            .increment(1);
+    }
+    Ok(applied)
+}
+
 /// A stable key from the parts that identify a report.
 pub fn event_key(source: &str, parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};

@@ -104,7 +104,7 @@ pub async fn receive(
     };
     let mut recorded = 0;
     for event in events {
-        match super::record(&state.db, b, &event).await {
+        match super::record_and_check(&state.db, &settings, &event).await {
             Ok(super::Applied::Duplicate) => {}
             Ok(_) => recorded += 1,
             Err(e) => {

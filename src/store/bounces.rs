@@ -261,6 +261,19 @@ pub async fn unsuppress(db: &Db, email: &str) -> Result<bool, StoreError> {
         > 0)
 }
 
+/// The edition and window of a digest row.
+pub async fn run_of(db: &Db, outbox_id: i64) -> Result<Option<(String, String)>, StoreError> {
+    let key: Option<String> = sqlx::query_scalar("SELECT dedupe_key FROM outbox WHERE id = $1")
+        .bind(outbox_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(key.and_then(|k| {
+        let window = window_of(&k)?;
+        let edition = k.strip_prefix("digest:")?.split_once(':')?.0.to_owned();
+        Some((edition, window))
+    }))
+}
+
 /// The recipient of outbox row `id`, if the row exists.
 pub async fn outbox_recipient(db: &Db, id: i64) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT recipient FROM outbox WHERE id = $1")
