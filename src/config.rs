@@ -183,6 +183,7 @@ struct RawEdition {
     categories: Vec<String>,
     subject: Option<String>,
     pause_above: Option<crate::bounces::config::PauseAbove>,
+    expire_after: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -383,6 +384,10 @@ pub struct Edition {
     /// The edition pauses itself when a run's complaint or bounce rate
     /// passes these (`pause_above = { complaint_rate, bounce_rate, min_sent }`).
     pub pause_above: Option<crate::bounces::config::PauseAbove>,
+    /// A digest not delivered this long after it was queued ends `expired`
+    /// instead of arriving late (default: one period of the schedule;
+    /// instant editions 24 h).
+    pub expire_after: std::time::Duration,
 }
 
 impl Settings {
@@ -922,6 +927,24 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
                 format!("is not a valid template: {err}"),
             );
         }
+        let expire_after = match (&e.expire_after, &schedule) {
+            (Some(text), _) => parse_duration(text).unwrap_or_else(|| {
+                p.push(
+                    &format!("{key} expire_after"),
+                    format!("{text:?} is not a duration (expected e.g. \"90m\", \"36h\", \"7d\")"),
+                );
+                std::time::Duration::from_secs(86_400)
+            }),
+            (None, ScheduleSpec::Instant) => std::time::Duration::from_secs(86_400),
+            (None, ScheduleSpec::Cron(c)) => {
+                // One period: the gap between the next two fire times.
+                let now = chrono::Utc::now();
+                c.next_after(now, timezone)
+                    .and_then(|a| c.next_after(a, timezone).map(|b| b - a))
+                    .and_then(|d| d.to_std().ok())
+                    .unwrap_or(std::time::Duration::from_secs(7 * 86_400))
+            }
+        };
         editions.push(Edition {
             slug,
             name: e.name.clone(),
@@ -931,6 +954,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             categories: cats,
             subject,
             pause_above: e.pause_above.clone(),
+            expire_after,
         });
         if let Some(pa) = &e.pause_above {
             for (k, v) in [("complaint_rate", pa.complaint_rate), ("bounce_rate", pa.bounce_rate)] {
@@ -1257,5 +1281,67 @@ timezone = "Europe/Berlin"
             assert!(err.contains(section), "{err}");
             assert!(!err.contains("s3cret"), "{section} {key}: {err}");
         }
+    }
+}
+
+/// `"90m"`, `"36h"`, `"7d"`, `"2w"`, `"3600s"`: a whole number and a unit.
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(unit_at);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    (n > 0).then(|| std::time::Duration::from_secs(n * secs))
+}
+
+#[cfg(test)]
+mod expire_after_tests {
+    use super::*;
+
+    #[test]
+    fn expire_after_parses_whole_units_and_defaults_to_one_period() {
+        assert_eq!(parse_duration("36h"), Some(std::time::Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_duration("7d"), Some(std::time::Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("90m"), Some(std::time::Duration::from_secs(5400)));
+        for bad in ["", "h", "7", "7 days", "0h", "-1h", "1.5h"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+        let text = r#"
+[site]
+title = "T"
+base_url = "https://example.com/"
+[mail]
+from = "T <t@example.com>"
+[[editions]]
+slug = "weekly"
+name = "Weekly"
+schedule = "0 8 * * MON"
+[[editions]]
+slug = "now"
+name = "Now"
+schedule = "instant"
+[[editions]]
+slug = "daily"
+name = "Daily"
+schedule = "@daily"
+expire_after = "6h"
+"#;
+        let s = Settings::from_toml(Path::new("t.toml"), text, std::iter::empty()).unwrap();
+        let days = |d: u64| std::time::Duration::from_secs(d * 86_400);
+        assert_eq!(s.editions[0].expire_after, days(7));
+        assert_eq!(s.editions[1].expire_after, days(1));
+        assert_eq!(s.editions[2].expire_after, std::time::Duration::from_secs(6 * 3600));
+        let bad = text.replace("\"6h\"", "\"soon\"");
+        let err = Settings::from_toml(Path::new("t.toml"), &bad, std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[[editions]] daily expire_after: \"soon\" is not a duration"), "{err}");
     }
 }

@@ -633,20 +633,35 @@ async fn plaintext_auth_without_tls_was_sent_in_clear(engine: Engine) {
     let (p, fault) = run_worker(&db, &s).await;
     let fault = fault.expect("the refusal pauses delivery");
     assert!(
-        fault.starts_with(&format!("relay 127.0.0.1:{} offers no TLS for the login since ", server.port)),
+        fault.starts_with(&format!(
+            "relay 127.0.0.1:{} offers no TLS for the login since ",
+            server.port
+        )),
         "{fault}"
     );
-    for words in ["offers no STARTTLS", "in clear", "mail.allow_plaintext_auth = true", "loopback"] {
+    for words in [
+        "offers no STARTTLS",
+        "in clear",
+        "mail.allow_plaintext_auth = true",
+        "loopback",
+    ] {
         assert!(fault.contains(words), "{words:?} in {fault}");
     }
-    assert!(!fault.contains("right"), "the password is not shown: {fault}");
+    assert!(
+        !fault.contains("right"),
+        "the password is not shown: {fault}"
+    );
     let attempts = std::fs::read_to_string(&auth_log).unwrap_or_default();
     assert_eq!(attempts, "", "no AUTH command reaches the relay");
     assert_eq!(server.received_count(), 0);
     assert_eq!(p.sent() + p.suppressed() + p.dead() + p.retried(), 0);
     assert_eq!(suppressions(&db).await, vec![]);
     for r in rows(&db).await {
-        assert_eq!((r.state.as_str(), r.attempts, r.last_error.as_deref()), ("queued", 0, None), "{r:?}");
+        assert_eq!(
+            (r.state.as_str(), r.attempts, r.last_error.as_deref()),
+            ("queued", 0, None),
+            "{r:?}"
+        );
     }
 
     // An operator who accepts a clear login on this path says so.
@@ -739,4 +754,53 @@ async fn ten_refused_messages_in_a_row_pause_the_edition_until_resumed(engine: E
 on_both_engines!(
     ten_refused_messages_in_a_row_pause_the_edition_until_resumed,
     ten_refused_messages_in_a_row_pause_the_edition_until_resumed
+);
+
+/// Stale digests do not go out late: a row older than its edition's
+/// `expire_after` ends `expired` (no attempt, no suppression, no mail);
+/// fresh rows and transactional mail are sent.
+async fn digests_past_expire_after_end_expired_instead_of_arriving_late(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = TestDb::new(engine).await;
+    let s = settings(
+        &tdb,
+        &server,
+        None,
+        "[[editions]]\nslug = \"daily\"\nname = \"Daily\"\nschedule = \"@daily\"\nexpire_after = \"1h\"\n",
+    );
+    let db = Db::open(&s.database.url).await.unwrap();
+    let to = recipients(3);
+    queue(&db, &to, Some("daily")).await;
+    let confirm = vec!["ada@example.org".to_owned()];
+    queue(&db, &confirm, None).await;
+    let two_hours_ago = Utc::now().timestamp_millis() - 2 * 3600 * 1000;
+    sqlx::query("UPDATE outbox SET created_at = $1 WHERE recipient <> $2")
+        .bind(two_hours_ago)
+        .bind(&to[2])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let (p, _) = run_worker(&db, &s).await;
+    assert_eq!((p.sent(), p.expired(), p.dead()), (2, 2, 0));
+    let r = rows(&db).await;
+    for row in &r[..2] {
+        assert_eq!(
+            (row.state.as_str(), row.attempts),
+            ("expired", 0),
+            "{row:?}"
+        );
+        assert!(
+            row.last_error.as_deref().unwrap().contains("expire_after"),
+            "{row:?}"
+        );
+    }
+    assert_eq!(suppressions(&db).await, vec![]);
+    assert_each_received_once(&server, &[&to[2..], &confirm[..]].concat());
+    let shown = status(&tdb);
+    assert!(shown.contains("expired     2"), "{shown}");
+}
+on_both_engines!(
+    digests_past_expire_after_end_expired_instead_of_arriving_late,
+    digests_past_expire_after_end_expired_instead_of_arriving_late
 );

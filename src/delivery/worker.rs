@@ -249,6 +249,8 @@ struct Shared {
     /// VERP envelope senders, when a return path is configured.
     verp: Option<crate::bounces::verp::Senders>,
     pauses: Arc<EditionPauses>,
+    /// `expire_after` of each edition, in ms.
+    expire_after: HashMap<String, i64>,
 }
 
 impl DeliveryWorker {
@@ -312,6 +314,16 @@ impl DeliveryWorker {
             shutdown: shutdown.clone(),
             relay_target: self.mailer.target(),
             pauses: pauses.clone(),
+            expire_after: settings
+                .editions
+                .iter()
+                .map(|e| {
+                    (
+                        e.slug.as_str().to_owned(),
+                        e.expire_after.as_millis() as i64,
+                    )
+                })
+                .collect(),
             stored_pause: AtomicBool::new(
                 crate::store::relay::load(&self.db)
                     .await?
@@ -660,6 +672,13 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
     let relay = &shared.options.relay;
     let outcome = match ready {
         None => Outcome::Released { id: row.id },
+        Some(_) if expired(&shared, &row) => Outcome::Expired {
+            id: row.id,
+            error: format!(
+                "expired: not delivered within the edition's expire_after (queued {})",
+                crate::store::from_millis(row.created_at).format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        },
         // Paused since this row was claimed: back to the queue untouched.
         Some(_) if !probe && relay.is_paused() => Outcome::Deferred { id: row.id },
         Some(_)
@@ -797,6 +816,18 @@ fn on_fault(shared: &Shared, row: &ClaimedRow, fault: Fault, error: DeliveryErro
             retry_or_dead(shared, row, format!("smtp: {error}"))
         }
     }
+}
+
+/// A digest queued longer ago than its edition's `expire_after`.
+fn expired(shared: &Shared, row: &ClaimedRow) -> bool {
+    let Some(limit) = row
+        .edition
+        .as_deref()
+        .and_then(|e| shared.expire_after.get(e))
+    else {
+        return false;
+    };
+    row.created_at.saturating_add(*limit) <= Utc::now().timestamp_millis()
 }
 
 /// A transaction reached the relay's judgement: closes the breaker, or
@@ -1053,6 +1084,7 @@ async fn write_results(
                 }
                 Outcome::Dead { .. } => ("casewire_outbox_dead_total", &progress.dead),
                 Outcome::Deferred { .. } => ("casewire_outbox_deferred_total", &progress.deferred),
+                Outcome::Expired { .. } => ("casewire_outbox_expired_total", &progress.expired),
                 Outcome::Released { .. } => {
                     let _ = ack.send(());
                     continue;

@@ -251,6 +251,7 @@ pub fn sample(settings: &Settings) -> anyhow::Result<Digest> {
         categories: Vec::new(),
         subject: "{{ site.title }}".into(),
         pause_above: None,
+        expire_after: std::time::Duration::from_secs(86_400),
     });
     let cats: Vec<Slug> = settings
         .categories

@@ -95,10 +95,12 @@ pub struct ClaimedRow {
     pub vars: String,
     /// Attempts made before this claim.
     pub attempts: i64,
+    /// When the row was queued (ms): digests expire `expire_after` later.
+    pub created_at: i64,
 }
 
 const CLAIM_COLUMNS: &str =
-    "id, kind, edition, subscriber_id, recipient, body_id, message, vars, attempts";
+    "id, kind, edition, subscriber_id, recipient, body_id, message, vars, attempts, created_at";
 
 /// Claims up to `limit` due rows for `owner` until `lease_until`: queued rows
 /// whose `next_attempt_at` has come, and `sending` rows whose lease expired
@@ -301,6 +303,11 @@ pub enum Outcome {
     Deferred {
         id: i64,
     },
+    /// Not delivered within its edition's `expire_after`: final, no attempt counted.
+    Expired {
+        id: i64,
+        error: String,
+    },
 }
 
 /// Writes many outcomes in one transaction. Only rows still leased by
@@ -398,6 +405,15 @@ pub async fn record_outcomes(
                         .execute(&mut *tx)
                         .await?;
                 }
+            }
+            Outcome::Expired { id, error } => {
+                sqlx::query("UPDATE outbox SET state = 'expired', last_error = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4")
+                    .bind(error)
+                    .bind(now)
+                    .bind(*id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
             }
             Outcome::Dead { id, error } => {
                 sqlx::query("UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4")
@@ -497,7 +513,7 @@ pub struct Failure {
 pub async fn recent_failures(db: &Db, limit: i64) -> Result<Vec<Failure>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, recipient, edition, state, attempts, last_error, updated_at FROM outbox
-         WHERE last_error IS NOT NULL AND state IN ('dead', 'queued', 'suppressed')
+         WHERE last_error IS NOT NULL AND state IN ('dead', 'queued', 'suppressed', 'expired')
          ORDER BY updated_at DESC, id DESC LIMIT $1",
     )
     .bind(limit)
