@@ -100,10 +100,10 @@ fn eml_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Waits for a message for `to` in `dir`; the deadline is far below the
+/// Waits for a message for `to` in `dir`; the deadline (a minute) is far below the
 /// worker's hour-long poll, so only a wake-up can deliver it in time.
 fn wait_for_mail(dir: &Path, to: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(m) = eml_files(dir).into_iter().find(|m| m.contains(to)) {
             return m;
@@ -249,7 +249,7 @@ async fn reload_reaches_mail_content_and_editions(engine: Engine) {
             .await
             .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !feed().await.contains("A study in the new folder") {
         assert!(Instant::now() < deadline, "the reloaded content dir is not served");
         tokio::time::sleep(Duration::from_millis(50)).await;
