@@ -124,7 +124,7 @@ async fn reload_applied_broken_templates(engine: Engine) {
             .ok()
             .map(|r| r.status().as_u16())
     };
-    wait_until(20, "the daemon serves /subscribe", async || {
+    wait_until(60, "the daemon serves /subscribe", async || {
         form(&client).await == Some(200)
     })
     .await;
@@ -143,7 +143,7 @@ async fn reload_applied_broken_templates(engine: Engine) {
     write(&templates, "email/confirm.txt", CONFIRM_TXT_WITH_TYPO);
     signal(&child, "HUP");
     let refused = "the templates have errors, so nothing was reloaded";
-    wait_until(10, "the reload is refused", async || logged(&log, refused) == 1).await;
+    wait_until(60, "the reload is refused", async || logged(&log, refused) == 1).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let named = format!("{}:5:", templates.join("email/confirm.txt").display());
     assert!(text.contains(&named), "the log names {named}:\n{text}");
@@ -153,7 +153,7 @@ async fn reload_applied_broken_templates(engine: Engine) {
     // Then also a syntax error in the sign-up form.
     write(&templates, "pages/subscribe.html", "{% if %}<form></form>\n");
     signal(&child, "HUP");
-    wait_until(10, "the second reload is refused", async || logged(&log, refused) == 2).await;
+    wait_until(60, "the second reload is refused", async || logged(&log, refused) == 2).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let named = format!("{}:1:", templates.join("pages/subscribe.html").display());
     assert!(text.contains(&named), "the log names {named}:\n{text}");
@@ -169,7 +169,7 @@ async fn reload_applied_broken_templates(engine: Engine) {
         "{% extends \"pages/layout.html\" %}{% block content %}Custom sign-up form{% endblock %}\n",
     );
     signal(&child, "HUP");
-    wait_until(10, "the good templates apply", async || {
+    wait_until(60, "the good templates apply", async || {
         let r = client.get(format!("{base}/subscribe")).send().await.unwrap();
         r.text().await.unwrap().contains("Custom sign-up form")
     })
@@ -179,7 +179,7 @@ async fn reload_applied_broken_templates(engine: Engine) {
     signal(&child, "TERM");
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(15), "SIGTERM did not stop the daemon");
+        assert!(started.elapsed() < Duration::from_secs(30), "SIGTERM did not stop the daemon");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
