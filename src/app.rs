@@ -72,6 +72,8 @@ impl Parts {
     fn worker(&self, settings: &Arc<Settings>) -> anyhow::Result<Slot> {
         let mailer = crate::delivery::Mailer::from_settings(&settings.mail)
             .context("setting up the mail transport")?;
+        // The worker builds its own; this reports a bad key before it starts.
+        crate::delivery::compose::Composer::new(settings).context("setting up the composer")?;
         let slot = Slot::new(&self.shutdown);
         let mut options = crate::delivery::WorkerOptions::new(settings);
         // One breaker for the process, reporting to the app's health registry;
@@ -234,6 +236,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         webhooks: Arc::new(crate::bounces::webhooks::WebhookState::new(Some(
             crate::bounces::verp::key(&form_key),
         ))),
+        links: crate::subscribers::links::LinkKey::load_or_create(&settings.database.key_file)
+            .context("loading the link key")?,
     };
     tracker.spawn(
         crate::bounces::rates::RateWatch {
@@ -291,7 +295,12 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
         keys.push("[http] listen");
     }
     let caps = |h: &crate::config::HttpSettings| {
-        (h.header_timeout, h.idle_timeout, h.max_connections, h.max_connections_per_ip)
+        (
+            h.header_timeout,
+            h.idle_timeout,
+            h.max_connections,
+            h.max_connections_per_ip,
+        )
     };
     if caps(&old.http) != caps(&new.http) {
         keys.push("[http] timeouts and connection caps");

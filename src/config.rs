@@ -111,6 +111,7 @@ struct RawFeeds {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: Option<String>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -264,6 +265,25 @@ pub struct FeedSettings {
 pub struct DatabaseSettings {
     /// `sqlite://path` (default "sqlite://data/casewire.db") or `postgres://…`.
     pub url: String,
+    /// The server key that signs confirmation and manage links, created
+    /// (mode 0600) on first use; never in the database. Default: beside an
+    /// SQLite file with the extension `.key` (`data/casewire.key`), and
+    /// `data/casewire.key` for PostgreSQL.
+    pub key_file: PathBuf,
+}
+
+/// The link key's default path: beside an SQLite file, else under `data/`.
+fn default_key_file(db_url: &str) -> PathBuf {
+    let fallback = || PathBuf::from("data/casewire.key");
+    let Some(rest) = db_url.strip_prefix("sqlite:") else {
+        return fallback();
+    };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.starts_with(":memory:") {
+        return fallback();
+    }
+    PathBuf::from(path).with_extension("key")
 }
 
 #[derive(Debug, Clone)]
@@ -745,15 +765,24 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
     }
     let header_timeout = raw.http.header_timeout_seconds.unwrap_or(10);
     if !(1..=3600).contains(&header_timeout) {
-        p.push("[http] header_timeout_seconds", format!("{header_timeout} is out of range (1–3600)"));
+        p.push(
+            "[http] header_timeout_seconds",
+            format!("{header_timeout} is out of range (1–3600)"),
+        );
     }
     let idle_timeout = raw.http.idle_timeout_seconds.unwrap_or(30);
     if !(1..=3600).contains(&idle_timeout) {
-        p.push("[http] idle_timeout_seconds", format!("{idle_timeout} is out of range (1–3600)"));
+        p.push(
+            "[http] idle_timeout_seconds",
+            format!("{idle_timeout} is out of range (1–3600)"),
+        );
     }
     let max_connections = raw.http.max_connections.filter(|&n| n != 0);
     if max_connections.is_some_and(|n| n > 1_000_000) {
-        p.push("[http] max_connections", "is out of range (1–1000000, or 0 for the descriptor limit)");
+        p.push(
+            "[http] max_connections",
+            "is out of range (1–1000000, or 0 for the descriptor limit)",
+        );
     }
     let max_connections_per_ip = raw.http.max_connections_per_ip.unwrap_or(128);
 
@@ -1002,7 +1031,13 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             items: items as usize,
             websub_hub,
         },
-        database: DatabaseSettings { url: db_url },
+        database: DatabaseSettings {
+            key_file: raw
+                .database
+                .key_file
+                .unwrap_or_else(|| default_key_file(&db_url)),
+            url: db_url,
+        },
         http: HttpSettings {
             listen: listen.expect("checked above"),
             admin_token,
@@ -1056,9 +1091,11 @@ fn category_list(cats: &[RawCategory]) -> String {
 /// A CIDR such as "10.0.0.0/8", or a single address meaning just that host.
 fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
     let text = text.trim();
-    text.parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 /// Hides the password of a URL before it reaches a message or a log. A
@@ -1189,9 +1226,15 @@ timezone = "Europe/Berlin"
         assert_eq!(s.http.trusted_proxies.len(), 3);
         assert!(s.http.trusted_proxies[1].contains(&"::1".parse::<std::net::IpAddr>().unwrap()));
         assert_eq!(s.http.signup_min_delay, Duration::from_secs(5));
-        let bad = MINIMAL.replace("[mail]", "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n\n[mail]");
+        let bad = MINIMAL.replace(
+            "[mail]",
+            "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n\n[mail]",
+        );
         let err = parse(&bad, &[]).unwrap_err().to_string();
-        assert!(err.contains("[http] trusted_proxies: \"10.0.0.0/33\" is not an IP network"), "{err}");
+        assert!(
+            err.contains("[http] trusted_proxies: \"10.0.0.0/33\" is not an IP network"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::daemon::{config_text, study};
+use common::dkim::{assert_signed, dkimpy_verify, openssl_key, published_record, KEY_KINDS};
 use common::smtp::SmtpServer;
 use common::{Engine, TestDb};
 
@@ -20,13 +21,6 @@ name = "Weekly"
 schedule = "0 8 * * MON"
 timezone = "Europe/Berlin"
 "#;
-
-/// The key forms casewire accepts, and the openssl command that makes each.
-pub const KEY_KINDS: [(&str, &[&str]); 3] = [
-    ("rsa-pkcs1", &["genrsa", "-traditional", "2048"]),
-    ("rsa-pkcs8", &["genrsa", "2048"]),
-    ("ed25519", &["genpkey", "-algorithm", "ed25519"]),
-];
 
 fn casewire(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_casewire"))
@@ -49,118 +43,6 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Writes a new private key with `openssl ARGS` to `path`.
-fn openssl_key(args: &[&str], path: &Path) {
-    let out = Command::new("openssl")
-        .arg(args[0])
-        .arg("-out")
-        .arg(path)
-        .args(&args[1..])
-        .output()
-        .expect("the openssl command is required to make test keys: apt-get install openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The DNS record `casewire check` printed: (name, joined TXT value).
-fn published_record(check_stdout: &str) -> (String, String) {
-    let line = check_stdout
-        .lines()
-        .find(|l| l.contains("._domainkey.") && l.contains(" TXT "))
-        .unwrap_or_else(|| panic!("check printed no TXT record:\n{check_stdout}"));
-    let (name, quoted) = line.split_once(" TXT ").unwrap();
-    let value: String = quoted
-        .split('"')
-        .enumerate()
-        .filter(|(i, _)| i % 2 == 1)
-        .map(|(_, s)| s)
-        .collect();
-    (name.trim().to_owned(), value)
-}
-
-/// Verifies `message` with dkimpy, answering its one DNS query with
-/// `record`; returns dkimpy's verdict and log.
-pub fn dkimpy_verify(message: &[u8], name: &str, record: &str) -> (bool, String) {
-    let check = Command::new("python3")
-        .args(["-c", "import dkim, nacl"])
-        .output()
-        .expect("python3 is required for the DKIM tests");
-    assert!(
-        check.status.success(),
-        "the DKIM tests need dkimpy and PyNaCl: pip install dkimpy pynacl ({})",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("message.eml");
-    // The recorder's first line is its own note of the envelope sender.
-    let message = match message.strip_prefix(b"X-Envelope-From:") {
-        Some(rest) => &rest[rest.windows(2).position(|w| w == b"\r\n").unwrap() + 2..],
-        None => message,
-    };
-    std::fs::write(&file, message).unwrap();
-    let script = r#"
-import logging, sys, dkim
-logging.basicConfig(stream=sys.stdout, level=logging.DEBUG)
-msg = open(sys.argv[1], "rb").read()
-name, record = sys.argv[2].encode(), sys.argv[3].encode()
-def dns(qname, timeout=5):
-    return record if qname.rstrip(b".") == name else None
-ok = dkim.DKIM(msg, logger=logging.getLogger("dkim")).verify(dnsfunc=dns)
-print("VERIFIED" if ok else "FAILED")
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&file)
-        .arg(name)
-        .arg(record)
-        .output()
-        .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (log.contains("VERIFIED"), log)
-}
-
-/// Unfolds the header block of `message` and returns the value of `name`.
-pub fn header(message: &str, name: &str) -> Option<String> {
-    let head = message.split("\r\n\r\n").next().unwrap();
-    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
-    unfolded.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-    })
-}
-
-/// Asserts that `message` verifies and that its signature covers the list headers.
-pub fn assert_signed(message: &[u8], name: &str, record: &str, algorithm: &str) {
-    let (verified, log) = dkimpy_verify(message, name, record);
-    let text = String::from_utf8_lossy(message);
-    assert!(verified, "dkimpy does not verify:\n{log}\n{text}");
-    let sig = header(&text, "DKIM-Signature").expect("a DKIM-Signature header");
-    let tags: std::collections::HashMap<&str, &str> = sig
-        .split(';')
-        .filter_map(|t| t.trim().split_once('='))
-        .collect();
-    assert_eq!(tags["a"].trim(), algorithm, "{sig}");
-    let signed: Vec<String> = tags["h"]
-        .split(':')
-        .map(|h| h.trim().to_ascii_lowercase())
-        .collect();
-    for h in ["from", "to", "subject", "date", "message-id"] {
-        assert!(signed.iter().any(|s| s == h), "h= lacks {h}: {signed:?}");
-    }
-    if text.contains("\r\nList-Unsubscribe:") {
-        for h in ["list-unsubscribe", "list-unsubscribe-post"] {
-            assert!(signed.iter().any(|s| s == h), "h= lacks {h}: {signed:?}");
-        }
-    }
-}
-
 fn key_config(server: &SmtpServer, key_file: &Path) -> String {
     format!(
         "transport = \"smtp\"\nsmtp_url = \"{}\"\ntimeout_seconds = 10\ndkim = {{ selector = \"cw1\", domain = \"notes.example.com\", key_file = \"{}\" }}\n",
@@ -179,6 +61,14 @@ fn write_config(db: &TestDb, root: &Path, server: &SmtpServer, key_file: &Path) 
         &key_config(server, key_file),
     );
     assert!(text.contains("dkim = "), "the mail section was replaced");
+    // PostgreSQL keeps no file of its own: the link key goes in the test's folder.
+    let text = text.replace(
+        "[database]\n",
+        &format!(
+            "[database]\nkey_file = {:?}\n",
+            root.join("links.key").display().to_string()
+        ),
+    );
     let config = root.join("casewire.toml");
     std::fs::write(&config, text).unwrap();
     config
@@ -276,6 +166,227 @@ fn check_names_a_key_it_cannot_use() {
     assert!(
         stdout.contains(&format!("[mail] dkim key_file {}:", key_file.display()))
             && stdout.contains("not a private key"),
+        "{stdout}"
+    );
+}
+
+/// Every link token in a delivered message (confirm, preferences and
+/// unsubscribe URLs, and the mailto unsubscribe subject).
+fn link_tokens(message: &str) -> Vec<String> {
+    let unfolded = message.replace("=\r\n", "").replace("=3D", "=");
+    let mut out = Vec::new();
+    for marker in [
+        "/confirm/",
+        "/preferences/",
+        "/unsubscribe/",
+        "subject=unsubscribe%20",
+    ] {
+        for (at, _) in unfolded.match_indices(marker) {
+            let token: String = unfolded[at + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            if token.len() >= 43 {
+                out.push(token);
+            }
+        }
+    }
+    out
+}
+
+/// Every text value stored in the database: the raw bytes of the SQLite
+/// file and its WAL, or every text column of every PostgreSQL table.
+async fn everything_stored(db: &TestDb, root: &Path) -> Vec<u8> {
+    match db.engine {
+        Engine::Sqlite => {
+            let mut bytes = Vec::new();
+            for suffix in ["", "-wal", "-journal"] {
+                let file = root.join(format!("casewire.db{suffix}"));
+                if let Ok(b) = std::fs::read(&file) {
+                    bytes.extend(b);
+                }
+            }
+            assert!(bytes.len() > 4096, "the SQLite file was read");
+            bytes
+        }
+        Engine::Postgres => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            let columns: Vec<(String, String)> = sqlx::query_as(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns
+                 WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'json', 'jsonb')",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            assert!(columns.iter().any(|(t, c)| t == "outbox" && c == "vars"));
+            let mut bytes = Vec::new();
+            for (table, column) in columns {
+                let values: Vec<Option<String>> =
+                    sqlx::query_scalar(&format!("SELECT \"{column}\"::text FROM \"{table}\""))
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                for v in values.into_iter().flatten() {
+                    bytes.extend(v.into_bytes());
+                    bytes.push(b'\n');
+                }
+            }
+            bytes
+        }
+    }
+}
+
+/// Sign-up, confirmation and a digest through the running daemon and the
+/// `digest send` command, with each key form: every message verifies with
+/// dkimpy, and no link token of any delivered message is stored anywhere.
+async fn all_mail_is_signed_and_no_link_is_stored(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let root = db.path();
+    let server = SmtpServer::start(&[]);
+    std::fs::create_dir_all(root.join("content")).unwrap();
+    std::fs::write(
+        root.join("content/old.md"),
+        study("Old story", "old", "2025-01-01T00:00:00Z", &["databases"]),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let mut tokens = std::collections::BTreeSet::new();
+    let mut record = (String::new(), String::new());
+    let mut config = PathBuf::new();
+    for (kind, args) in KEY_KINDS {
+        let key_file = root.join(format!("{kind}.pem"));
+        openssl_key(args, &key_file);
+        config = write_config(&db, &root, &server, &key_file);
+        record = published_record(&ok(&casewire(&config, &["check"])));
+        let text = std::fs::read_to_string(&config).unwrap();
+        let settings =
+            casewire::config::Settings::from_toml(&config, &text, std::iter::empty()).unwrap();
+        let app = casewire::app::start(settings).await.expect("app starts");
+        let base = format!("http://{}", app.addr);
+
+        let reader = format!("reader-{kind}@example.org");
+        let arrived = server.received_count();
+        let r = client
+            .post(format!("{base}/subscribe"))
+            .form(&[("email", reader.as_str()), ("name", "Ada")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            server.wait_for(arrived + 1, std::time::Duration::from_secs(20)),
+            "no confirmation arrived"
+        );
+        let got = server.received_by(&reader);
+        assert_eq!(got.len(), 1, "one confirmation for {reader}");
+        let mail = &got[0];
+        let algorithm = if kind == "ed25519" {
+            "ed25519-sha256"
+        } else {
+            "rsa-sha256"
+        };
+        assert_signed(mail.as_bytes(), &record.0, &record.1, algorithm);
+        assert!(
+            mail.contains("Subject: Confirm your subscription"),
+            "{mail}"
+        );
+        let found = link_tokens(mail);
+        assert!(!found.is_empty(), "a confirmation link:\n{mail}");
+        let confirm = found[0].clone();
+        tokens.extend(found);
+
+        let confirmed = client
+            .post(format!("{base}/confirm/{confirm}"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), 200);
+        let body: serde_json::Value = confirmed.json().await.unwrap();
+        let prefs = body["preferences_url"].as_str().unwrap();
+        tokens.insert(prefs.rsplit('/').next().unwrap().to_owned());
+        app.stop().await;
+    }
+
+    std::fs::write(
+        root.join("content/new.md"),
+        study(
+            "Fresh story",
+            "fresh",
+            "2025-02-01T00:00:00Z",
+            &["databases"],
+        ),
+    )
+    .unwrap();
+    let before = server.received_count();
+    ok(&casewire(&config, &["digest", "send", "weekly"]));
+    assert_eq!(server.received_count(), before + 3, "one digest per reader");
+    for (kind, _) in KEY_KINDS {
+        let got = server.received_by(&format!("reader-{kind}@example.org"));
+        let digest = got.last().unwrap();
+        assert!(digest.contains("Fresh story"));
+        assert_signed(digest.as_bytes(), &record.0, &record.1, "ed25519-sha256");
+        let found = link_tokens(digest);
+        assert!(
+            found.len() >= 3,
+            "unsubscribe and preferences links:\n{digest}"
+        );
+        tokens.extend(found);
+    }
+
+    // 3 confirmation tokens, and one manage token per reader.
+    assert_eq!(tokens.len(), 6, "{tokens:?}");
+    let stored = everything_stored(&db, &root).await;
+    let present = b"reader-ed25519@example.org";
+    assert!(
+        stored.windows(present.len()).any(|w| w == present),
+        "the scan sees what is stored"
+    );
+    for t in &tokens {
+        assert!(
+            !stored.windows(t.len()).any(|w| w == t.as_bytes()),
+            "the link token {t} is stored in the database"
+        );
+    }
+    let store = casewire::store::Db::open(&db.url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "no token row per message");
+    store.pool.close().await;
+}
+on_both_engines!(
+    all_mail_is_signed_and_no_link_is_stored,
+    all_mail_is_signed_and_no_link_is_stored
+);
+
+/// `check` warns about a link key other users can read.
+#[cfg(unix)]
+#[test]
+fn check_warns_about_a_readable_link_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", root.path().join("x.db").display());
+    std::fs::create_dir_all(root.path().join("content")).unwrap();
+    let config = root.path().join("casewire.toml");
+    std::fs::write(&config, config_text(&url, root.path(), EDITION)).unwrap();
+    let key = root.path().join("x.key");
+    let out = casewire(&config, &["check"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no link key yet"));
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let quiet = String::from_utf8_lossy(&casewire(&config, &["check"]).stdout).into_owned();
+    assert!(!quiet.contains("link key"), "{quiet}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = casewire(&config, &["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{}: warning: the link key is readable by other users",
+            key.display()
+        )),
         "{stdout}"
     );
 }

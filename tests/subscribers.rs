@@ -4,8 +4,10 @@
 
 mod common;
 
+use casewire::domain::Token;
 use casewire::store::subscribers::{self as store, NewSubscriber, Purpose, Status};
 use casewire::store::Db;
+use casewire::subscribers::links::{Claims, LinkKey};
 use chrono::{Duration, Utc};
 use common::subs::spawn_app;
 use common::{Engine, TestDb};
@@ -35,166 +37,141 @@ async fn new_subscriber(db: &Db, email: &str, status: Status, editions: &[String
     .expect("inserted")
 }
 
+async fn resolve(
+    conn: &mut sqlx::AnyConnection,
+    key: &LinkKey,
+    token: &Token,
+    purpose: Purpose,
+    at: chrono::DateTime<Utc>,
+) -> Option<i64> {
+    store::resolve_token(conn, key, token, purpose, at)
+        .await
+        .unwrap()
+        .map(|r| r.subscriber_id)
+}
+
 async fn tokens_are_scoped_and_confirm_tokens_expire(engine: Engine) {
     let (_t, db) = open(engine).await;
     let a = new_subscriber(&db, "a@example.com", Status::Pending, &[]).await;
-    let b = new_subscriber(&db, "b@example.com", Status::Pending, &[]).await;
+    let b = new_subscriber(&db, "b@example.com", Status::Confirmed, &[]).await;
     let now = Utc::now();
+    let key = LinkKey::from_bytes(&[9; 32]);
     let mut conn = db.pool.acquire().await.unwrap();
-    let confirm = store::issue_token(&mut conn, a, Purpose::Confirm, now)
-        .await
-        .unwrap();
-    let manage = store::issue_token(&mut conn, b, Purpose::Manage, now)
-        .await
-        .unwrap();
+    let confirm = key.sign(&Claims {
+        subscriber_id: a,
+        purpose: Purpose::Confirm,
+        version: 0,
+        expires: Some((now + store::CONFIRM_TOKEN_TTL).timestamp()),
+    });
+    let manage = key.manage(b, 0);
 
     // Using a token twice works; each token opens only its subscriber and purpose.
     for _ in 0..2 {
         assert_eq!(
-            store::token_subscriber(&mut conn, &confirm, Purpose::Confirm, now)
-                .await
-                .unwrap(),
+            resolve(&mut conn, &key, &confirm, Purpose::Confirm, now).await,
             Some(a)
         );
         assert_eq!(
-            store::token_subscriber(&mut conn, &manage, Purpose::Manage, now)
-                .await
-                .unwrap(),
+            resolve(&mut conn, &key, &manage, Purpose::Manage, now).await,
             Some(b)
         );
     }
     assert_eq!(
-        store::token_subscriber(&mut conn, &confirm, Purpose::Manage, now)
-            .await
-            .unwrap(),
+        resolve(&mut conn, &key, &confirm, Purpose::Manage, now).await,
         None
     );
     assert_eq!(
-        store::token_subscriber(&mut conn, &manage, Purpose::Confirm, now)
-            .await
-            .unwrap(),
+        resolve(&mut conn, &key, &manage, Purpose::Confirm, now).await,
+        None
+    );
+    // Another server key opens nothing.
+    let other = LinkKey::from_bytes(&[8; 32]);
+    assert_eq!(
+        resolve(&mut conn, &other, &manage, Purpose::Manage, now).await,
         None
     );
 
     // Confirm tokens work for 7 days; manage tokens do not expire.
     let week = now + Duration::days(7);
+    let before = week - Duration::seconds(1);
     assert_eq!(
-        store::token_subscriber(
-            &mut conn,
-            &confirm,
-            Purpose::Confirm,
-            week - Duration::seconds(1)
-        )
-        .await
-        .unwrap(),
+        resolve(&mut conn, &key, &confirm, Purpose::Confirm, before).await,
         Some(a)
     );
     assert_eq!(
-        store::token_subscriber(&mut conn, &confirm, Purpose::Confirm, week)
-            .await
-            .unwrap(),
+        resolve(&mut conn, &key, &confirm, Purpose::Confirm, week).await,
         None
     );
     let decade = now + Duration::days(3650);
     assert_eq!(
-        store::token_subscriber(&mut conn, &manage, Purpose::Manage, decade)
-            .await
-            .unwrap(),
+        resolve(&mut conn, &key, &manage, Purpose::Manage, decade).await,
         Some(b)
     );
 
-    // Only hashes are stored.
-    let hashes: Vec<String> = sqlx::query_scalar("SELECT hash FROM tokens")
-        .fetch_all(&mut *conn)
+    // Unsubscribing kills every earlier link; the next ones carry the new version.
+    assert!(store::unsubscribe(&mut conn, b, now).await.unwrap());
+    assert_eq!(
+        resolve(&mut conn, &key, &manage, Purpose::Manage, now).await,
+        None
+    );
+    assert_eq!(
+        resolve(&mut conn, &key, &key.manage(b, 1), Purpose::Manage, now).await,
+        Some(b)
+    );
+    // Nothing was stored for any of these links.
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+        .fetch_one(&mut *conn)
         .await
         .unwrap();
-    assert!(hashes.contains(&confirm.hash()) && hashes.contains(&manage.hash()));
-    assert!(!hashes
-        .iter()
-        .any(|h| h == confirm.as_str() || h == manage.as_str()));
+    assert_eq!(rows, 0);
 }
 on_both_engines!(
     token_scope_and_expiry,
     tokens_are_scoped_and_confirm_tokens_expire
 );
 
-async fn add_event(db: &Db, slug: &str) -> i64 {
-    sqlx::query("INSERT INTO publications (slug, title, categories, published_at, first_seen_at, content_hash, updated_at, announced) VALUES ($1, $1, '', 0, 0, 'h', 0, 1)")
-        .bind(slug)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query_scalar("INSERT INTO publication_events (slug, categories, created_at) VALUES ($1, '', 0) RETURNING id")
-        .bind(slug)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-}
-
-async fn cursors(db: &Db, id: i64) -> Vec<(String, i64)> {
-    sqlx::query_as("SELECT edition, cursor_event_id FROM subscriber_editions WHERE subscriber_id = $1 ORDER BY edition")
-        .bind(id)
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-}
-
-async fn edition_cursors_start_at_confirmation(engine: Engine) {
-    let (_t, db) = open(engine).await;
-    let weekly = vec!["weekly".to_owned()];
-    let id = new_subscriber(&db, "c@example.com", Status::Pending, &weekly).await;
-    assert_eq!(cursors(&db, id).await, [("weekly".into(), 0)]);
-    let e1 = add_event(&db, "first").await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    assert!(store::confirm(&mut conn, id, Utc::now()).await.unwrap());
-    assert_eq!(cursors(&db, id).await, [("weekly".into(), e1)]);
-    // Confirming again changes nothing, cursors included.
-    let e2 = add_event(&db, "second").await;
-    assert!(!store::confirm(&mut conn, id, Utc::now()).await.unwrap());
-    assert_eq!(cursors(&db, id).await, [("weekly".into(), e1)]);
-    // A kept edition keeps its cursor; an added one starts at the newest event.
-    store::set_choices(
-        &mut conn,
-        id,
-        &["databases".into()],
-        &["weekly".into(), "daily".into()],
+/// Links sent before the upgrade were random tokens whose hash is a row:
+/// each still opens its page, works for one change, and is then gone.
+async fn legacy_token_rows_work_once_then_are_pruned(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let id = casewire::subscribers::add(
+        &app.settings,
+        &app.app.db,
+        &casewire::subscribers::SignUp {
+            email: "legacy@example.com".into(),
+            editions: vec!["weekly".into()],
+            ..Default::default()
+        },
+        Status::Confirmed,
+        "cli",
+        Utc::now(),
     )
     .await
-    .unwrap();
-    assert_eq!(
-        cursors(&db, id).await,
-        [("daily".into(), e2), ("weekly".into(), e1)]
-    );
-    store::set_choices(&mut conn, id, &[], &["daily".into()])
-        .await
-        .unwrap();
-    assert_eq!(cursors(&db, id).await, [("daily".into(), e2)]);
-    let s = store::find_by_id(&mut conn, id).await.unwrap().unwrap();
-    assert!(s.categories.is_empty(), "no rows: every category");
-    assert_eq!(s.status, Status::Confirmed);
-}
-on_both_engines!(edition_cursors, edition_cursors_start_at_confirmation);
-
-async fn suppressed_addresses_get_no_mail(engine: Engine) {
-    let app = spawn_app(engine).await;
-    sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ('bounced@example.com', 'bounce', 0)")
+    .unwrap()
+    .id;
+    let old = Token::generate();
+    sqlx::query("INSERT INTO tokens (hash, subscriber_id, purpose, created_at, expires_at) VALUES ($1, $2, 'manage', $3, NULL)")
+        .bind(old.hash())
+        .bind(id)
+        .bind(Utc::now().timestamp_millis())
         .execute(&app.app.db.pool)
         .await
         .unwrap();
-    let suppressed = app.subscribe("bounced@example.com").await;
-    let fresh = app.subscribe("fresh@example.com").await;
-    assert_eq!(
-        suppressed.body, fresh.body,
-        "the answer does not reveal the suppression"
-    );
-    let rows = app.outbox().await;
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].recipient, "fresh@example.com");
+    let path = format!("/preferences/{}", old.as_str());
+    assert_eq!(app.get(&path).await.status, 200);
+    assert_eq!(app.get(&path).await.status, 200, "GET changes nothing");
+    let saved = app
+        .post_form(&path, &[("categories", "security"), ("edition", "weekly")])
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(app.categories("legacy@example.com").await, vec!["security"]);
+    assert_eq!(app.count("tokens").await, 0, "used up and pruned");
+    assert_eq!(app.get(&path).await.status, 404);
     app.stop().await;
 }
 on_both_engines!(
-    suppressed_address_gets_no_confirmation,
-    suppressed_addresses_get_no_mail
+    legacy_token_rows_work_once_then_are_pruned,
+    legacy_token_rows_work_once_then_are_pruned
 );
 
 async fn sign_up_and_message_commit_together(engine: Engine) {

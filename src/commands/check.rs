@@ -28,6 +28,7 @@ pub fn run(settings: &Settings) -> Result<Exit> {
         errors += 1;
     }
     errors += dkim(settings);
+    link_key(settings);
     let now = Utc::now();
     let published = catalog.published(now).count();
     eprintln!(
@@ -96,4 +97,26 @@ fn schedules(settings: &Settings, now: chrono::DateTime<Utc>) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Warns (not an error: the daemon still runs) when the link key can be
+/// read by other users, who could then forge unsubscribe and preferences links.
+fn link_key(settings: &Settings) {
+    let path = &settings.database.key_file;
+    match crate::subscribers::links::readable_by_others(path) {
+        Ok(true) => outln!(
+            "{}: warning: the link key is readable by other users; restrict it with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ),
+        Ok(false) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => eoutln!(
+            "{}: no link key yet; `casewire run` creates it (mode 0600)",
+            path.display()
+        ),
+        Err(e) => outln!(
+            "{}: warning: cannot inspect the link key: {e}",
+            path.display()
+        ),
+    }
 }

@@ -3,12 +3,21 @@
 //! the settings, and extra headers (List-Unsubscribe, Feedback-ID, …).
 //! Addresses arrive as parsed values and header text is encoded by lettre,
 //! so nothing a person typed can break a header.
+//!
+//! [`Composer`] is the one path every outgoing message takes at send time,
+//! digests and transactional mail alike: the same headers, the same DKIM
+//! signature, and an envelope chosen per message.
 
+use std::sync::Arc;
+
+use lettre::address::Envelope;
+use lettre::message::dkim::DkimConfig;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
-use lettre::Message;
+use lettre::message::{Mailbox, MessageBuilder, MultiPart};
+use lettre::{Address, Message};
 
 use crate::config::Settings;
+use crate::subscribers::links::LinkKey;
 
 /// Per-recipient placeholders in shared digest bodies, replaced at send time.
 pub const PLACEHOLDER_UNSUBSCRIBE_URL: &str = "%%CASEWIRE_UNSUBSCRIBE_URL%%";
@@ -27,6 +36,115 @@ pub enum ComposeError {
     Address(String),
     #[error("cannot build the message: {0}")]
     Build(#[from] lettre::error::Error),
+    #[error(transparent)]
+    Dkim(#[from] super::dkim::DkimKeyError),
+    #[error(transparent)]
+    LinkKey(#[from] crate::subscribers::links::LinkKeyError),
+    #[error("envelope: {0}")]
+    Envelope(String),
+}
+
+/// A message ready for the transport: who the SMTP transaction is from and
+/// to, and the signed bytes.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub envelope: Envelope,
+    pub bytes: Vec<u8>,
+}
+
+/// Composes and signs every message at send time. Built once per worker.
+pub struct Composer {
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    dkim: Option<DkimConfig>,
+    links: Arc<LinkKey>,
+}
+
+impl Composer {
+    /// Reads the DKIM key (when `[mail] dkim` is set) and the link key
+    /// (created on first use).
+    pub fn new(settings: &Settings) -> Result<Self, ComposeError> {
+        let mail = &settings.mail;
+        let from: Mailbox = mail
+            .from
+            .parse()
+            .map_err(|_| ComposeError::Address(mail.from.clone()))?;
+        let reply_to = mail.reply_to.as_deref().and_then(|r| r.parse().ok());
+        let dkim = match &mail.dkim {
+            Some(d) => Some(super::dkim::DkimKey::load(d)?.config),
+            None => None,
+        };
+        let links = LinkKey::load_or_create(&settings.database.key_file)?;
+        Ok(Self {
+            from,
+            reply_to,
+            dkim,
+            links,
+        })
+    }
+
+    pub fn from(&self) -> &Mailbox {
+        &self.from
+    }
+
+    /// The key that signs the links in messages.
+    pub fn links(&self) -> &LinkKey {
+        &self.links
+    }
+
+    /// The envelope sender of a message to `to`. Every message gets its own
+    /// envelope, so a per-recipient (VERP) bounce address fits in here.
+    pub fn envelope(&self, to: &Address) -> Result<Envelope, ComposeError> {
+        Envelope::new(Some(self.from.email.clone()), vec![to.clone()])
+            .map_err(|e| ComposeError::Envelope(e.to_string()))
+    }
+
+    /// From, To, Subject, Date, Message-ID (on the sender's domain) and Reply-To.
+    pub fn headers(&self, to: Mailbox, subject: String) -> MessageBuilder {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .date_now()
+            .message_id(Some(message_id(self.from.email.domain())));
+        if let Some(r) = &self.reply_to {
+            builder = builder.reply_to(r.clone());
+        }
+        builder
+    }
+
+    /// Signs `message` (when DKIM is configured) and pairs it with its envelope.
+    pub fn finish(&self, mut message: Message, to: &Address) -> Result<Outgoing, ComposeError> {
+        if let Some(config) = &self.dkim {
+            message.sign(config);
+        }
+        Ok(Outgoing {
+            envelope: self.envelope(to)?,
+            bytes: message.formatted(),
+        })
+    }
+
+    /// A transactional message (confirmation, "already subscribed").
+    pub fn transactional(
+        &self,
+        to: Address,
+        name: &str,
+        mail: &crate::subscribers::RenderedMail,
+    ) -> Result<Outgoing, ComposeError> {
+        let mailbox = Mailbox::new(Some(name.to_owned()).filter(|n| !n.is_empty()), to.clone());
+        let message = self
+            .headers(mailbox, mail.subject.clone())
+            // RFC 3834: keeps vacation responders from answering.
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Auto-Submitted"),
+                "auto-generated".into(),
+            ))
+            .multipart(MultiPart::alternative_plain_html(
+                mail.text.clone(),
+                mail.html.clone(),
+            ))?;
+        self.finish(message, &to)
+    }
 }
 
 /// An extra header; `name` must be a static ASCII header name.

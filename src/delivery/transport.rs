@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
-use lettre::message::dkim::DkimConfig;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
-use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 
 use super::policy::{self, Fault, Reply, Stage};
 use crate::config::{MailSettings, Transport};
@@ -81,8 +80,6 @@ pub enum TransportError {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    DkimKey(#[from] super::dkim::DkimKeyError),
     #[error("[mail] smtp_url: {0}")]
     Smtp(#[from] lettre::transport::smtp::Error),
 }
@@ -361,7 +358,6 @@ impl std::fmt::Display for DataContent {
 pub struct Mailer {
     inner: Inner,
     timeout: Duration,
-    dkim: Option<DkimConfig>,
 }
 
 impl Mailer {
@@ -378,22 +374,10 @@ impl Mailer {
             }
             Transport::Smtp => smtp_transport(mail)?,
         };
-        let dkim = match &mail.dkim {
-            None => None,
-            Some(d) => Some(super::dkim::DkimKey::load(d)?.config),
-        };
         Ok(Arc::new(Self {
             inner,
             timeout: mail.timeout,
-            dkim,
         }))
-    }
-
-    /// Adds a DKIM-Signature when `[mail] dkim` is configured.
-    pub fn sign(&self, message: &mut Message) {
-        if let Some(config) = &self.dkim {
-            message.sign(config);
-        }
     }
 
     /// Sends finished message bytes, within `mail.timeout`.

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::Mailbox;
-use lettre::{Address, Message};
+use lettre::address::Envelope;
+use lettre::Address;
 use rand::Rng;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection};
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::compose::{digest_vars, fill_links, message_id};
+use super::compose::{digest_vars, fill_links, Composer, Outgoing};
 use super::pauses::EditionPauses;
 use super::policy::Fault;
 use super::prepared::{Links, PreparedBody};
@@ -231,8 +231,8 @@ struct Shared {
     settings: Arc<Settings>,
     mailer: Arc<Mailer>,
     options: WorkerOptions,
-    from: Mailbox,
-    reply_to: Option<Mailbox>,
+    /// Builds and signs every message at send time.
+    composer: Composer,
     domain_limit: usize,
     /// A std Mutex: held only to look up or insert, never across an await.
     domains: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -267,11 +267,7 @@ impl DeliveryWorker {
         let owner = key.to_string();
         let settings = self.settings.clone();
         let mail = &settings.mail;
-        let from: Mailbox = mail
-            .from
-            .parse()
-            .map_err(|e| anyhow::anyhow!("[mail] from {:?}: {e}", mail.from))?;
-        let reply_to = mail.reply_to.as_deref().and_then(|r| r.parse().ok());
+        let composer = Composer::new(&settings)?;
         let liveness = recover(&self.db, key, self.options.recover).await?;
 
         let limiter = (mail.rate_per_second > 0.0).then(|| {
@@ -303,8 +299,7 @@ impl DeliveryWorker {
             settings: settings.clone(),
             mailer: self.mailer.clone(),
             options: self.options.clone(),
-            from,
-            reply_to,
+            composer,
             domain_limit: mail.concurrency.min(8),
             domains: Default::default(),
             limiter,
@@ -734,35 +729,40 @@ async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
             }
         }
     };
-    let bytes = match (&row.message, row.body_id) {
-        (Some(m), _) => m.clone().into_bytes(),
-        (None, Some(body_id)) => match build_digest(shared, row, body_id, to.clone()).await {
-            Ok(b) => b,
-            Err(BuildError::Store(e)) => return retry_or_dead(shared, row, e),
-            Err(BuildError::Invalid(error)) => return Outcome::Dead { id, error },
+    let built = match (&row.message, row.body_id) {
+        // A finished message queued by an earlier version.
+        (Some(m), _) => shared
+            .composer
+            .envelope(&to)
+            .map(|envelope| Outgoing {
+                envelope,
+                bytes: m.clone().into_bytes(),
+            })
+            .map_err(|e| BuildError::Invalid(e.to_string())),
+        (None, Some(body_id)) => build_digest(shared, row, body_id, to).await,
+        (None, None) => build_transactional(shared, row, to),
+    };
+    let Outgoing { envelope, bytes } = match built {
+        Ok(o) => o,
+        Err(BuildError::Store(e)) => return retry_or_dead(shared, row, e),
+        Err(BuildError::Invalid(error)) => return Outcome::Dead { id, error },
+    };
+    // VERP: the envelope sender names the row, so a bounce finds it.
+    let envelope = match &shared.verp {
+        None => envelope,
+        Some(v) => match v
+            .for_row(id)
+            .map_err(|e| e.to_string())
+            .and_then(|from| Envelope::new(Some(from), envelope.to().to_vec()).map_err(|e| e.to_string()))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                return Outcome::Dead {
+                    id,
+                    error: format!("envelope: {e}"),
+                }
+            }
         },
-        (None, None) => {
-            return Outcome::Dead {
-                id,
-                error: "row has neither a message nor a body".into(),
-            }
-        }
-    };
-    let sender = match &shared.verp {
-        Some(v) => v.for_row(id),
-        None => Ok(shared.from.email.clone()),
-    };
-    let envelope = match sender
-        .map_err(|e| e.to_string())
-        .and_then(|from| Envelope::new(Some(from), vec![to]).map_err(|e| e.to_string()))
-    {
-        Ok(e) => e,
-        Err(e) => {
-            return Outcome::Dead {
-                id,
-                error: format!("envelope: {e}"),
-            }
-        }
     };
     let relay = &shared.options.relay;
     let error = match shared.mailer.send_raw(&envelope, &bytes).await {
@@ -908,8 +908,12 @@ enum BuildError {
 #[derive(Debug, Default, serde::Deserialize)]
 struct Vars {
     name: Option<String>,
-    /// The recipient's manage token; links and list headers not given
-    /// below are derived from it ([`digest_vars`]).
+    /// The subscriber's link version: their manage link is signed from it
+    /// and the row's subscriber id at send time.
+    #[serde(default)]
+    v: Option<u32>,
+    /// A raw manage token, in rows queued by an earlier version; links and
+    /// list headers not given below are derived from it ([`digest_vars`]).
     token: Option<String>,
     unsubscribe_url: Option<String>,
     preferences_url: Option<String>,
@@ -922,7 +926,7 @@ async fn build_digest(
     row: &ClaimedRow,
     body_id: i64,
     to: Address,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<Outgoing, BuildError> {
     let cached = shared
         .bodies
         .lock()
@@ -947,10 +951,18 @@ async fn build_digest(
     };
     let vars: Vars = serde_json::from_str(&row.vars)
         .map_err(|e| BuildError::Invalid(format!("vars are not valid: {e}")))?;
-    let derived = vars.token.as_deref().map(|t| {
+    let signed = match (&vars.token, row.subscriber_id) {
+        (None, Some(sid)) => Some(shared.composer.links().manage(sid, vars.v.unwrap_or(0))),
+        _ => None,
+    };
+    let token = vars
+        .token
+        .as_deref()
+        .or(signed.as_ref().map(|t| t.as_str()));
+    let derived = token.map(|t| {
         digest_vars(
             &shared.settings,
-            &shared.from,
+            shared.composer.from(),
             row.edition.as_deref().unwrap_or(""),
             t,
         )
@@ -970,18 +982,10 @@ async fn build_digest(
         .flat_map(|d| d.headers.iter())
         .filter(|h| !vars.headers.contains_key(h.name))
         .map(|h| (h.name, h.value.as_str()));
-    let mut builder = Message::builder()
-        .from(shared.from.clone())
-        .to(Mailbox::new(
-            vars.name.clone().filter(|n| !n.is_empty()),
-            to,
-        ))
-        .subject(body.subject.clone())
-        .date_now()
-        .message_id(Some(message_id(shared.from.email.domain())));
-    if let Some(r) = &shared.reply_to {
-        builder = builder.reply_to(r.clone());
-    }
+    let mut builder = shared.composer.headers(
+        Mailbox::new(vars.name.clone().filter(|n| !n.is_empty()), to.clone()),
+        body.subject.clone(),
+    );
     let given = vars.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
     for (name, value) in given.chain(derived_headers) {
         if value.contains(['\r', '\n']) {
@@ -996,11 +1000,39 @@ async fn build_digest(
             fill_links(value, unsubscribe, preferences),
         ));
     }
-    let mut message = builder
+    let message = builder
         .multipart(body.multipart(&Links::new(unsubscribe, preferences)))
         .map_err(|e| BuildError::Invalid(format!("cannot build the message: {e}")))?;
-    shared.mailer.sign(&mut message);
-    Ok(message.formatted())
+    shared
+        .composer
+        .finish(message, &to)
+        .map_err(|e| BuildError::Invalid(e.to_string()))
+}
+
+/// A confirmation or "already subscribed" row: rendered from its vars, with
+/// its link signed now.
+fn build_transactional(
+    shared: &Shared,
+    row: &ClaimedRow,
+    to: Address,
+) -> Result<Outgoing, BuildError> {
+    let subscriber_id = row
+        .subscriber_id
+        .ok_or_else(|| BuildError::Invalid("transactional row without a subscriber".into()))?;
+    let vars: crate::subscribers::MailVars = serde_json::from_str(&row.vars)
+        .map_err(|e| BuildError::Invalid(format!("vars are not valid: {e}")))?;
+    let mail = crate::subscribers::render_mail(
+        &shared.settings,
+        shared.composer.links(),
+        subscriber_id,
+        &row.recipient,
+        &vars,
+    )
+    .map_err(|e| BuildError::Invalid(format!("rendering the {} mail: {e}", vars.template)))?;
+    shared
+        .composer
+        .transactional(to, &vars.name, &mail)
+        .map_err(|e| BuildError::Invalid(e.to_string()))
 }
 
 /// Answers send-time checks (invariant 7) in groups: every check that

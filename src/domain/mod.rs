@@ -7,4 +7,4 @@ mod token;
 
 pub use email::{EmailAddress, EmailError};
 pub use slug::{Slug, SlugError};
-pub use token::{Token, TokenError, TOKEN_LEN};
+pub use token::{Token, TokenError, SIGNED_BYTES, SIGNED_LEN, TOKEN_LEN};

@@ -1,6 +1,9 @@
-//! Secret link tokens for confirmation and subscription management. A token
-//! is 32 random bytes, shown as 43 characters of unpadded base64url; only its
-//! SHA-256 is stored, so a database leak does not leak working links.
+//! Link tokens for confirmation and subscription management, as they arrive
+//! in a URL. Two shapes parse: a signed token (44 characters of unpadded
+//! base64url: 33 bytes of claims and MAC, see `subscribers::links`), derived
+//! at send time and stored nowhere; and the legacy shape (32 random bytes, 43
+//! characters), of which only the SHA-256 was stored, accepted until the
+//! links already sent with it are used up.
 
 use std::fmt;
 
@@ -8,8 +11,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-/// Length of the textual form: 32 bytes in unpadded base64url.
+/// Length of the legacy textual form: 32 bytes in unpadded base64url.
 pub const TOKEN_LEN: usize = 43;
+
+/// Bytes of a signed token (claims and MAC).
+pub const SIGNED_BYTES: usize = 33;
+
+/// Length of a signed token's textual form: 33 bytes in unpadded base64url.
+pub const SIGNED_LEN: usize = 44;
 
 /// A token parsed from a URL or freshly generated. `Debug` hides the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,11 +36,27 @@ impl Token {
         Self(URL_SAFE_NO_PAD.encode(bytes))
     }
 
-    /// Accepts exactly the shape [`Token::generate`] produces.
-    pub fn parse(value: &str) -> Result<Self, TokenError> {
-        if value.len() != TOKEN_LEN {
-            return Err(TokenError("wrong length"));
+    /// The textual form of signed token bytes (see `subscribers::links`).
+    pub fn from_signed_bytes(bytes: &[u8; SIGNED_BYTES]) -> Self {
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The bytes of a signed token; None for the legacy shape.
+    pub fn signed_bytes(&self) -> Option<[u8; SIGNED_BYTES]> {
+        if self.0.len() != SIGNED_LEN {
+            return None;
         }
+        URL_SAFE_NO_PAD.decode(&self.0).ok()?.try_into().ok()
+    }
+
+    /// Accepts exactly the shapes [`Token::generate`] and
+    /// [`Token::from_signed_bytes`] produce.
+    pub fn parse(value: &str) -> Result<Self, TokenError> {
+        let bytes = match value.len() {
+            TOKEN_LEN => 32,
+            SIGNED_LEN => SIGNED_BYTES,
+            _ => return Err(TokenError("wrong length")),
+        };
         if !value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -40,7 +65,7 @@ impl Token {
         }
         match URL_SAFE_NO_PAD.decode(value) {
             // Re-encoding rejects non-canonical trailing bits.
-            Ok(bytes) if bytes.len() == 32 && URL_SAFE_NO_PAD.encode(&bytes) == value => {
+            Ok(b) if b.len() == bytes && URL_SAFE_NO_PAD.encode(&b) == value => {
                 Ok(Self(value.to_owned()))
             }
             _ => Err(TokenError("not base64url")),
@@ -51,7 +76,8 @@ impl Token {
         &self.0
     }
 
-    /// Lower-case hex SHA-256 of the textual form: what the database stores.
+    /// Lower-case hex SHA-256 of the textual form: what the database stored
+    /// for legacy tokens.
     pub fn hash(&self) -> String {
         hex::encode(Sha256::digest(self.0.as_bytes()))
     }
@@ -88,7 +114,7 @@ mod tests {
     #[test]
     fn rejects_bad_shapes() {
         let good = Token::generate().as_str().to_owned();
-        let overlong = format!("{good}A");
+        let overlong = format!("{good}AA");
         let padded = format!("{}=", &good[..42]);
         let dotted = format!("../{}", &good[..40]);
         let encoded = format!("%2e%2e{}", &good[..37]);
@@ -107,6 +133,23 @@ mod tests {
         ] {
             assert!(Token::parse(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn signed_shape_round_trips_and_is_told_apart() {
+        let mut bytes = [7u8; SIGNED_BYTES];
+        bytes[0] = 1;
+        let t = Token::from_signed_bytes(&bytes);
+        assert_eq!(t.as_str().len(), SIGNED_LEN);
+        let parsed = Token::parse(t.as_str()).unwrap();
+        assert_eq!(parsed.signed_bytes(), Some(bytes));
+        assert_eq!(Token::generate().signed_bytes(), None);
+        let longer = format!("{}A", t.as_str());
+        assert!(Token::parse(&longer).is_err());
+        // Non-canonical last character (33 bytes leave no spare bits, 44 chars).
+        let mut s = t.as_str().to_owned();
+        s.replace_range(43..44, "=");
+        assert!(Token::parse(&s).is_err());
     }
 
     #[test]

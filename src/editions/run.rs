@@ -20,7 +20,6 @@ use sqlx::Connection;
 use super::render::{self, DigestInput};
 use crate::config::{Edition, Settings};
 use crate::content::{CaseStudy, Catalog};
-use crate::domain::Token;
 use crate::store::editions::{self as store, DigestRow};
 use crate::store::{outbox, Db};
 
@@ -132,7 +131,6 @@ pub async fn run_edition(
                 .with_context(|| format!("rendering the {slug} digest"))?;
                 new_bodies.push((key.clone(), digest));
             }
-            let token = Token::generate();
             rows.push((
                 key,
                 DigestRow {
@@ -140,10 +138,9 @@ pub async fn run_edition(
                     recipient: sub.email.clone(),
                     dedupe_key: format!("digest:{slug}:{window}:{}", sub.id),
                     body_id: 0,
-                    token_hash: token.hash(),
-                    // Links and headers are derived from the token at send
+                    // Links and headers are signed and derived at send
                     // time (`delivery::compose::digest_vars`).
-                    vars: serde_json::json!({ "token": token.as_str() }).to_string(),
+                    vars: format!("{{\"v\":{}}}", sub.link_version),
                 },
             ));
         }

@@ -15,7 +15,15 @@ pub async fn show(
     Path(token): Path<String>,
     r: Responder,
 ) -> Response {
-    match subscribers::by_token(&state.db, &token, Purpose::Confirm, chrono::Utc::now()).await {
+    match subscribers::by_token(
+        &state.db,
+        &state.links,
+        &token,
+        Purpose::Confirm,
+        chrono::Utc::now(),
+    )
+    .await
+    {
         Ok(_) if r.json => r.json(
             StatusCode::OK,
             serde_json::json!({ "status": "valid", "action": "POST to this URL to confirm" }),
@@ -35,7 +43,7 @@ pub async fn submit(
     r: Responder,
 ) -> Response {
     let now = chrono::Utc::now();
-    let result = subscribers::confirm(&state.db, &token, now).await;
+    let result = subscribers::confirm(&state.db, &state.links, &token, now).await;
     if let Ok((s, manage)) = &result {
         let snapshot = state.snapshot();
         match subscribers::welcome::queue_welcome(&r.settings, &state.db, &snapshot.catalog, s, manage, now).await {

@@ -42,6 +42,8 @@ pub struct AppState {
     pub form_key: Arc<crate::keys::ServerKey>,
     /// Certificate cache and replay protection of `/webhooks/`.
     pub webhooks: Arc<crate::bounces::webhooks::WebhookState>,
+    /// Signs and checks the links in confirmation and manage URLs.
+    pub links: Arc<crate::subscribers::links::LinkKey>,
 }
 
 impl AppState {

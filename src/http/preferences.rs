@@ -40,7 +40,15 @@ pub async fn show(
     Path(token): Path<String>,
     r: Responder,
 ) -> Response {
-    match subscribers::by_token(&state.db, &token, Purpose::Manage, chrono::Utc::now()).await {
+    match subscribers::by_token(
+        &state.db,
+        &state.links,
+        &token,
+        Purpose::Manage,
+        chrono::Utc::now(),
+    )
+    .await
+    {
         Ok(s) => view(&r, &s, &token, false),
         Err(e) => r.problem(Problem::from_service(e)),
     }
@@ -62,7 +70,7 @@ pub async fn submit(
     };
     let now = chrono::Utc::now();
     if fields.get("action") == Some("unsubscribe") {
-        return match subscribers::unsubscribe(&state.db, &token, now).await {
+        return match subscribers::unsubscribe(&state.db, &state.links, &token, now).await {
             Ok(s) => super::unsubscribe::done(&r, &s),
             Err(e) => r.problem(Problem::from_service(e)),
         };
@@ -73,6 +81,7 @@ pub async fn submit(
     match subscribers::update_preferences(
         &r.settings,
         &state.db,
+        &state.links,
         &token,
         &categories,
         &editions,

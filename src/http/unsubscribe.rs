@@ -17,7 +17,7 @@ pub async fn show(
     Path(token): Path<String>,
     r: Responder,
 ) -> Response {
-    match subscribers::by_token(&state.db, &token, Purpose::Manage, chrono::Utc::now()).await {
+    match subscribers::by_token(&state.db, &state.links, &token, Purpose::Manage, chrono::Utc::now()).await {
         Ok(s) if r.json => r.json(
             StatusCode::OK,
             serde_json::json!({ "email": s.email, "status": s.status, "action": "POST to this URL to unsubscribe" }),
@@ -41,7 +41,7 @@ pub async fn submit(
     Path(token): Path<String>,
     r: Responder,
 ) -> Response {
-    match subscribers::unsubscribe(&state.db, &token, chrono::Utc::now()).await {
+    match subscribers::unsubscribe(&state.db, &state.links, &token, chrono::Utc::now()).await {
         Ok(s) => done(&r, &s),
         Err(e) => r.problem(Problem::from_service(e)),
     }

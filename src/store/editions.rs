@@ -23,6 +23,8 @@ pub struct EditionSubscriber {
     pub cursor: i64,
     /// Categories followed; empty means all.
     pub follows: Vec<Slug>,
+    /// Signs their manage link (see `subscribers::links`).
+    pub link_version: u32,
 }
 
 /// One digest to queue.
@@ -32,8 +34,8 @@ pub struct DigestRow {
     pub recipient: String,
     pub dedupe_key: String,
     pub body_id: i64,
-    /// Hash of the manage token whose raw value is in `vars`' links.
-    pub token_hash: String,
+    /// Per-recipient values (JSON, no secret): the link version their
+    /// manage link is signed with at send time.
     pub vars: String,
 }
 
@@ -138,8 +140,8 @@ pub async fn subscriber_batch(
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<EditionSubscriber>, StoreError> {
-    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-        "SELECT s.id, s.email, se.cursor_event_id
+    let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT s.id, s.email, se.cursor_event_id, s.link_version
          FROM subscriber_editions se
          JOIN subscribers s ON s.id = se.subscriber_id
          LEFT JOIN suppressions sp ON sp.email = s.email
@@ -169,10 +171,11 @@ pub async fn subscriber_batch(
     }
     Ok(rows
         .into_iter()
-        .map(|(id, email, cursor)| EditionSubscriber {
+        .map(|(id, email, cursor, version)| EditionSubscriber {
             id,
             email,
             cursor,
+            link_version: u32::try_from(version).unwrap_or(u32::MAX),
             follows: follows.remove(&id).unwrap_or_default(),
         })
         .collect())
@@ -181,7 +184,7 @@ pub async fn subscriber_batch(
 /// Rows per multi-row INSERT (9 parameters each, far below SQLite's limit).
 const CHUNK: usize = 250;
 
-/// Queues `rows` and their manage tokens in the caller's transaction, a few
+/// Queues `rows` in the caller's transaction, a few
 /// hundred rows per statement. Rows whose dedupe key exists are skipped.
 pub async fn enqueue_digests(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -193,25 +196,6 @@ pub async fn enqueue_digests(
     let mut inserted = 0;
     let backend = Backend::of(tx);
     for chunk in rows.chunks(CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO tokens (hash, subscriber_id, purpose, created_at, expires_at) VALUES ",
-        );
-        let mut p = Params::new(backend);
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            p.push(&mut sql);
-            sql.push_str(", ");
-            p.push(&mut sql);
-            sql.push_str(", 'manage', ");
-            p.push(&mut sql);
-            sql.push_str(", NULL)");
-        }
-        let mut q = sqlx::query(&sql);
-        for r in chunk {
-            q = q.bind(&r.token_hash).bind(r.subscriber_id).bind(now);
-        }
-        q.execute(&mut **tx).await?;
-
         let mut sql = String::from(
             "INSERT INTO outbox (dedupe_key, kind, edition, subscriber_id, recipient, body_id, vars, state, attempts, next_attempt_at, created_at, updated_at) VALUES ",
         );

@@ -10,6 +10,7 @@ use sqlx::AnyConnection;
 
 use super::{from_millis, to_millis, Backend, Db, StoreError};
 use crate::domain::Token;
+use crate::subscribers::links::LinkKey;
 
 /// Begins a transaction that will write. On SQLite it takes the write lock
 /// up front (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
@@ -81,6 +82,9 @@ pub struct Subscriber {
     pub unsubscribed_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub last_confirmation_sent_at: Option<DateTime<Utc>>,
+    /// Part of every link made for them; raised to invalidate all of them.
+    #[serde(skip)]
+    pub link_version: u32,
     pub categories: Vec<String>,
     pub editions: Vec<String>,
 }
@@ -108,9 +112,10 @@ type Row = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    i64,
 );
 
-const COLUMNS: &str = "id, email, name, status, source, created_at, confirmed_at, unsubscribed_at, last_confirmation_sent_at";
+const COLUMNS: &str = "id, email, name, status, source, created_at, confirmed_at, unsubscribed_at, last_confirmation_sent_at, link_version";
 
 fn from_row(r: Row) -> Subscriber {
     Subscriber {
@@ -123,6 +128,7 @@ fn from_row(r: Row) -> Subscriber {
         confirmed_at: r.6.map(from_millis),
         unsubscribed_at: r.7.map(from_millis),
         last_confirmation_sent_at: r.8.map(from_millis),
+        link_version: u32::try_from(r.9).unwrap_or(u32::MAX),
         categories: Vec::new(),
         editions: Vec::new(),
     }
@@ -336,12 +342,13 @@ pub async fn confirm(
 }
 
 /// Marks a subscriber unsubscribed; returns whether the status changed.
+/// Every link sent to them before stops working ([`revoke_links`]).
 pub async fn unsubscribe(
     conn: &mut AnyConnection,
     id: i64,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    Ok(sqlx::query(
+    let changed = sqlx::query(
         "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = $1 WHERE id = $2 AND status <> 'unsubscribed'",
     )
     .bind(to_millis(now))
@@ -349,7 +356,25 @@ pub async fn unsubscribe(
     .execute(&mut *conn)
     .await?
     .rows_affected()
-        > 0)
+        > 0;
+    if changed {
+        revoke_links(conn, id).await?;
+    }
+    Ok(changed)
+}
+
+/// Invalidates every link of a subscriber ("log out everywhere"): raises
+/// their link version and deletes their rows of the earlier token scheme.
+pub async fn revoke_links(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE subscribers SET link_version = link_version + 1 WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM tokens WHERE subscriber_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Records that a confirmation (or "already subscribed") mail was queued.
@@ -366,46 +391,71 @@ pub async fn mark_confirmation_sent(
     Ok(())
 }
 
-/// Creates a token for `id` and `purpose`; only its hash is stored. Confirm
-/// tokens expire after [`CONFIRM_TOKEN_TTL`], manage tokens never.
-pub async fn issue_token(
-    conn: &mut AnyConnection,
-    id: i64,
-    purpose: Purpose,
-    now: DateTime<Utc>,
-) -> Result<Token, StoreError> {
-    let token = Token::generate();
-    let expires = match purpose {
-        Purpose::Confirm => Some(to_millis(now + CONFIRM_TOKEN_TTL)),
-        Purpose::Manage => None,
-    };
-    sqlx::query("INSERT INTO tokens (hash, subscriber_id, purpose, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(token.hash())
-        .bind(id)
-        .bind(purpose.as_str())
-        .bind(to_millis(now))
-        .bind(expires)
-        .execute(&mut *conn)
-        .await?;
-    Ok(token)
+/// A link token that opened a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub subscriber_id: i64,
+    /// A row of the earlier scheme: it works for one state change, which
+    /// deletes it ([`consume_legacy`]).
+    pub legacy: bool,
 }
 
-/// The subscriber a token belongs to, if it exists, has this purpose and has
-/// not expired. Using a token does not consume it: opening a link twice works.
-pub async fn token_subscriber(
+/// The subscriber a token opens for `purpose` at `now`: a signed token
+/// with a valid MAC, purpose, expiry and the subscriber's current link
+/// version; or a stored hash of the earlier scheme. Read-only, so GET pages
+/// can use it: opening a link twice works.
+pub async fn resolve_token(
     conn: &mut AnyConnection,
+    key: &LinkKey,
     token: &Token,
     purpose: Purpose,
     now: DateTime<Utc>,
-) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
+) -> Result<Option<Resolved>, StoreError> {
+    if token.signed_bytes().is_some() {
+        let Some(claims) = key.check(token, purpose, now) else {
+            return Ok(None);
+        };
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT link_version FROM subscribers WHERE id = $1")
+                .bind(claims.subscriber_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Ok(
+            (version == Some(i64::from(claims.version))).then_some(Resolved {
+                subscriber_id: claims.subscriber_id,
+                legacy: false,
+            }),
+        );
+    }
+    let id: Option<i64> = sqlx::query_scalar(
         "SELECT subscriber_id FROM tokens WHERE hash = $1 AND purpose = $2 AND (expires_at IS NULL OR expires_at > $3)",
     )
     .bind(token.hash())
     .bind(purpose.as_str())
     .bind(to_millis(now))
     .fetch_optional(&mut *conn)
-    .await?)
+    .await?;
+    Ok(id.map(|subscriber_id| Resolved {
+        subscriber_id,
+        legacy: true,
+    }))
+}
+
+/// Deletes the stored row of a legacy token once it has been used for a
+/// change, and the expired confirmation rows of the same scheme.
+pub async fn consume_legacy(
+    conn: &mut AnyConnection,
+    token: &Token,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM tokens WHERE hash = $1 OR (expires_at IS NOT NULL AND expires_at <= $2)",
+    )
+    .bind(token.hash())
+    .bind(to_millis(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn is_suppressed(conn: &mut AnyConnection, email: &str) -> Result<bool, StoreError> {

@@ -5,6 +5,7 @@
 
 pub mod abuse;
 pub mod import;
+pub mod links;
 pub mod recovery;
 pub mod welcome;
 pub mod views;
@@ -13,11 +14,14 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::AnyConnection;
 
 use crate::config::Settings;
-use crate::delivery::compose::{compose, ComposeError, Draft};
+use crate::delivery::compose::ComposeError;
 use crate::domain::{EmailAddress, Slug, Token};
 use crate::store::outbox::{enqueue, NewMessage};
-use crate::store::subscribers::{self as store, NewSubscriber, Purpose, Status, Subscriber};
+use crate::store::subscribers::{
+    self as store, NewSubscriber, Purpose, Resolved, Status, Subscriber, CONFIRM_TOKEN_TTL,
+};
 use crate::store::{Db, StoreError};
+use links::{Claims, LinkKey};
 
 /// At most one confirmation (or "already subscribed") mail per address per this period.
 pub const CONFIRMATION_INTERVAL: Duration = Duration::hours(1);
@@ -233,71 +237,76 @@ pub async fn sign_up(
         .last_confirmation_sent_at
         .is_some_and(|t| now - t < CONFIRMATION_INTERVAL);
     if !recently && !store::is_suppressed(&mut tx, email.as_str()).await? {
-        queue_mail(settings, &mut tx, &subscriber, now).await?;
+        queue_mail(&mut tx, &subscriber, now).await?;
         store::mark_confirmation_sent(&mut tx, subscriber.id, now).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// Queues the confirmation mail (pending) or the "already subscribed" note (confirmed).
+/// What a transactional outbox row keeps (`outbox.vars`): enough to render
+/// the message at send time, and no secret. Its links are signed then.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MailVars {
+    /// `confirm` or `already` (templates `email/{template}.{txt,html}`).
+    pub template: String,
+    pub name: String,
+    /// The subscriber's link version when the mail was queued.
+    pub version: u32,
+    /// Confirmation links: when they stop working, in Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+}
+
+/// A transactional message ready for the composer.
+#[derive(Debug, Clone)]
+pub struct RenderedMail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Queues the confirmation mail (pending) or the "already subscribed" note
+/// (confirmed). The row holds [`MailVars`]; the message is rendered and its
+/// link signed when it is sent ([`render_mail`]).
 async fn queue_mail(
-    settings: &Settings,
     conn: &mut AnyConnection,
     s: &Subscriber,
     now: DateTime<Utc>,
 ) -> Result<(), SubscriberError> {
-    let (template, subject, ctx) = if s.status == Status::Confirmed {
-        let token = store::issue_token(conn, s.id, Purpose::Manage, now).await?;
+    let (kind, vars) = if s.status == Status::Confirmed {
         (
             "already",
-            format!("You are already subscribed to {}", settings.site.title),
-            minijinja::context! {
-                name => s.name, email => s.email,
-                preferences_url => views::url(&link(settings, &format!("preferences/{token}"))),
+            MailVars {
+                template: "already".into(),
+                name: s.name.clone(),
+                version: s.link_version,
+                expires: None,
             },
         )
     } else {
-        let token = store::issue_token(conn, s.id, Purpose::Confirm, now).await?;
         (
-            "confirm",
-            format!("Confirm your subscription to {}", settings.site.title),
-            minijinja::context! {
-                name => s.name, email => s.email,
-                confirm_url => views::url(&link(settings, &format!("confirm/{token}"))),
+            "confirmation",
+            MailVars {
+                template: "confirm".into(),
+                name: s.name.clone(),
+                version: s.link_version,
+                expires: Some((now + CONFIRM_TOKEN_TTL).timestamp()),
             },
         )
     };
-    let text = views::render(settings, &format!("email/{template}.txt"), ctx.clone())?;
-    let html = views::render(settings, &format!("email/{template}.html"), ctx)?;
-    let message = compose(
-        settings,
-        &Draft {
-            to: &s.email,
-            to_name: Some(&s.name),
-            subject: &subject,
-            text: &text,
-            html: &html,
-            // RFC 3834: keeps vacation responders from answering.
-            headers: vec![crate::delivery::compose::ExtraHeader {
-                name: "Auto-Submitted",
-                value: "auto-generated".into(),
-            }],
-        },
-    )?;
-    let formatted = String::from_utf8_lossy(&message.formatted()).into_owned();
     let dedupe = format!("confirm:{}:{}", s.id, now.timestamp_millis());
     enqueue(
         &mut *conn,
         &NewMessage {
             dedupe_key: &dedupe,
-            kind: "confirmation",
+            kind,
             edition: None,
             subscriber_id: Some(s.id),
             recipient: &s.email,
-            message: Some(&formatted),
+            message: None,
             body_id: None,
-            vars: &serde_json::json!({}),
+            vars: &serde_json::to_value(&vars).expect("plain data"),
             now,
         },
     )
@@ -305,35 +314,105 @@ async fn queue_mail(
     Ok(())
 }
 
+/// Renders a transactional row at send time: its templates, with the
+/// confirmation or preferences link signed for `subscriber_id`.
+pub fn render_mail(
+    settings: &Settings,
+    key: &LinkKey,
+    subscriber_id: i64,
+    email: &str,
+    vars: &MailVars,
+) -> Result<RenderedMail, SubscriberError> {
+    let (subject, ctx) = match vars.template.as_str() {
+        "already" => {
+            let token = key.manage(subscriber_id, vars.version);
+            (
+                format!("You are already subscribed to {}", settings.site.title),
+                minijinja::context! {
+                    name => vars.name, email => email,
+                    preferences_url => views::url(&link(settings, &format!("preferences/{token}"))),
+                },
+            )
+        }
+        "confirm" => {
+            let token = key.sign(&Claims {
+                subscriber_id,
+                purpose: Purpose::Confirm,
+                version: vars.version,
+                expires: vars.expires,
+            });
+            (
+                format!("Confirm your subscription to {}", settings.site.title),
+                minijinja::context! {
+                    name => vars.name, email => email,
+                    confirm_url => views::url(&link(settings, &format!("confirm/{token}"))),
+                },
+            )
+        }
+        other => {
+            return Err(invalid(
+                "template",
+                format!("{other:?} is not a transactional mail"),
+            ))
+        }
+    };
+    let t = &vars.template;
+    Ok(RenderedMail {
+        subject,
+        text: views::render(settings, &format!("email/{t}.txt"), ctx.clone())?,
+        html: views::render(settings, &format!("email/{t}.html"), ctx)?,
+    })
+}
+
 /// The subscriber a token belongs to (read-only: for GET pages).
 pub async fn by_token(
     db: &Db,
+    key: &LinkKey,
     token: &str,
     purpose: Purpose,
     now: DateTime<Utc>,
 ) -> Result<Subscriber, SubscriberError> {
     let token = Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
     let mut conn = db.pool.acquire().await?;
-    let id = store::token_subscriber(&mut conn, &token, purpose, now)
+    let found = store::resolve_token(&mut conn, key, &token, purpose, now)
         .await?
         .ok_or(SubscriberError::UnknownToken)?;
-    store::find_by_id(&mut conn, id)
+    store::find_by_id(&mut conn, found.subscriber_id)
         .await?
         .ok_or(SubscriberError::UnknownToken)
 }
 
+/// Resolves a token for a change in `tx`; a legacy token is used up by it.
+async fn resolve_for_change(
+    tx: &mut AnyConnection,
+    key: &LinkKey,
+    token: &str,
+    purpose: Purpose,
+    now: DateTime<Utc>,
+) -> Result<i64, SubscriberError> {
+    let token = Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
+    let Resolved {
+        subscriber_id,
+        legacy,
+    } = store::resolve_token(tx, key, &token, purpose, now)
+        .await?
+        .ok_or(SubscriberError::UnknownToken)?;
+    if legacy {
+        store::consume_legacy(tx, &token, now).await?;
+    }
+    Ok(subscriber_id)
+}
+
 /// Confirms the subscriber of a confirm token; confirming twice is fine.
-/// Returns the subscriber and a fresh manage token for their preferences link.
+/// Returns the subscriber and their manage token for the preferences link.
 pub async fn confirm(
     db: &Db,
+    key: &LinkKey,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<(Subscriber, Token), SubscriberError> {
-    let token = Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
     let mut tx = store::begin_write(db).await?;
-    let id = store::token_subscriber(&mut tx, &token, Purpose::Confirm, now)
-        .await?
-        .ok_or(SubscriberError::UnknownToken)?;
+    let id = resolve_for_change(&mut tx, key, token, Purpose::Confirm, now).await?;
     store::confirm(&mut tx, id, now).await?;
     let s = store::find_by_id(&mut tx, id)
         .await?
@@ -342,8 +421,8 @@ pub async fn confirm(
         // Unsubscribed since: an old confirmation link does not re-subscribe.
         return Err(SubscriberError::UnknownToken);
     }
-    let manage = store::issue_token(&mut tx, id, Purpose::Manage, now).await?;
     tx.commit().await?;
+    let manage = key.manage(id, s.link_version);
     Ok((s, manage))
 }
 
@@ -351,17 +430,16 @@ pub async fn confirm(
 pub async fn update_preferences(
     settings: &Settings,
     db: &Db,
+    key: &LinkKey,
     token: &str,
     categories: &[String],
     editions: &[String],
     now: DateTime<Utc>,
 ) -> Result<Subscriber, SubscriberError> {
-    let token = Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
+    Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
     let choices = parse_choices(settings, categories, editions)?;
     let mut tx = store::begin_write(db).await?;
-    let id = store::token_subscriber(&mut tx, &token, Purpose::Manage, now)
-        .await?
-        .ok_or(SubscriberError::UnknownToken)?;
+    let id = resolve_for_change(&mut tx, key, token, Purpose::Manage, now).await?;
     store::set_choices(&mut tx, id, &choices.categories, &choices.editions).await?;
     let s = store::find_by_id(&mut tx, id)
         .await?
@@ -372,17 +450,31 @@ pub async fn update_preferences(
 
 /// Unsubscribes the subscriber of a manage token. The change has committed
 /// when this returns; delivery re-checks the status before every send
-/// (DESIGN.md invariant 7).
+/// (DESIGN.md invariant 7). Unsubscribing revokes every earlier link, yet
+/// repeating it with the link that did it answers as before (RFC 8058
+/// clients may POST twice): a genuine signed link of an unsubscribed
+/// subscriber changes nothing and reveals nothing new.
 pub async fn unsubscribe(
     db: &Db,
+    key: &LinkKey,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Subscriber, SubscriberError> {
-    let token = Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
     let mut tx = store::begin_write(db).await?;
-    let id = store::token_subscriber(&mut tx, &token, Purpose::Manage, now)
-        .await?
-        .ok_or(SubscriberError::UnknownToken)?;
+    let id = match resolve_for_change(&mut tx, key, token, Purpose::Manage, now).await {
+        Ok(id) => id,
+        Err(SubscriberError::UnknownToken) => {
+            let claims = Token::parse(token)
+                .ok()
+                .and_then(|t| key.check(&t, Purpose::Manage, now))
+                .ok_or(SubscriberError::UnknownToken)?;
+            return match store::find_by_id(&mut tx, claims.subscriber_id).await? {
+                Some(s) if s.status == Status::Unsubscribed => Ok(s),
+                _ => Err(SubscriberError::UnknownToken),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     store::unsubscribe(&mut tx, id, now).await?;
     let s = store::find_by_id(&mut tx, id)
         .await?

@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::delivery::compose::{compose, Draft, ExtraHeader};
 use crate::domain::EmailAddress;
 use crate::store::outbox::{enqueue, NewMessage};
-use crate::store::subscribers::{self as store, Purpose};
+use crate::store::subscribers::{self as store};
 use crate::store::Db;
 
 /// At most one manage-link mail per address per this period.
@@ -35,7 +35,11 @@ pub async fn send_manage_link(
     {
         return Ok(false);
     }
-    let token = store::issue_token(&mut tx, s.id, Purpose::Manage, now).await?;
+    // Still composed when queued (not yet through the send-time composer):
+    // this message row holds the signed link until it is sent.
+    let token = super::links::LinkKey::load_or_create(&settings.database.key_file)
+        .map_err(|e| SubscriberError::Store(crate::store::StoreError::Sql(sqlx::Error::Io(std::io::Error::other(e.to_string())))))?
+        .manage(s.id, s.link_version);
     let ctx = minijinja::context! {
         name => s.name, email => s.email,
         preferences_url => views::url(&link(settings, &format!("preferences/{token}"))),

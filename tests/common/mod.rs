@@ -84,6 +84,7 @@ macro_rules! on_both_engines {
         }
     };
 }
+pub mod dkim;
 pub mod smtp;
 pub mod subs;
 pub mod imap;

@@ -285,20 +285,65 @@ impl TestApp {
         Self::reply(req.send().await.unwrap()).await
     }
 
+    /// Every outbox row in id order, once none is waiting to be sent, each
+    /// with the message delivered for it (read from the file transport's
+    /// folder: messages are composed at send time, rows hold no message).
     pub async fn outbox(&self) -> Vec<OutboxRow> {
-        let rows: Vec<(String, String, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT kind, recipient, subscriber_id, message FROM outbox ORDER BY id",
-        )
-        .fetch_all(&self.app.db.pool)
-        .await
-        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let rows = loop {
+            let rows: Vec<(String, String, Option<i64>, String)> = sqlx::query_as(
+                "SELECT kind, recipient, subscriber_id, state FROM outbox ORDER BY id",
+            )
+            .fetch_all(&self.app.db.pool)
+            .await
+            .unwrap();
+            let waiting = rows
+                .iter()
+                .filter(|r| r.3 == "queued" || r.3 == "sending")
+                .count();
+            if waiting == 0 {
+                break rows;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{waiting} outbox rows still not delivered: {rows:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let mut delivered = self.delivered();
         rows.into_iter()
-            .map(|(kind, recipient, subscriber_id, message)| OutboxRow {
-                kind,
-                recipient,
-                subscriber_id,
-                message: message.unwrap_or_default(),
+            .map(|(kind, recipient, subscriber_id, _)| {
+                let at = delivered.iter().position(|(to, _)| *to == recipient);
+                let message = at.map(|i| delivered.remove(i).1).unwrap_or_default();
+                OutboxRow {
+                    kind,
+                    recipient,
+                    subscriber_id,
+                    message,
+                }
             })
+            .collect()
+    }
+
+    /// Messages the file transport wrote, oldest first, with their recipient.
+    pub fn delivered(&self) -> Vec<(String, String)> {
+        let mut files: Vec<(std::time::SystemTime, String, String)> =
+            std::fs::read_dir(&self.settings.mail.file_dir)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                        .map(|e| {
+                            let text = std::fs::read_to_string(e.path()).unwrap();
+                            let when = e.metadata().unwrap().modified().unwrap();
+                            (when, e.file_name().to_string_lossy().into_owned(), text)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, _, text)| (recipient_of(&text), text))
             .collect()
     }
 
@@ -358,8 +403,25 @@ impl TestApp {
     }
 }
 
+/// The address in the To header of a message.
+pub fn recipient_of(message: &str) -> String {
+    let to = message
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .replace("\r\n ", " ")
+        .lines()
+        .find_map(|l| l.strip_prefix("To: ").map(str::to_owned))
+        .unwrap_or_default();
+    match (to.rfind('<'), to.rfind('>')) {
+        (Some(a), Some(b)) if a < b => to[a + 1..b].to_owned(),
+        _ => to.trim().to_owned(),
+    }
+}
+
 /// The first link starting with `prefix` in an RFC 5322 message (7bit or
-/// quoted-printable), up to the end of its 43-character token.
+/// quoted-printable), up to the end of its token (44 characters, or 43 for
+/// the earlier random tokens).
 pub fn link_in(message: &str, prefix: &str) -> String {
     let unfolded = message.replace("=\r\n", "").replace("=\n", "");
     let start = unfolded
@@ -370,6 +432,9 @@ pub fn link_in(message: &str, prefix: &str) -> String {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect();
-    assert_eq!(token.len(), 43, "token in {rest:.80}");
+    assert!(
+        token.len() == 44 || token.len() == 43,
+        "token in {rest:.80}"
+    );
     format!("{prefix}{token}")
 }
