@@ -144,28 +144,18 @@ impl<'a> DirectoryStore<'a> {
         };
         match std::fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(problem(
-                    "the content folder ([content] dir) is not a folder".into(),
-                ))
-            }
+            Ok(_) => return Err(problem("the content folder ([content] dir) is not a folder".into())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(problem(
                     "the content folder ([content] dir) does not exist; create it or fix the path"
                         .into(),
                 ))
             }
-            Err(e) => {
-                return Err(problem(format!(
-                    "cannot read the content folder ([content] dir): {e}"
-                )))
-            }
+            Err(e) => return Err(problem(format!("cannot read the content folder ([content] dir): {e}"))),
         }
-        std::fs::read_dir(&self.root).map(drop).map_err(|e| {
-            problem(format!(
-                "cannot read the content folder ([content] dir): {e}"
-            ))
-        })
+        std::fs::read_dir(&self.root)
+            .map(drop)
+            .map_err(|e| problem(format!("cannot read the content folder ([content] dir): {e}")))
     }
 
     /// Every `.md` file below the root, sorted, so duplicate slugs resolve the same way each time.
@@ -449,10 +439,7 @@ impl<'a> DirectoryStore<'a> {
             .name("casewire-parse".into())
             .spawn(move || {
                 let _ = tx.send(CaseStudy::from_file(&owned, &bytes, &settings));
-                OVERDUE
-                    .lock()
-                    .expect("not poisoned")
-                    .retain(|o| o != &owned);
+                OVERDUE.lock().expect("not poisoned").retain(|o| o != &owned);
             });
         if spawned.is_err() {
             // No thread to spare: parse here rather than not at all.
