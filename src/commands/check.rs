@@ -110,7 +110,7 @@ fn link_key(settings: &Settings) {
             path.display()
         ),
         Ok(false) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => eoutln!(
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => eprintln!(
             "{}: no link key yet; `casewire run` creates it (mode 0600)",
             path.display()
         ),
