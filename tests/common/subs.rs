@@ -291,15 +291,18 @@ impl TestApp {
     pub async fn outbox(&self) -> Vec<OutboxRow> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let rows = loop {
-            let rows: Vec<(String, String, Option<i64>, String)> = sqlx::query_as(
-                "SELECT kind, recipient, subscriber_id, state FROM outbox ORDER BY id",
-            )
-            .fetch_all(&self.app.db.pool)
-            .await
-            .unwrap();
+            let rows: Vec<(String, String, Option<i64>, String, i64, Option<String>)> =
+                sqlx::query_as(
+                    "SELECT kind, recipient, subscriber_id, state, next_attempt_at, message FROM outbox ORDER BY id",
+                )
+                .fetch_all(&self.app.db.pool)
+                .await
+                .unwrap();
+            // Rows due later (queued with a future clock) are not waited for.
+            let now = chrono::Utc::now().timestamp_millis();
             let waiting = rows
                 .iter()
-                .filter(|r| r.3 == "queued" || r.3 == "sending")
+                .filter(|r| (r.3 == "queued" && r.4 <= now) || r.3 == "sending")
                 .count();
             if waiting == 0 {
                 break rows;
@@ -312,9 +315,15 @@ impl TestApp {
         };
         let mut delivered = self.delivered();
         rows.into_iter()
-            .map(|(kind, recipient, subscriber_id, _)| {
-                let at = delivered.iter().position(|(to, _)| *to == recipient);
-                let message = at.map(|i| delivered.remove(i).1).unwrap_or_default();
+            .map(|(kind, recipient, subscriber_id, state, _, queued)| {
+                let at = (state != "queued")
+                    .then(|| delivered.iter().position(|(to, _)| *to == recipient))
+                    .flatten();
+                let message = match at {
+                    Some(i) => delivered.remove(i).1,
+                    // Not sent yet: a row queued whole shows its message.
+                    None => queued.unwrap_or_default(),
+                };
                 OutboxRow {
                     kind,
                     recipient,
