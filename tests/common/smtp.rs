@@ -38,28 +38,35 @@ impl SmtpServer {
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support_smtp.py");
-        let port = free_port();
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--dir")
-            .arg(dir.path().join("received"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting tests/support_smtp.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("reading the SMTP server's READY line");
-        assert!(
-            line.starts_with("READY"),
-            "SMTP server did not start: {line:?}"
-        );
-        SmtpServer { port, dir, child }
+        // A free port can be taken by a test starting beside this one before
+        // the server binds it: try a few ports before giving up.
+        let mut last = String::new();
+        for _ in 0..8 {
+            let port = free_port();
+            let mut child = Command::new("python3")
+                .arg(&script)
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--dir")
+                .arg(dir.path().join("received"))
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("starting tests/support_smtp.py");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .expect("reading the SMTP server's READY line");
+            if line.starts_with("READY") {
+                return SmtpServer { port, dir, child };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last = line;
+        }
+        panic!("SMTP server did not start on any of 8 free ports: {last:?}");
     }
 
     /// Switches the server's misbehaviour off (`true`) or back on: the
