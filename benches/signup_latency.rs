@@ -60,7 +60,10 @@ fn main() {
         .current_dir(&root)
         .env("RUST_LOG", "warn")
         .env("CASEWIRE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CASEWIRE_SITE__BASE_URL", format!("http://127.0.0.1:{port}/"))
+        .env(
+            "CASEWIRE_SITE__BASE_URL",
+            format!("http://127.0.0.1:{port}/"),
+        )
         .env(
             "CASEWIRE_DATABASE__URL",
             format!("sqlite://{}", work.path().join("casewire.db").display()),
@@ -69,7 +72,10 @@ fn main() {
         .env("CASEWIRE_HTTP__SIGNUP_MIN_SECONDS", "0")
         .env("CASEWIRE_HTTP__FORM_KEY_FILE", work.path().join("form.key"))
         .env("CASEWIRE_MAIL__TRANSPORT", "smtp")
-        .env("CASEWIRE_MAIL__SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
+        .env(
+            "CASEWIRE_MAIL__SMTP_URL",
+            format!("smtp://127.0.0.1:{smtp_port}"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -84,7 +90,10 @@ fn main() {
     let started = Instant::now();
     rt.block_on(async {
         while client.get(format!("{base}/healthz")).send().await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(60), "daemon did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "daemon did not start"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
@@ -109,7 +118,10 @@ fn main() {
             let t0 = Instant::now();
             assert!(r.status().is_success(), "sign-up {i}: {}", r.status());
             while received(&inbox) <= before {
-                assert!(t0.elapsed() < Duration::from_secs(30), "confirmation {i} never arrived");
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "confirmation {i} never arrived"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             latencies.push(t0.elapsed());
@@ -128,6 +140,9 @@ fn main() {
     );
     println!("  median {:>8.1} ms", pct(0.5).as_secs_f64() * 1e3);
     println!("  p90    {:>8.1} ms", pct(0.9).as_secs_f64() * 1e3);
-    println!("  max    {:>8.1} ms", latencies.last().unwrap().as_secs_f64() * 1e3);
+    println!(
+        "  max    {:>8.1} ms",
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
     println!("  (target p90 ≤ 300 ms)");
 }

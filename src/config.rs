@@ -649,11 +649,23 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             for (i, sec) in list.iter().enumerate() {
                 let key = format!("[content] sections[{i}]");
                 if sec.key.is_empty()
-                    || !sec.key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    || !sec
+                        .key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 {
-                    p.push(&format!("{key}.key"), format!("{:?} must be lower-case letters, digits and _ (e.g. \"root_cause\")", sec.key));
+                    p.push(
+                        &format!("{key}.key"),
+                        format!(
+                            "{:?} must be lower-case letters, digits and _ (e.g. \"root_cause\")",
+                            sec.key
+                        ),
+                    );
                 } else if out.iter().any(|o| o.key == sec.key) {
-                    p.push(&format!("{key}.key"), format!("{:?} appears twice", sec.key));
+                    p.push(
+                        &format!("{key}.key"),
+                        format!("{:?} appears twice", sec.key),
+                    );
                 }
                 let headings: Vec<String> = sec
                     .headings
@@ -662,7 +674,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
                     .filter(|h| !h.is_empty())
                     .collect();
                 if headings.is_empty() {
-                    p.push(&format!("{key}.headings"), "needs at least one heading text, e.g. [\"Root cause\", \"Cause\"]");
+                    p.push(
+                        &format!("{key}.headings"),
+                        "needs at least one heading text, e.g. [\"Root cause\", \"Cause\"]",
+                    );
                 }
                 out.push(crate::content::sections::SectionSpec {
                     key: sec.key.clone(),
@@ -681,7 +696,11 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
                 "[content] expected_sections",
                 format!(
                     "{key:?} is not a section (expected one of: {})",
-                    sections.iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join(", ")
+                    sections
+                        .iter()
+                        .map(|s| s.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
         }
@@ -720,7 +739,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
     {
         p.push(
             "[database] url",
-            format!("{:?} is not supported (expected \"sqlite://path\" or \"postgres://…\")", redact(&db_url)),
+            format!(
+                "{:?} is not supported (expected \"sqlite://path\" or \"postgres://…\")",
+                redact(&db_url)
+            ),
         );
     }
 
@@ -986,9 +1008,15 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             expire_after,
         });
         if let Some(pa) = &e.pause_above {
-            for (k, v) in [("complaint_rate", pa.complaint_rate), ("bounce_rate", pa.bounce_rate)] {
+            for (k, v) in [
+                ("complaint_rate", pa.complaint_rate),
+                ("bounce_rate", pa.bounce_rate),
+            ] {
                 if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-                    p.push(&format!("{key} pause_above.{k}"), "must be a fraction between 0 and 1 (0.003 is 0.3%)");
+                    p.push(
+                        &format!("{key} pause_above.{k}"),
+                        "must be a fraction between 0 and 1 (0.003 is 0.3%)",
+                    );
                 }
             }
         }
@@ -1239,11 +1267,20 @@ timezone = "Europe/Berlin"
 
     #[test]
     fn expected_sections_must_name_a_section() {
-        let text = MINIMAL.replace("[mail]", "[content]\nexpected_sections = [\"root_cause\", \"rootcause\"]\n\n[mail]");
+        let text = MINIMAL.replace(
+            "[mail]",
+            "[content]\nexpected_sections = [\"root_cause\", \"rootcause\"]\n\n[mail]",
+        );
         let err = parse(&text, &[]).unwrap_err().to_string();
         assert!(err.contains("[content] expected_sections: \"rootcause\" is not a section (expected one of: summary, root_cause"), "{err}");
         let ok = parse(&text.replace(", \"rootcause\"", ""), &[]).unwrap();
-        let expected: Vec<&str> = ok.content.sections.iter().filter(|s| s.expected).map(|s| s.key.as_str()).collect();
+        let expected: Vec<&str> = ok
+            .content
+            .sections
+            .iter()
+            .filter(|s| s.expected)
+            .map(|s| s.key.as_str())
+            .collect();
         assert_eq!(expected, ["root_cause"]);
     }
 
@@ -1285,18 +1322,30 @@ timezone = "Europe/Berlin"
     fn redact_hides_passwords() {
         assert_eq!(redact("smtps://u:secret@h:465"), "smtps://u:***@h:465");
         assert_eq!(redact("postgres://app@db/cw"), "postgres://app@db/cw");
-        assert_eq!(redact("https://example.com/feed.xml"), "https://example.com/feed.xml");
+        assert_eq!(
+            redact("https://example.com/feed.xml"),
+            "https://example.com/feed.xml"
+        );
     }
 
     /// An smtp_url that does not parse printed its password in the error.
     #[test]
     fn unparseable_urls_never_show_their_password() {
         for (url, shown) in [
-            ("smtp://user:s3cret@mail.example.com:25x", "smtp://user:***@mail.example.com:25x"),
+            (
+                "smtp://user:s3cret@mail.example.com:25x",
+                "smtp://user:***@mail.example.com:25x",
+            ),
             ("smtp://user:s3c ret@host:25", "smtp://user:***@host:25"),
-            ("smtps://user:s3/cr#et@host:465", "smtps://user:***@host:465"),
+            (
+                "smtps://user:s3/cr#et@host:465",
+                "smtps://user:***@host:465",
+            ),
             ("user:s3cret@host:25", "user:***@host:25"),
-            ("imaps://tok3n@host:99999/INBOX", "imaps://***@host:99999/INBOX"),
+            (
+                "imaps://tok3n@host:99999/INBOX",
+                "imaps://***@host:99999/INBOX",
+            ),
         ] {
             let r = redact(url);
             assert!(!r.contains("s3") && !r.contains("tok3n"), "{url} -> {r}");
@@ -1307,14 +1356,20 @@ timezone = "Europe/Berlin"
             "error with configuration: smtp://u:***@h:x and \"postgres://a:***@c/d\""
         );
         for (key, value) in [
-            ("[mail]\nsmtp_url", "smtp://user:s3cret@mail.example.com:25x"),
+            (
+                "[mail]\nsmtp_url",
+                "smtp://user:s3cret@mail.example.com:25x",
+            ),
             ("[database]\nurl", "mysql://user:s3cret@db.example.com/cw"),
             ("[feeds]\nwebsub_hub", "ftp://user:s3cret@hub.example.com/"),
         ] {
             let text = MINIMAL.replace("[mail]\n", "[mail]\ntransport = \"smtp\"\n");
             let (section, key) = key.split_once('\n').unwrap();
             let text = if text.contains(&format!("{section}\n")) {
-                text.replace(&format!("{section}\n"), &format!("{section}\n{key} = \"{value}\"\n"))
+                text.replace(
+                    &format!("{section}\n"),
+                    &format!("{section}\n{key} = \"{value}\"\n"),
+                )
             } else {
                 format!("{text}\n{section}\n{key} = \"{value}\"\n")
             };
@@ -1350,9 +1405,18 @@ mod expire_after_tests {
 
     #[test]
     fn expire_after_parses_whole_units_and_defaults_to_one_period() {
-        assert_eq!(parse_duration("36h"), Some(std::time::Duration::from_secs(36 * 3600)));
-        assert_eq!(parse_duration("7d"), Some(std::time::Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("90m"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("36h"),
+            Some(std::time::Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(
+            parse_duration("7d"),
+            Some(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            parse_duration("90m"),
+            Some(std::time::Duration::from_secs(5400))
+        );
         for bad in ["", "h", "7", "7 days", "0h", "-1h", "1.5h"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
@@ -1380,11 +1444,17 @@ expire_after = "6h"
         let days = |d: u64| std::time::Duration::from_secs(d * 86_400);
         assert_eq!(s.editions[0].expire_after, days(7));
         assert_eq!(s.editions[1].expire_after, days(1));
-        assert_eq!(s.editions[2].expire_after, std::time::Duration::from_secs(6 * 3600));
+        assert_eq!(
+            s.editions[2].expire_after,
+            std::time::Duration::from_secs(6 * 3600)
+        );
         let bad = text.replace("\"6h\"", "\"soon\"");
         let err = Settings::from_toml(Path::new("t.toml"), &bad, std::iter::empty())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("[[editions]] daily expire_after: \"soon\" is not a duration"), "{err}");
+        assert!(
+            err.contains("[[editions]] daily expire_after: \"soon\" is not a duration"),
+            "{err}"
+        );
     }
 }

@@ -67,7 +67,9 @@ mod tests {
         let result = retry_when_exhausted(|| {
             if failures > 0 {
                 failures -= 1;
-                Err(std::io::Error::from_raw_os_error(Errno::MFILE.raw_os_error()))
+                Err(std::io::Error::from_raw_os_error(
+                    Errno::MFILE.raw_os_error(),
+                ))
             } else {
                 Ok("the case study")
             }
@@ -78,9 +80,14 @@ mod tests {
         let mut calls = 0;
         let result: std::io::Result<()> = retry_when_exhausted(|| {
             calls += 1;
-            Err(std::io::Error::from_raw_os_error(Errno::NFILE.raw_os_error()))
+            Err(std::io::Error::from_raw_os_error(
+                Errno::NFILE.raw_os_error(),
+            ))
         });
-        assert!(is_exhaustion(&result.unwrap_err()), "gives up with the error");
+        assert!(
+            is_exhaustion(&result.unwrap_err()),
+            "gives up with the error"
+        );
         assert!(calls > 1);
 
         let mut calls = 0;

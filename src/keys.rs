@@ -11,7 +11,9 @@ use sha2::Sha256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: cannot read the server key: {source} (remove the file to have a new key made)")]
+    #[error(
+        "{path}: cannot read the server key: {source} (remove the file to have a new key made)"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -68,12 +70,11 @@ impl ServerKey {
                 match tmp.persist_noclobber(path) {
                     Ok(_) => Ok(key),
                     Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-                        let text = std::fs::read_to_string(path).map_err(|source| {
-                            KeyError::Read {
+                        let text =
+                            std::fs::read_to_string(path).map_err(|source| KeyError::Read {
                                 path: path.to_owned(),
                                 source,
-                            }
-                        })?;
+                            })?;
                         Self::parse(path, &text)
                     }
                     Err(e) => Err(create(e.error)),

@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::health::Health;
 use crate::content::{CaseStudy, Catalog, DirectoryStore};
 use crate::feeds::cache::FeedCache;
 use crate::feeds::{self, Scope};
+use crate::health::Health;
 use crate::store::ledger::Ledger;
 
 /// What readers see: replaced whole, never modified.
@@ -234,7 +234,11 @@ impl Publisher {
         metrics::gauge!("casewire_content_errors").set(files.problems.len() as f64);
         match DirectoryStore::new(&settings).check_root() {
             Err(p) => {
-                let message = format!("{}: {}; serving the last good feeds", p.path.display(), p.message);
+                let message = format!(
+                    "{}: {}; serving the last good feeds",
+                    p.path.display(),
+                    p.message
+                );
                 if self.health.report("content", &message) {
                     tracing::error!("{message}");
                 }
@@ -278,7 +282,11 @@ impl Publisher {
         }
         // A source's first fetch is its existing archive, not news.
         for feed in &fetched_sources {
-            let entries = self.upstream.get(feed).map(Vec::as_slice).unwrap_or_default();
+            let entries = self
+                .upstream
+                .get(feed)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let seeded = self.ledger.seed_source(feed, entries, now).await?;
             if seeded > 0 {
                 tracing::info!(feed = %crate::config::redact(feed.as_str()), seeded, "first fetch of an upstream source: recorded its entries without announcing them");

@@ -196,7 +196,9 @@ fn check_env(settings: &Settings, env: &Environment<'static>) -> Vec<Problem> {
     }
     for (name, ctx) in samples(settings) {
         let rendered = env.get_template(name).and_then(|t| {
-            t.render(minijinja::context! { site => crate::subscribers::views::site(settings), ..ctx })
+            t.render(
+                minijinja::context! { site => crate::subscribers::views::site(settings), ..ctx },
+            )
         });
         if let Err(e) = rendered {
             problems.push(template_problem(dir, &e));
@@ -261,7 +263,11 @@ fn samples(settings: &Settings) -> Vec<(&'static str, minijinja::Value)> {
             context! { action => link.clone(), email => "reader@example.com", preferences_url => link.clone() },
         ),
     ];
-    for (status, saved) in [("confirmed", true), ("pending", false), ("unsubscribed", false)] {
+    for (status, saved) in [
+        ("confirmed", true),
+        ("pending", false),
+        ("unsubscribed", false),
+    ] {
         out.push((
             "pages/preferences.html",
             context! {

@@ -16,13 +16,19 @@ use futures::StreamExt as _;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces").join(name),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bounces")
+            .join(name),
     )
     .unwrap()
 }
 
 async fn count(session: &mut async_imap::Session<tokio::net::TcpStream>, mailbox: &str) -> u32 {
-    session.examine(mailbox).await.map(|m| m.exists).unwrap_or(0)
+    session
+        .examine(mailbox)
+        .await
+        .map(|m| m.exists)
+        .unwrap_or(0)
 }
 
 async fn suppressed(db: &casewire::store::Db, email: &str) -> Option<String> {
@@ -37,17 +43,19 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
     let imap = ImapServer::start();
     let db = TestDb::new(engine).await;
     let port = common::smtp::free_port();
-    let text = common::subs::config_text(&db, port, None).replace(
-        "[mail]\n",
-        "[mail]\nbounce_domain = \"casewire.test\"\n",
-    ) + &format!(
-        "\n[bounces]\nimap_url = \"{}\"\ndone_folder = \"Processed\"\npoll_seconds = 3600\n",
-        imap.url("bounces", "INBOX")
-    );
+    let text = common::subs::config_text(&db, port, None)
+        .replace("[mail]\n", "[mail]\nbounce_domain = \"casewire.test\"\n")
+        + &format!(
+            "\n[bounces]\nimap_url = \"{}\"\ndone_folder = \"Processed\"\npoll_seconds = 3600\n",
+            imap.url("bounces", "INBOX")
+        );
     let path = db.path().join("casewire.toml");
     std::fs::write(&path, &text).unwrap();
     let settings = Settings::from_toml(&path, &text, Vec::new()).expect("settings");
-    assert!(text.contains("bounce_domain"), "the [mail] section was found");
+    assert!(
+        text.contains("bounce_domain"),
+        "the [mail] section was found"
+    );
 
     // Subscribers, and a sent message to the one whose DSN comes back signed.
     for email in ["gone@example.net", "reader@example.com", "full@example.org"] {
@@ -67,7 +75,9 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
         .await
         .unwrap();
     }
-    let app = casewire::app::start(settings.clone()).await.expect("app starts");
+    let app = casewire::app::start(settings.clone())
+        .await
+        .expect("app starts");
     let client = reqwest::Client::new();
     // A confirmed subscriber's sign-up gets an "already subscribed" note: a real sent row.
     client
@@ -95,11 +105,18 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
         &casewire::keys::ServerKey::load_or_create(&settings.http.form_key_file).unwrap(),
     );
     let verp = casewire::bounces::verp::encode("bounces@casewire.test", &key, row);
-    let signed_dsn = fixture("postfix-dsn.eml").replace("bounces+42-5f0c1a2b3c4d5e6f@casewire.example", &verp);
+    let signed_dsn =
+        fixture("postfix-dsn.eml").replace("bounces+42-5f0c1a2b3c4d5e6f@casewire.example", &verp);
     let forged_dsn = fixture("postfix-dsn.eml")
-        .replace("bounces+42-5f0c1a2b3c4d5e6f@casewire.example", &format!("bounces+{row}-00000000deadbeef@casewire.test"))
+        .replace(
+            "bounces+42-5f0c1a2b3c4d5e6f@casewire.example",
+            &format!("bounces+{row}-00000000deadbeef@casewire.test"),
+        )
         .replace("gone@example.net", "full@example.org")
-        .replace("Message-Id: <20261123070112.B1A2C3", "Message-Id: <forged.1");
+        .replace(
+            "Message-Id: <20261123070112.B1A2C3",
+            "Message-Id: <forged.1",
+        );
     let mut mail = imap.session("bounces").await;
     for m in [
         signed_dsn.clone(),
@@ -109,7 +126,9 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
         forged_dsn,
         signed_dsn.clone(),
     ] {
-        mail.append("INBOX", None, None, m.replace('\n', "\r\n")).await.unwrap();
+        mail.append("INBOX", None, None, m.replace('\n', "\r\n"))
+            .await
+            .unwrap();
     }
 
     // Four are processed (two DSNs, the report, the auto-reply); two stay.
@@ -119,14 +138,23 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(count(&mut mail, "INBOX").await, 2);
-    let reason = suppressed(&app.db, "gone@example.net").await.expect("the hard bounce suppressed");
-    assert!(reason.contains("5.1.1"), "{reason}");
-    assert!(suppressed(&app.db, "reader@example.com").await.is_some(), "the complaint suppressed");
-    assert!(suppressed(&app.db, "full@example.org").await.is_none(), "a forged DSN suppressed nobody");
-    let status: String = sqlx::query_scalar("SELECT status FROM subscribers WHERE email = 'reader@example.com'")
-        .fetch_one(&app.db.pool)
+    let reason = suppressed(&app.db, "gone@example.net")
         .await
-        .unwrap();
+        .expect("the hard bounce suppressed");
+    assert!(reason.contains("5.1.1"), "{reason}");
+    assert!(
+        suppressed(&app.db, "reader@example.com").await.is_some(),
+        "the complaint suppressed"
+    );
+    assert!(
+        suppressed(&app.db, "full@example.org").await.is_none(),
+        "a forged DSN suppressed nobody"
+    );
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM subscribers WHERE email = 'reader@example.com'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
     assert_eq!(status, "unsubscribed");
     let events: Vec<(String, String, Option<i64>)> =
         sqlx::query_as("SELECT email, kind, outbox_id FROM bounce_events ORDER BY id")
@@ -147,11 +175,17 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
         .fetch("1:*", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
         .await
         .unwrap()
-        .filter_map(|f| async move { f.ok().and_then(|f| f.header().map(|h| String::from_utf8_lossy(h).into_owned())) })
+        .filter_map(|f| async move {
+            f.ok()
+                .and_then(|f| f.header().map(|h| String::from_utf8_lossy(h).into_owned()))
+        })
         .collect()
         .await;
     assert_eq!(left.len(), 2, "{left:?}");
-    assert!(left.iter().any(|s| s.contains("Re: Weekly digest")), "{left:?}");
+    assert!(
+        left.iter().any(|s| s.contains("Re: Weekly digest")),
+        "{left:?}"
+    );
 
     // IDLE: a complaint arriving now is read long before the hour-long poll.
     mail.append(
@@ -167,7 +201,10 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     while suppressed(&app.db, "full@example.org").await.is_none() {
-        assert!(Instant::now() < deadline, "new mail was not noticed by IDLE");
+        assert!(
+            Instant::now() < deadline,
+            "new mail was not noticed by IDLE"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = mail.logout().await;

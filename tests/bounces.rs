@@ -27,12 +27,17 @@ async fn spawn(engine: Engine, bounces: &str) -> TestApp {
 async fn spawn_edited(engine: Engine, bounces: &str, edit: impl Fn(String) -> String) -> TestApp {
     let db = TestDb::new(engine).await;
     let port = common::smtp::free_port();
-    let text = edit(common::subs::config_text(&db, port, Some(common::subs::ADMIN_TOKEN)))
-        + &format!("\n[bounces]\n{bounces}\n");
+    let text = edit(common::subs::config_text(
+        &db,
+        port,
+        Some(common::subs::ADMIN_TOKEN),
+    )) + &format!("\n[bounces]\n{bounces}\n");
     let path = db.path().join("casewire.toml");
     std::fs::write(&path, &text).unwrap();
     let settings = Settings::from_toml(&path, &text, Vec::new()).expect("test settings");
-    let app = casewire::app::start(settings.clone()).await.expect("app starts");
+    let app = casewire::app::start(settings.clone())
+        .await
+        .expect("app starts");
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         app,
@@ -91,7 +96,10 @@ fn sendgrid_key() -> (p256::ecdsa::SigningKey, String) {
     use p256::pkcs8::EncodePublicKey as _;
     let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let der = key.verifying_key().to_public_key_der().unwrap();
-    (key, base64::engine::general_purpose::STANDARD.encode(der.as_bytes()))
+    (
+        key,
+        base64::engine::general_purpose::STANDARD.encode(der.as_bytes()),
+    )
 }
 
 fn sendgrid_headers(key: &p256::ecdsa::SigningKey, body: &[u8]) -> Vec<(&'static str, String)> {
@@ -112,7 +120,11 @@ fn sendgrid_headers(key: &p256::ecdsa::SigningKey, body: &[u8]) -> Vec<(&'static
 
 async fn sendgrid_bounces_need_a_valid_signature_and_count_once(engine: Engine) {
     let (key, public) = sendgrid_key();
-    let app = spawn(engine, &format!("[bounces.webhooks.sendgrid]\npublic_key = \"{public}\"")).await;
+    let app = spawn(
+        engine,
+        &format!("[bounces.webhooks.sendgrid]\npublic_key = \"{public}\""),
+    )
+    .await;
     subscriber(&app, "gone@example.net").await;
     subscriber(&app, "reporter@example.net").await;
     let body = serde_json::json!([
@@ -127,7 +139,13 @@ async fn sendgrid_bounces_need_a_valid_signature_and_count_once(engine: Engine) 
     let (status, _) = post(&app, "/webhooks/sendgrid", &[], body.as_bytes()).await;
     assert_eq!(status, 401);
     let (other, _) = sendgrid_key();
-    let (status, _) = post(&app, "/webhooks/sendgrid", &sendgrid_headers(&other, body.as_bytes()), body.as_bytes()).await;
+    let (status, _) = post(
+        &app,
+        "/webhooks/sendgrid",
+        &sendgrid_headers(&other, body.as_bytes()),
+        body.as_bytes(),
+    )
+    .await;
     assert_eq!(status, 401);
     // Signed over other bytes.
     let mut headers = sendgrid_headers(&key, body.as_bytes());
@@ -141,11 +159,25 @@ async fn sendgrid_bounces_need_a_valid_signature_and_count_once(engine: Engine) 
     assert!(reply.contains("\"recorded\":2"), "{reply}");
     assert!(suppressed(&app, "gone@example.net").await);
     assert!(suppressed(&app, "reporter@example.net").await);
-    assert_eq!(app.status("reporter@example.net").await.as_deref(), Some("unsubscribed"));
-    assert_eq!(app.status("gone@example.net").await.as_deref(), Some("confirmed"));
+    assert_eq!(
+        app.status("reporter@example.net").await.as_deref(),
+        Some("unsubscribed")
+    );
+    assert_eq!(
+        app.status("gone@example.net").await.as_deref(),
+        Some("confirmed")
+    );
     let e = events(&app).await;
     assert_eq!(e.len(), 2);
-    assert_eq!(e[0], ("gone@example.net".into(), "hard".into(), Some("5.1.1".into()), "sendgrid".into()));
+    assert_eq!(
+        e[0],
+        (
+            "gone@example.net".into(),
+            "hard".into(),
+            Some("5.1.1".into()),
+            "sendgrid".into()
+        )
+    );
     assert_eq!(e[1].1, "complaint");
 
     // The same batch again (SendGrid retries): nothing new.
@@ -186,25 +218,49 @@ fn mailgun_body(token: &str, timestamp: i64, event: serde_json::Value) -> Vec<u8
 }
 
 async fn mailgun_complaints_unsubscribe_and_replays_are_refused(engine: Engine) {
-    let app = spawn(engine, &format!("[bounces.webhooks.mailgun]\nsigning_key = \"{MAILGUN_KEY}\"")).await;
+    let app = spawn(
+        engine,
+        &format!("[bounces.webhooks.mailgun]\nsigning_key = \"{MAILGUN_KEY}\""),
+    )
+    .await;
     subscriber(&app, "reader@example.org").await;
     let now = chrono::Utc::now().timestamp();
-    let complaint = serde_json::json!({"event": "complained", "recipient": "reader@example.org", "id": "mg-1"});
+    let complaint =
+        serde_json::json!({"event": "complained", "recipient": "reader@example.org", "id": "mg-1"});
     let json = [("Content-Type", "application/json".to_string())];
 
     // An old signature (replay of a captured post) and a forged one: 401.
-    let (status, _) = post(&app, "/webhooks/mailgun", &json, &mailgun_body("t-old-0000000000", now - 3600, complaint.clone())).await;
+    let (status, _) = post(
+        &app,
+        "/webhooks/mailgun",
+        &json,
+        &mailgun_body("t-old-0000000000", now - 3600, complaint.clone()),
+    )
+    .await;
     assert_eq!(status, 401);
-    let mut forged: serde_json::Value = serde_json::from_slice(&mailgun_body("t-1", now, complaint.clone())).unwrap();
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&mailgun_body("t-1", now, complaint.clone())).unwrap();
     forged["signature"]["signature"] = serde_json::json!("00".repeat(32));
-    let (status, _) = post(&app, "/webhooks/mailgun", &json, forged.to_string().as_bytes()).await;
+    let (status, _) = post(
+        &app,
+        "/webhooks/mailgun",
+        &json,
+        forged.to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(status, 401);
-    assert_eq!(app.status("reader@example.org").await.as_deref(), Some("confirmed"));
+    assert_eq!(
+        app.status("reader@example.org").await.as_deref(),
+        Some("confirmed")
+    );
 
     let body = mailgun_body("t-fresh-token-1", now, complaint.clone());
     let (status, reply) = post(&app, "/webhooks/mailgun", &json, &body).await;
     assert_eq!(status, 200, "{reply}");
-    assert_eq!(app.status("reader@example.org").await.as_deref(), Some("unsubscribed"));
+    assert_eq!(
+        app.status("reader@example.org").await.as_deref(),
+        Some("unsubscribed")
+    );
     assert!(suppressed(&app, "reader@example.org").await);
     // The same post again: its token was used.
     let (status, _) = post(&app, "/webhooks/mailgun", &json, &body).await;
@@ -214,11 +270,25 @@ async fn mailgun_complaints_unsubscribe_and_replays_are_refused(engine: Engine) 
     subscriber(&app, "full@example.org").await;
     let soft = serde_json::json!({"event": "failed", "severity": "temporary", "recipient": "full@example.org",
         "id": "mg-2", "delivery-status": {"code": 452, "message": "4.2.2 mailbox full"}});
-    let (status, _) = post(&app, "/webhooks/mailgun", &json, &mailgun_body("t-fresh-token-2", now, soft)).await;
+    let (status, _) = post(
+        &app,
+        "/webhooks/mailgun",
+        &json,
+        &mailgun_body("t-fresh-token-2", now, soft),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(!suppressed(&app, "full@example.org").await);
     let e = events(&app).await;
-    assert_eq!(e.last().unwrap(), &("full@example.org".into(), "soft".into(), Some("4.2.2".into()), "mailgun".into()));
+    assert_eq!(
+        e.last().unwrap(),
+        &(
+            "full@example.org".into(),
+            "soft".into(),
+            Some("4.2.2".into()),
+            "mailgun".into()
+        )
+    );
     app.stop().await;
 }
 on_both_engines!(
@@ -237,7 +307,13 @@ async fn postmark_soft_bounces_suppress_after_the_limit(engine: Engine) {
     subscriber(&app, "full@example.com").await;
     let auth = |user: &str, pass: &str| {
         vec![
-            ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))),
+            (
+                "Authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+                ),
+            ),
             ("Content-Type", "application/json".to_string()),
         ]
     };
@@ -246,22 +322,55 @@ async fn postmark_soft_bounces_suppress_after_the_limit(engine: Engine) {
             "Details": "smtp; 452 4.2.2 Mailbox full", "Description": "The server could not deliver"})
         .to_string()
     };
-    let (status, _) = post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, "wrong-password-here"), bounce(1).as_bytes()).await;
+    let (status, _) = post(
+        &app,
+        "/webhooks/postmark",
+        &auth(POSTMARK_USER, "wrong-password-here"),
+        bounce(1).as_bytes(),
+    )
+    .await;
     assert_eq!(status, 401);
     let (status, _) = post(&app, "/webhooks/postmark", &[], bounce(1).as_bytes()).await;
     assert_eq!(status, 401);
     for id in 1..=2 {
-        let (status, reply) = post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, POSTMARK_PASS), bounce(id).as_bytes()).await;
+        let (status, reply) = post(
+            &app,
+            "/webhooks/postmark",
+            &auth(POSTMARK_USER, POSTMARK_PASS),
+            bounce(id).as_bytes(),
+        )
+        .await;
         assert_eq!(status, 200, "{reply}");
-        assert!(!suppressed(&app, "full@example.com").await, "after {id} soft bounces");
+        assert!(
+            !suppressed(&app, "full@example.com").await,
+            "after {id} soft bounces"
+        );
     }
     // The second one again changes nothing; the third distinct one suppresses.
-    post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, POSTMARK_PASS), bounce(2).as_bytes()).await;
+    post(
+        &app,
+        "/webhooks/postmark",
+        &auth(POSTMARK_USER, POSTMARK_PASS),
+        bounce(2).as_bytes(),
+    )
+    .await;
     assert!(!suppressed(&app, "full@example.com").await);
-    post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, POSTMARK_PASS), bounce(3).as_bytes()).await;
+    post(
+        &app,
+        "/webhooks/postmark",
+        &auth(POSTMARK_USER, POSTMARK_PASS),
+        bounce(3).as_bytes(),
+    )
+    .await;
     assert!(suppressed(&app, "full@example.com").await);
     assert_eq!(events(&app).await.len(), 3);
-    let (status, _) = post(&app, "/webhooks/postmark", &auth(POSTMARK_USER, POSTMARK_PASS), b"{\"no\": ").await;
+    let (status, _) = post(
+        &app,
+        "/webhooks/postmark",
+        &auth(POSTMARK_USER, POSTMARK_PASS),
+        b"{\"no\": ",
+    )
+    .await;
     assert_eq!(status, 400);
     app.stop().await;
 }
@@ -298,7 +407,11 @@ async fn sns_host(cert_pem: String) -> SnsHost {
     let task = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
-    SnsHost { port, visits, _task: task }
+    SnsHost {
+        port,
+        visits,
+        _task: task,
+    }
 }
 
 /// An RSA key and a self-signed certificate for it, made by openssl.
@@ -307,24 +420,54 @@ fn rsa_key_and_certificate(dir: &std::path::Path) -> (rsa::RsaPrivateKey, String
     let key = dir.join("sns-key.pem");
     let cert = dir.join("sns-cert.pem");
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sns.test"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sns.test",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl is needed to make the SNS test certificate (apt-get install openssl)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let private = rsa::RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let private =
+        rsa::RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
     (private, std::fs::read_to_string(cert).unwrap())
 }
 
 fn sns_sign(key: &rsa::RsaPrivateKey, m: &mut serde_json::Map<String, serde_json::Value>) {
     use rsa::signature::{SignatureEncoding as _, Signer as _};
     let fields: &[&str] = if m["Type"] == "Notification" {
-        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+        &[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ]
     } else {
-        &["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+        &[
+            "Message",
+            "MessageId",
+            "SubscribeURL",
+            "Timestamp",
+            "Token",
+            "TopicArn",
+            "Type",
+        ]
     };
     let mut text = String::new();
     for f in fields {
@@ -335,7 +478,10 @@ fn sns_sign(key: &rsa::RsaPrivateKey, m: &mut serde_json::Map<String, serde_json
     let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.clone());
     let sig = signer.sign(text.as_bytes()).to_bytes();
     m.insert("SignatureVersion".into(), "2".into());
-    m.insert("Signature".into(), base64::engine::general_purpose::STANDARD.encode(sig).into());
+    m.insert(
+        "Signature".into(),
+        base64::engine::general_purpose::STANDARD.encode(sig).into(),
+    );
 }
 
 async fn ses_notifications_verify_against_the_signing_certificate(engine: Engine) {
@@ -360,8 +506,17 @@ async fn ses_notifications_verify_against_the_signing_certificate(engine: Engine
         "SigningCertURL": cert_url,
     }));
     sns_sign(&key, &mut confirm);
-    let hdr = [("x-amz-sns-message-type", "SubscriptionConfirmation".to_string())];
-    let (status, reply) = post(&app, "/webhooks/ses", &hdr, serde_json::Value::Object(confirm).to_string().as_bytes()).await;
+    let hdr = [(
+        "x-amz-sns-message-type",
+        "SubscriptionConfirmation".to_string(),
+    )];
+    let (status, reply) = post(
+        &app,
+        "/webhooks/ses",
+        &hdr,
+        serde_json::Value::Object(confirm).to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(host.visits.lock().unwrap().len(), 1);
 
@@ -381,13 +536,31 @@ async fn ses_notifications_verify_against_the_signing_certificate(engine: Engine
 
     // Tampered after signing: refused.
     let mut tampered = note.clone();
-    tampered.insert("Message".into(), ses.to_string().replace("gone@", "someone-else@").into());
-    let (status, _) = post(&app, "/webhooks/ses", &hdr, serde_json::Value::Object(tampered).to_string().as_bytes()).await;
+    tampered.insert(
+        "Message".into(),
+        ses.to_string().replace("gone@", "someone-else@").into(),
+    );
+    let (status, _) = post(
+        &app,
+        "/webhooks/ses",
+        &hdr,
+        serde_json::Value::Object(tampered).to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(status, 401);
     // A certificate on a host that is not SNS's: refused without fetching.
     let mut elsewhere = note.clone();
-    elsewhere.insert("SigningCertURL".into(), "https://sns.attacker.example/cert.pem".into());
-    let (status, _) = post(&app, "/webhooks/ses", &hdr, serde_json::Value::Object(elsewhere).to_string().as_bytes()).await;
+    elsewhere.insert(
+        "SigningCertURL".into(),
+        "https://sns.attacker.example/cert.pem".into(),
+    );
+    let (status, _) = post(
+        &app,
+        "/webhooks/ses",
+        &hdr,
+        serde_json::Value::Object(elsewhere).to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(status, 401);
     assert!(!suppressed(&app, "gone@example.net").await);
 
@@ -399,7 +572,12 @@ async fn ses_notifications_verify_against_the_signing_certificate(engine: Engine
     assert_eq!(status, 200);
     assert_eq!(
         events(&app).await,
-        vec![("gone@example.net".into(), "hard".into(), Some("5.1.1".into()), "ses".into())]
+        vec![(
+            "gone@example.net".into(),
+            "hard".into(),
+            Some("5.1.1".into()),
+            "ses".into()
+        )]
     );
     app.stop().await;
 }
@@ -435,7 +613,10 @@ async fn operators_list_bounces_manage_suppressions_and_see_the_rates(engine: En
         .unwrap()
         == 0
     {
-        assert!(std::time::Instant::now() < deadline, "the confirmation was not sent");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the confirmation was not sent"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let event = casewire::bounces::Event {
@@ -448,12 +629,17 @@ async fn operators_list_bounces_manage_suppressions_and_see_the_rates(engine: En
         outbox_id: None,
         at: chrono::Utc::now(),
     };
-    let applied = casewire::bounces::record(&app.app.db, &app.settings.bounces, &event).await.unwrap();
+    let applied = casewire::bounces::record(&app.app.db, &app.settings.bounces, &event)
+        .await
+        .unwrap();
     assert_eq!(applied, casewire::bounces::Applied::Unsubscribed);
 
     let (code, out, err) = cli(&app, &["bounces", "list", "--since", "1d"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("complaint") && out.contains("reader@example.org"), "{out}");
+    assert!(
+        out.contains("complaint") && out.contains("reader@example.org"),
+        "{out}"
+    );
     let (code, out, _) = cli(&app, &["bounces", "list", "--kind", "hard"]);
     assert_eq!(code, 0);
     assert!(out.is_empty(), "{out}");
@@ -463,10 +649,22 @@ async fn operators_list_bounces_manage_suppressions_and_see_the_rates(engine: En
     let (code, out, _) = cli(&app, &["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("Bounces and complaints"), "{out}");
-    assert!(out.contains("1 sent, 0 bounces (0.00%), 1 complaints (100.000%)"), "{out}");
+    assert!(
+        out.contains("1 sent, 0 bounces (0.00%), 1 complaints (100.000%)"),
+        "{out}"
+    );
     assert!(out.contains("WARNING: complaint rate"), "{out}");
 
-    let (code, _, err) = cli(&app, &["suppressions", "add", "Typo@Example.COM", "--reason", "asked by phone"]);
+    let (code, _, err) = cli(
+        &app,
+        &[
+            "suppressions",
+            "add",
+            "Typo@Example.COM",
+            "--reason",
+            "asked by phone",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = cli(&app, &["suppressions", "list"]);
     assert!(out.contains("typo@example.com  asked by phone"), "{out}");
@@ -528,7 +726,10 @@ async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: E
         .unwrap()
         == 0
     {
-        assert!(std::time::Instant::now() < deadline, "the case study was not published");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the case study was not published"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let (code, _, err) = cli(&app, &["digest", "send", "weekly"]);
@@ -561,15 +762,26 @@ async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: E
         .fetch_one(&app.app.db.pool)
         .await
         .unwrap();
-    assert_eq!(outbox_id, Some(rows[0].0), "the VERP address named the digest row");
-    let reason: Option<String> = sqlx::query_scalar("SELECT reason FROM edition_pauses WHERE edition = 'weekly'")
-        .fetch_optional(&app.app.db.pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        outbox_id,
+        Some(rows[0].0),
+        "the VERP address named the digest row"
+    );
+    let reason: Option<String> =
+        sqlx::query_scalar("SELECT reason FROM edition_pauses WHERE edition = 'weekly'")
+            .fetch_optional(&app.app.db.pool)
+            .await
+            .unwrap();
     let reason = reason.expect("the edition paused itself");
-    assert!(reason.contains("complaint rate") && reason.contains("1 of 3"), "{reason}");
+    assert!(
+        reason.contains("complaint rate") && reason.contains("1 of 3"),
+        "{reason}"
+    );
     let (_, out, _) = cli(&app, &["status"]);
-    assert!(out.contains("33.333%") || out.contains("complaint rate 33.33"), "{out}");
+    assert!(
+        out.contains("33.333%") || out.contains("complaint rate 33.33"),
+        "{out}"
+    );
     let (code, _, err) = cli(&app, &["digest", "resume", "weekly"]);
     assert_eq!(code, 0, "{err}");
     app.stop().await;

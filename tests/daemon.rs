@@ -476,9 +476,16 @@ async fn missing_content_folder_fails_the_start_and_seeds_nothing(engine: Engine
     };
     assert!(err.contains(&content.display().to_string()), "{err}");
     assert!(err.contains("does not exist"), "{err}");
-    assert_eq!(std::fs::read_to_string(feeds.join("rss.xml")).unwrap(), good);
+    assert_eq!(
+        std::fs::read_to_string(feeds.join("rss.xml")).unwrap(),
+        good
+    );
     let dbh = casewire::store::Db::open(&db.url).await.unwrap();
-    assert_eq!(dbh.get_meta("ledger_seeded_at").await.unwrap(), None, "ledger seeded");
+    assert_eq!(
+        dbh.get_meta("ledger_seeded_at").await.unwrap(),
+        None,
+        "ledger seeded"
+    );
     dbh.pool.close().await;
 
     // The folder appears: the first real start seeds it silently.
@@ -488,13 +495,21 @@ async fn missing_content_folder_fails_the_start_and_seeds_nothing(engine: Engine
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, body).unwrap();
     }
-    let app = casewire::app::start(common::daemon::settings(&text)).await.unwrap();
+    let app = casewire::app::start(common::daemon::settings(&text))
+        .await
+        .unwrap();
     let events: Vec<String> = sqlx::query_scalar("SELECT slug FROM publication_events")
         .fetch_all(&app.db.pool)
         .await
         .unwrap();
-    assert_eq!(events, Vec::<String>::new(), "old case studies announced as new");
-    assert!(std::fs::read_to_string(feeds.join("rss.xml")).unwrap().contains("Pool exhaustion"));
+    assert_eq!(
+        events,
+        Vec::<String>::new(),
+        "old case studies announced as new"
+    );
+    assert!(std::fs::read_to_string(feeds.join("rss.xml"))
+        .unwrap()
+        .contains("Pool exhaustion"));
     app.stop().await;
 }
 on_both_engines!(
@@ -519,7 +534,10 @@ async fn vanished_content_folder_keeps_feeds_and_reports_degraded_health(engine:
         if h["status"] == "degraded" {
             break h;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never degraded: {h}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never degraded: {h}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let problem = &health["problems"][0];
@@ -533,7 +551,10 @@ async fn vanished_content_folder_keeps_feeds_and_reports_degraded_health(engine:
     );
     assert_eq!(health["case_studies"], 2, "{health}");
     let rss = app.get("/feeds/rss.xml").await.text().await.unwrap();
-    assert!(rss.contains("Pool exhaustion") && rss.contains("GC pauses"), "{rss}");
+    assert!(
+        rss.contains("Pool exhaustion") && rss.contains("GC pauses"),
+        "{rss}"
+    );
     let on_disk = std::fs::read_to_string(app.db.path().join("feeds/rss.xml")).unwrap();
     assert!(on_disk.contains("Pool exhaustion"), "{on_disk}");
 
@@ -550,7 +571,10 @@ async fn vanished_content_folder_keeps_feeds_and_reports_degraded_health(engine:
         if h["status"] == "ok" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never healthy again: {h}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never healthy again: {h}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.stop().await;
@@ -565,7 +589,10 @@ on_both_engines!(
 async fn stale_feed_temp_files_are_removed_at_start(engine: Engine) {
     let mut app = TestApp::spawn(engine, &two_studies(), "").await;
     let feeds = app.db.path().join("feeds");
-    let stale = [feeds.join(".casewire-AbC123"), feeds.join("databases/.casewire-x9")];
+    let stale = [
+        feeds.join(".casewire-AbC123"),
+        feeds.join("databases/.casewire-x9"),
+    ];
     for s in &stale {
         std::fs::write(s, "<rss><chan").unwrap();
     }

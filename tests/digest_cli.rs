@@ -186,7 +186,12 @@ async fn digest_send_exits_1_when_every_message_failed(engine: Engine) {
     std::fs::create_dir_all(root.join("content")).unwrap();
     std::fs::write(
         root.join("content/old.md"),
-        study("Old story", "old-story", "2025-01-01T00:00:00Z", &["databases"]),
+        study(
+            "Old story",
+            "old-story",
+            "2025-01-01T00:00:00Z",
+            &["databases"],
+        ),
     )
     .unwrap();
     let config = root.join("casewire.toml");
@@ -199,11 +204,22 @@ async fn digest_send_exits_1_when_every_message_failed(engine: Engine) {
     ok(&casewire(&config, &["digest", "send", "weekly"]));
     ok(&casewire(
         &config,
-        &["subscribers", "add", "gone@example.com", "--editions", "weekly"],
+        &[
+            "subscribers",
+            "add",
+            "gone@example.com",
+            "--editions",
+            "weekly",
+        ],
     ));
     std::fs::write(
         root.join("content/new.md"),
-        study("New story", "new-story", "2025-02-01T00:00:00Z", &["databases"]),
+        study(
+            "New story",
+            "new-story",
+            "2025-02-01T00:00:00Z",
+            &["databases"],
+        ),
     )
     .unwrap();
     let out = casewire(&config, &["digest", "send", "weekly"]);

@@ -33,8 +33,8 @@ fn xml_char(c: char) -> bool {
 /// character XML forbids) and feed-rs, JSON with serde_json and feed-rs.
 fn assert_well_formed(files: &[FeedFile]) {
     for f in files {
-        let text = std::str::from_utf8(&f.body)
-            .unwrap_or_else(|e| panic!("{}: not UTF-8: {e}", f.path));
+        let text =
+            std::str::from_utf8(&f.body).unwrap_or_else(|e| panic!("{}: not UTF-8: {e}", f.path));
         assert!(
             text.chars().all(xml_char),
             "{}: holds a character XML forbids:\n{text:?}",
@@ -96,7 +96,10 @@ fn control_character_in_a_case_study_no_longer_breaks_rss_and_atom() {
     let path = site.write("pool.md", &raw);
     site.write(
         "clean.md",
-        &yaml_study("title: Clean\ndate: 2026-03-15\ncategories: [databases]", "Fine."),
+        &yaml_study(
+            "title: Clean\ndate: 2026-03-15\ncategories: [databases]",
+            "Fine.",
+        ),
     );
 
     let catalog = DirectoryStore::new(&site.settings).scan(None);
@@ -107,7 +110,11 @@ fn control_character_in_a_case_study_no_longer_breaks_rss_and_atom() {
     assert_eq!(pool.authors, vec!["Mara"]);
     assert_eq!(pool.tags, vec!["ab"]);
     assert!(pool.html().chars().all(xml_char), "{}", pool.html());
-    assert!(pool.html().contains("Body with a raw  and  byte."), "{}", pool.html());
+    assert!(
+        pool.html().contains("Body with a raw  and  byte."),
+        "{}",
+        pool.html()
+    );
     let warnings: Vec<String> = catalog.warnings().iter().map(|w| w.to_string()).collect();
     let at = |line: usize| format!("{}:{line}: warning: dropped", path.display());
     // Escapes on lines 2, 6 and 7, a raw character in the tag on line 5
@@ -122,7 +129,12 @@ fn control_character_in_a_case_study_no_longer_breaks_rss_and_atom() {
     let files = feeds::build_all(&site.settings, &catalog, now());
     assert_well_formed(&files);
     feeds::output::write_all(&site.out_dir, &files).unwrap();
-    for f in ["rss.xml", "atom.xml", "databases/rss.xml", "databases/atom.xml"] {
+    for f in [
+        "rss.xml",
+        "atom.xml",
+        "databases/rss.xml",
+        "databases/atom.xml",
+    ] {
         xmllint(&site.out_dir.join(f));
     }
 
@@ -311,7 +323,10 @@ fn missing_content_folder_is_a_usage_error_for_run_check_and_feeds_build() {
     let config = site.root.path().join("run.toml");
     let db = site.root.path().join("casewire.db");
     let text = std::fs::read_to_string(&site.config_path).unwrap()
-        + &format!("\n[http]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = \"sqlite://{}\"\n", db.display());
+        + &format!(
+            "\n[http]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = \"sqlite://{}\"\n",
+            db.display()
+        );
     std::fs::write(&config, text).unwrap();
     for args in [&["check"][..], &["feeds", "build"], &["run"]] {
         let mut child = bin()
@@ -338,10 +353,14 @@ fn missing_content_folder_is_a_usage_error_for_run_check_and_feeds_build() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(
-            stderr.contains(&site.content_dir.display().to_string()) && stderr.contains("does not exist"),
+            stderr.contains(&site.content_dir.display().to_string())
+                && stderr.contains("does not exist"),
             "{args:?}: {stderr}"
         );
-        assert_eq!(std::fs::read_to_string(site.out_dir.join("rss.xml")).unwrap(), good);
+        assert_eq!(
+            std::fs::read_to_string(site.out_dir.join("rss.xml")).unwrap(),
+            good
+        );
         assert!(!db.exists(), "{args:?} opened the database");
     }
 }
@@ -353,15 +372,30 @@ fn missing_content_folder_is_a_usage_error_for_run_check_and_feeds_build() {
 fn deeply_nested_front_matter_is_refused_before_parsing() {
     let site = TestSite::new();
     let deep = "[".repeat(200 * 1024);
-    let yaml = site.write("deep.md", &format!("---\ntitle: Deep\ndate: 2026-01-01\ntags: {deep}\n---\nbody\n"));
-    let toml = site.write("deep-toml.md", &format!("+++\ntitle = \"Deep\"\ndate = 2026-01-01\n\ntags = {deep}\n+++\nbody\n"));
-    site.write("fine.md", &yaml_study("title: Fine\ndate: 2026-01-01", "ok"));
+    let yaml = site.write(
+        "deep.md",
+        &format!("---\ntitle: Deep\ndate: 2026-01-01\ntags: {deep}\n---\nbody\n"),
+    );
+    let toml = site.write(
+        "deep-toml.md",
+        &format!("+++\ntitle = \"Deep\"\ndate = 2026-01-01\n\ntags = {deep}\n+++\nbody\n"),
+    );
+    site.write(
+        "fine.md",
+        &yaml_study("title: Fine\ndate: 2026-01-01", "ok"),
+    );
     let catalog = DirectoryStore::new(&site.settings).scan(None);
     let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
     assert_eq!(problems.len(), 2, "{problems:#?}");
     for (path, line) in [(&yaml, 4), (&toml, 5)] {
-        let want = format!("{}:{line}: front matter is nested more than 32 levels deep", path.display());
-        assert!(problems.iter().any(|p| p.starts_with(&want)), "no {want:?} in {problems:#?}");
+        let want = format!(
+            "{}:{line}: front matter is nested more than 32 levels deep",
+            path.display()
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with(&want)),
+            "no {want:?} in {problems:#?}"
+        );
     }
     assert!(catalog.get("fine").is_some());
 }
@@ -372,24 +406,37 @@ fn deeply_nested_front_matter_is_refused_before_parsing() {
 #[test]
 fn a_file_over_the_parse_budget_is_skipped_and_keeps_its_last_good_version() {
     let site = TestSite::new();
-    let path = site.write("big.md", &yaml_study("title: First\ndate: 2026-01-01\nslug: big", "ok"));
+    let path = site.write(
+        "big.md",
+        &yaml_study("title: First\ndate: 2026-01-01\nslug: big", "ok"),
+    );
     let store = DirectoryStore::new(&site.settings);
     let first = store.scan(None);
     assert_eq!(first.get("big").unwrap().title, "First");
 
     let tags: Vec<String> = (0..20_000).map(|i| format!("tag-{i}")).collect();
     let big = yaml_study(
-        &format!("title: Second\ndate: 2026-01-01\nslug: big\ntags: [{}]", tags.join(", ")),
+        &format!(
+            "title: Second\ndate: 2026-01-01\nslug: big\ntags: [{}]",
+            tags.join(", ")
+        ),
         "ok",
     );
     assert!(big.len() > 100 * 1024);
     std::fs::write(&path, &big).unwrap();
     let strict = DirectoryStore::new(&site.settings).with_parse_budget(std::time::Duration::ZERO);
     let second = strict.update(&first, &[path.clone()]);
-    assert_eq!(second.get("big").unwrap().title, "First", "the last good version stays");
+    assert_eq!(
+        second.get("big").unwrap().title,
+        "First",
+        "the last good version stays"
+    );
     let problems: Vec<String> = second.problems.iter().map(ToString::to_string).collect();
     assert!(
-        problems.iter().any(|p| p.starts_with(&format!("{}:1: parsing the file took longer than", path.display()))),
+        problems.iter().any(|p| p.starts_with(&format!(
+            "{}:1: parsing the file took longer than",
+            path.display()
+        ))),
         "{problems:#?}"
     );
     // Within the budget it parses; a parse left running in the background
@@ -429,7 +476,10 @@ fn commands_exit_quietly_when_stdout_is_a_broken_pipe() {
     // A broken file gives `check` a line to print; a good one gives `digest
     // preview` a case study.
     site.write("broken.md", "no front matter\n");
-    site.write("fine.md", &yaml_study("title: Fine\ndate: 2026-01-01", "ok"));
+    site.write(
+        "fine.md",
+        &yaml_study("title: Fine\ndate: 2026-01-01", "ok"),
+    );
     let config = full_config(&site, "0 8 * * MON");
     for args in [
         &["migrate"][..],
@@ -452,7 +502,10 @@ fn commands_exit_quietly_when_stdout_is_a_broken_pipe() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
         // `check` would exit 1 for the broken file, but its first line
         // already meets the closed pipe: every command ends there with 0.
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
@@ -464,12 +517,24 @@ fn commands_exit_quietly_when_stdout_is_a_broken_pipe() {
 #[test]
 fn a_schedule_that_never_fires_is_a_check_warning() {
     let site = TestSite::new();
-    site.write("fine.md", &yaml_study("title: Fine\ndate: 2026-01-01", "ok"));
+    site.write(
+        "fine.md",
+        &yaml_study("title: Fine\ndate: 2026-01-01", "ok"),
+    );
     let config = full_config(&site, "0 0 30 2 *");
-    let out = bin().arg("--config").arg(&config).arg("check").output().unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let text = std::fs::read_to_string(&config).unwrap();
-    let line = text.lines().position(|l| l.starts_with("schedule")).unwrap() + 1;
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("schedule"))
+        .unwrap()
+        + 1;
     let want = format!(
         "{}:{line}: warning: edition 'weekly': schedule \"0 0 30 2 *\" never fires in the next 5 years",
         config.display()
@@ -478,7 +543,12 @@ fn a_schedule_that_never_fires_is_a_check_warning() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
 
     let fires = full_config(&site, "0 0 29 2 *");
-    let out = bin().arg("--config").arg(&fires).arg("check").output().unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&fires)
+        .arg("check")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("never fires"), "leap days come: {stdout}");
 }
@@ -490,12 +560,18 @@ fn a_schedule_that_never_fires_is_a_check_warning() {
 fn symlinks_out_of_the_content_folder_are_not_followed_and_loops_are_named() {
     use std::os::unix::fs::symlink;
     let site = TestSite::new();
-    site.write("inside.md", &yaml_study("title: Inside\ndate: 2026-01-01", "ok"));
+    site.write(
+        "inside.md",
+        &yaml_study("title: Inside\ndate: 2026-01-01", "ok"),
+    );
     let outside = site.root.path().join("elsewhere");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(
         outside.join("secret.md"),
-        yaml_study("title: Secret\ndate: 2026-01-01\nslug: secret", "private notes"),
+        yaml_study(
+            "title: Secret\ndate: 2026-01-01\nslug: secret",
+            "private notes",
+        ),
     )
     .unwrap();
     let c = &site.content_dir;
@@ -508,22 +584,42 @@ fn symlinks_out_of_the_content_folder_are_not_followed_and_loops_are_named() {
     let store = DirectoryStore::new(&site.settings);
     let catalog = store.scan(None);
     assert!(catalog.get("inside").is_some());
-    assert!(catalog.get("secret").is_none(), "a file outside the folder was published");
+    assert!(
+        catalog.get("secret").is_none(),
+        "a file outside the folder was published"
+    );
     assert_eq!(catalog.len(), 1);
     let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
     for name in ["leak.md", "outdir", "root"] {
-        let want = format!("{}:0: symlink leads out of the content folder", c.join(name).display());
-        assert!(problems.iter().any(|p| p.starts_with(&want)), "no {want:?} in {problems:#?}");
+        let want = format!(
+            "{}:0: symlink leads out of the content folder",
+            c.join(name).display()
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with(&want)),
+            "no {want:?} in {problems:#?}"
+        );
     }
     let looped = format!("{}:0: symlink loop", c.join("sub/up").display());
-    assert!(problems.iter().any(|p| p.starts_with(&looped)), "no {looped:?} in {problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.starts_with(&looped)),
+        "no {looped:?} in {problems:#?}"
+    );
 
     // The watcher's path names it directly: still not read.
     let updated = store.update(&catalog, &[c.join("outdir/secret.md")]);
     assert!(updated.get("secret").is_none());
 
-    let out = bin().arg("--config").arg(&site.config_path).arg("check").output().unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&site.config_path)
+        .arg("check")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("root:0: symlink leads out of the content folder (to /)"), "{stdout}");
+    assert!(
+        stdout.contains("root:0: symlink leads out of the content folder (to /)"),
+        "{stdout}"
+    );
     assert_eq!(out.status.code(), Some(1), "{stdout}");
 }

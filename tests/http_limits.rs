@@ -34,7 +34,9 @@ async fn connect_from(from: &str, server: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(format!("{from}:0").parse().unwrap())
-        .unwrap_or_else(|e| panic!("cannot bind {from} (the loopback network 127.0.0.0/8 is needed): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot bind {from} (the loopback network 127.0.0.0/8 is needed): {e}")
+        });
     socket.connect(server).await.expect("connect")
 }
 
@@ -93,7 +95,10 @@ async fn request(stream: &mut TcpStream, path: &str) -> String {
 async fn answers(from: &str, server: SocketAddr) {
     for _ in 0..200 {
         let mut stream = connect_from(from, server).await;
-        if request_or_refusal(&mut stream).await.starts_with("HTTP/1.1 200") {
+        if request_or_refusal(&mut stream)
+            .await
+            .starts_with("HTTP/1.1 200")
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -134,12 +139,17 @@ async fn slow_clients_held_connections_forever() {
     let first = request(&mut kept, "/healthz").await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let second = request(&mut kept, "/healthz").await;
-    assert!(second.starts_with("HTTP/1.1 200"), "keep-alive works: {second}");
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "keep-alive works: {second}"
+    );
     let after = read_until_closed(&mut kept, "an idle keep-alive connection").await;
     assert_eq!(after, "");
 
     // Normal requests are still answered.
-    let r = reqwest::get(format!("http://{}/healthz", app.addr)).await.unwrap();
+    let r = reqwest::get(format!("http://{}/healthz", app.addr))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     app.stop().await;
 }

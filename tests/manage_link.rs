@@ -46,8 +46,16 @@ async fn lost_link_is_mailed_once_an_hour_without_telling_who_subscribes(engine:
         .post_form("/preferences", &[("email", "nobody@example.com")])
         .await;
     assert_eq!(known.status, 200, "{}", known.body);
-    assert_eq!(visible(&known), visible(&unknown), "the answer tells who subscribes");
-    assert!(app.outbox().await.iter().all(|r| r.recipient != "nobody@example.com"));
+    assert_eq!(
+        visible(&known),
+        visible(&unknown),
+        "the answer tells who subscribes"
+    );
+    assert!(app
+        .outbox()
+        .await
+        .iter()
+        .all(|r| r.recipient != "nobody@example.com"));
 
     let mails = link_mails(&app, email).await;
     assert_eq!(mails.len(), 1);
@@ -63,15 +71,24 @@ async fn lost_link_is_mailed_once_an_hour_without_telling_who_subscribes(engine:
 
     // An hour later another one goes out, with a different link.
     let later = chrono::Utc::now() + chrono::Duration::minutes(61);
-    assert!(send_manage_link(&app.settings, &app.app.db, email, later).await.unwrap());
-    assert!(!send_manage_link(&app.settings, &app.app.db, email, later).await.unwrap());
+    assert!(send_manage_link(&app.settings, &app.app.db, email, later)
+        .await
+        .unwrap());
+    assert!(!send_manage_link(&app.settings, &app.app.db, email, later)
+        .await
+        .unwrap());
     let mails = link_mails(&app, email).await;
     assert_eq!(mails.len(), 2);
     // Links are signed, not stored: the same subscriber gets the same link.
-    assert_eq!(link_in(&mails[1], &format!("{}/preferences/", app.base)), link);
+    assert_eq!(
+        link_in(&mails[1], &format!("{}/preferences/", app.base)),
+        link
+    );
 
     // A malformed address is named (that reveals nothing about subscribers).
-    let bad = app.post_form("/preferences", &[("email", "not-an-address")]).await;
+    let bad = app
+        .post_form("/preferences", &[("email", "not-an-address")])
+        .await;
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("E-mail address"), "{}", bad.body);
     app.stop().await;

@@ -40,7 +40,9 @@ async fn unparseable_smtp_url_printed_its_password() {
     let config = write_config(&db, |t| {
         t.replace(
             "transport = \"file\"",
-            &format!("transport = \"smtp\"\nsmtp_url = \"smtp://relay:{SECRET}@mail.example.com:25x\""),
+            &format!(
+                "transport = \"smtp\"\nsmtp_url = \"smtp://relay:{SECRET}@mail.example.com:25x\""
+            ),
         )
         .replace(
             &format!("url = \"{}\"", db.url),
@@ -54,7 +56,10 @@ async fn unparseable_smtp_url_printed_its_password() {
         assert!(stderr.contains("[mail] smtp_url"), "{stderr}");
         assert!(stderr.contains("[database] url"), "{stderr}");
         assert!(stderr.contains("relay:***@mail.example.com"), "{stderr}");
-        assert!(!stderr.contains(SECRET), "{args:?} printed the password:\n{stderr}");
+        assert!(
+            !stderr.contains(SECRET),
+            "{args:?} printed the password:\n{stderr}"
+        );
     }
 }
 
@@ -76,7 +81,10 @@ async fn unreachable_database_is_named_without_its_password() {
     let out = casewire(&config, &["migrate"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("app:***@127.0.0.1"), "the URL is named: {stderr}");
+    assert!(
+        stderr.contains("app:***@127.0.0.1"),
+        "the URL is named: {stderr}"
+    );
     assert!(!stderr.contains(SECRET), "printed the password:\n{stderr}");
 }
 
@@ -123,6 +131,9 @@ async fn upstream_fetch_errors_logged_the_feed_password() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(text.contains("reader:***@127.0.0.1"), "the feed is named:\n{text}");
+    assert!(
+        text.contains("reader:***@127.0.0.1"),
+        "the feed is named:\n{text}"
+    );
     assert!(!text.contains(SECRET), "logged the password:\n{text}");
 }

@@ -24,7 +24,12 @@ fn site_with_two_studies() -> TestSite {
     );
     std::fs::write(&site.config_path, &text).unwrap();
     let site = TestSite {
-        settings: casewire::config::Settings::from_toml(&site.config_path, &text, std::iter::empty()).unwrap(),
+        settings: casewire::config::Settings::from_toml(
+            &site.config_path,
+            &text,
+            std::iter::empty(),
+        )
+        .unwrap(),
         ..site
     };
     site.write(
@@ -47,7 +52,10 @@ fn json_feed_carries_sections_and_atom_rss_parse_unchanged() {
     let catalog = DirectoryStore::new(&site.settings).scan(None);
     assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
     let files = feeds::build_all(&site.settings, &catalog, utc(2026, 6, 1, 0, 0));
-    let json = files.iter().find(|f| f.path == "feed.json").expect("feed.json");
+    let json = files
+        .iter()
+        .find(|f| f.path == "feed.json")
+        .expect("feed.json");
     let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
     let pool = v["items"]
         .as_array()
@@ -65,7 +73,10 @@ fn json_feed_carries_sections_and_atom_rss_parse_unchanged() {
         "{sections}"
     );
     for key in ["summary", "impact", "how_to_handle", "why_teams_miss"] {
-        assert!(sections[key]["text"].is_string(), "{key} missing: {sections}");
+        assert!(
+            sections[key]["text"].is_string(),
+            "{key} missing: {sections}"
+        );
     }
     // An independent parser still reads it.
     feed_rs::parser::parse(&json.body[..]).expect("feed-rs reads feed.json");
@@ -73,7 +84,10 @@ fn json_feed_carries_sections_and_atom_rss_parse_unchanged() {
     for name in ["atom.xml", "rss.xml"] {
         let f = files.iter().find(|f| f.path == name).unwrap();
         let text = std::str::from_utf8(&f.body).unwrap();
-        assert!(!text.contains("_casewire") && !text.contains("root_cause"), "{name}");
+        assert!(
+            !text.contains("_casewire") && !text.contains("root_cause"),
+            "{name}"
+        );
         let parsed = feed_rs::parser::parse(&f.body[..]).expect(name);
         assert_eq!(parsed.entries.len(), 2);
     }
@@ -89,7 +103,10 @@ fn digest_shows_a_one_line_root_cause_under_each_title() {
         );
     let settings = Settings::from_toml(&site.config_path, &text, std::iter::empty()).unwrap();
     let catalog = DirectoryStore::new(&settings).scan(None);
-    let studies: Vec<_> = ["pool", "loose"].iter().map(|s| catalog.get(s).unwrap().clone()).collect();
+    let studies: Vec<_> = ["pool", "loose"]
+        .iter()
+        .map(|s| catalog.get(s).unwrap().clone())
+        .collect();
     let env = casewire::templates::environment(&settings);
     let digest = render(
         &env,
@@ -102,12 +119,27 @@ fn digest_shows_a_one_line_root_cause_under_each_title() {
         },
     )
     .unwrap();
-    let line = "Root cause: Every request held a connection while it waited on the payment service.";
-    let at = digest.text.find(line).unwrap_or_else(|| panic!("{}", digest.text));
+    let line =
+        "Root cause: Every request held a connection while it waited on the payment service.";
+    let at = digest
+        .text
+        .find(line)
+        .unwrap_or_else(|| panic!("{}", digest.text));
     let title = digest.text.find("* Pool exhaustion").unwrap();
-    assert!(title < at, "the root cause follows its title:\n{}", digest.text);
-    assert!(!digest.text.contains("The pool had ten"), "one sentence only");
-    assert_eq!(digest.text.matches("Root cause:").count(), 1, "none for a study without one");
+    assert!(
+        title < at,
+        "the root cause follows its title:\n{}",
+        digest.text
+    );
+    assert!(
+        !digest.text.contains("The pool had ten"),
+        "one sentence only"
+    );
+    assert_eq!(
+        digest.text.matches("Root cause:").count(),
+        1,
+        "none for a study without one"
+    );
     assert!(
         digest.html.contains("<strong>Root cause:</strong> Every request held a connection while it waited on the payment service."),
         "{}",
@@ -125,12 +157,23 @@ fn check_warns_about_missing_expected_sections_and_still_passes() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let loose = site.path("loose.md");
     // The body starts on line 8 (front matter lines 1-6, a blank line).
-    let want = format!("{}:8: warning: no root_cause, how_to_handle, why_teams_miss section", loose.display());
+    let want = format!(
+        "{}:8: warning: no root_cause, how_to_handle, why_teams_miss section",
+        loose.display()
+    );
     assert!(stdout.contains(&want), "{want:?} not in:\n{stdout}");
-    assert!(!stdout.contains("pool.md"), "the structured study is fine:\n{stdout}");
+    assert!(
+        !stdout.contains("pool.md"),
+        "the structured study is fine:\n{stdout}"
+    );
 
     // A configured list replaces the defaults; only `expected` ones warn.
     let text = std::fs::read_to_string(&site.config_path)
@@ -149,7 +192,11 @@ fn check_warns_about_missing_expected_sections_and_still_passes() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert_eq!(stdout.matches("warning: no lesson section").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("warning: no lesson section").count(),
+        2,
+        "{stdout}"
+    );
     assert!(!stdout.contains("root_cause"), "{stdout}");
 }
 
@@ -158,7 +205,15 @@ fn shipped_seeds_have_every_expected_section() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // The shipped configuration expects the sections the seeds are written in.
     let settings = Settings::load(&root.join("config/casewire.toml")).unwrap();
-    assert!(settings.content.sections.iter().filter(|s| s.expected).count() >= 5);
+    assert!(
+        settings
+            .content
+            .sections
+            .iter()
+            .filter(|s| s.expected)
+            .count()
+            >= 5
+    );
     let mut settings = settings;
     settings.content.dir = root.join("content");
     let catalog = DirectoryStore::new(&settings).scan(None);

@@ -67,7 +67,9 @@ schedule = "0 8 * * MON"
         url = db.url,
         outbox = paths.outbox.display(),
         form_key = db.path().join("form.key").display(),
-        templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").display(),
+        templates = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("templates")
+            .display(),
     )
 }
 
@@ -171,9 +173,10 @@ async fn sign_up_confirmation_leaves_without_waiting_for_a_poll(engine: Engine) 
     // Let the worker finish its first claim and go idle.
     tokio::time::sleep(Duration::from_millis(300)).await;
     sign_up(port, "first@example.org").await;
-    let mail = tokio::task::spawn_blocking(move || wait_for_mail(&paths.outbox, "first@example.org"))
-        .await
-        .unwrap();
+    let mail =
+        tokio::task::spawn_blocking(move || wait_for_mail(&paths.outbox, "first@example.org"))
+            .await
+            .unwrap();
     assert!(mail.contains("/confirm/"), "a confirmation: {mail}");
     app.stop().await;
 }
@@ -191,16 +194,25 @@ async fn instant_publication_is_delivered_without_waiting_for_a_poll(engine: Eng
     };
     write_study(&paths.content, "old-news", "Old news");
     let settings = settings(&db, &config_text(&db, port, &paths, INSTANT));
-    let app = casewire::app::start(settings.clone()).await.expect("app starts");
+    let app = casewire::app::start(settings.clone())
+        .await
+        .expect("app starts");
     confirmed_subscriber(&settings, &app.db, "reader@example.org").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    write_study(&paths.content, "replica-lag", "The replica that fell behind");
+    write_study(
+        &paths.content,
+        "replica-lag",
+        "The replica that fell behind",
+    );
     let outbox = paths.outbox.clone();
     let mail = tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "reader@example.org"))
         .await
         .unwrap();
     assert!(mail.contains("replica"), "the new case study: {mail}");
-    assert!(!mail.contains("Old news"), "nothing old is announced: {mail}");
+    assert!(
+        !mail.contains("Old news"),
+        "nothing old is announced: {mail}"
+    );
     app.stop().await;
 }
 on_both_engines!(
@@ -237,7 +249,10 @@ async fn reload_reaches_mail_content_and_editions(engine: Engine) {
     tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "second@example.org"))
         .await
         .unwrap();
-    assert!(eml_files(&before.outbox).is_empty(), "nothing in the old folder");
+    assert!(
+        eml_files(&before.outbox).is_empty(),
+        "nothing in the old folder"
+    );
 
     // [content] dir: the new folder's study is served, and the watcher
     // follows the new folder.
@@ -251,7 +266,10 @@ async fn reload_reaches_mail_content_and_editions(engine: Engine) {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !feed().await.contains("A study in the new folder") {
-        assert!(Instant::now() < deadline, "the reloaded content dir is not served");
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded content dir is not served"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -266,7 +284,10 @@ async fn reload_reaches_mail_content_and_editions(engine: Engine) {
     assert!(mail.contains("Published after the reload"), "{mail}");
 
     // A key only a restart applies is named.
-    let moved = text.replace(&format!("listen = \"127.0.0.1:{port}\""), "listen = \"127.0.0.1:1\"");
+    let moved = text.replace(
+        &format!("listen = \"127.0.0.1:{port}\""),
+        "listen = \"127.0.0.1:1\"",
+    );
     let restart = app.reload(settings(&db, &moved)).await.expect("reload");
     assert_eq!(restart, vec!["[http] listen"]);
     app.stop().await;

@@ -13,7 +13,10 @@ use common::Engine;
 /// A stamp the server would have put in a form `secs_ago` seconds ago.
 fn stamp_from_past(app: &TestApp, secs_ago: i64) -> String {
     let key = ServerKey::load_or_create(&app.settings.http.form_key_file).unwrap();
-    abuse::stamp(&key, chrono::Utc::now() - chrono::Duration::seconds(secs_ago))
+    abuse::stamp(
+        &key,
+        chrono::Utc::now() - chrono::Duration::seconds(secs_ago),
+    )
 }
 
 fn stamp_in_form(body: &str) -> String {
@@ -47,33 +50,65 @@ async fn bots_get_the_same_answer_and_nothing_is_sent(engine: Engine) {
     let real = app
         .post_form(
             "/subscribe",
-            &[("email", "person@example.com"), ("name", "Ada"), ("website", ""), ("form_stamp", &old)],
+            &[
+                ("email", "person@example.com"),
+                ("name", "Ada"),
+                ("website", ""),
+                ("form_stamp", &old),
+            ],
         )
         .await;
     assert_eq!(real.status, 200, "{}", real.body);
-    assert_eq!(app.status("person@example.com").await.as_deref(), Some("pending"));
+    assert_eq!(
+        app.status("person@example.com").await.as_deref(),
+        Some("pending")
+    );
     assert_eq!(app.outbox().await.len(), 1);
 
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         (
             "honeypot",
-            vec![("email", "pot@example.com"), ("website", "http://spam.example"), ("form_stamp", &old)],
+            vec![
+                ("email", "pot@example.com"),
+                ("website", "http://spam.example"),
+                ("form_stamp", &old),
+            ],
         ),
-        ("too fast", vec![("email", "fast@example.com"), ("form_stamp", &fresh)]),
+        (
+            "too fast",
+            vec![("email", "fast@example.com"), ("form_stamp", &fresh)],
+        ),
         ("no stamp", vec![("email", "nostamp@example.com")]),
-        ("forged stamp", vec![("email", "forged@example.com"), ("form_stamp", "1000.00112233445566778899aabbccddeeff")]),
+        (
+            "forged stamp",
+            vec![
+                ("email", "forged@example.com"),
+                ("form_stamp", "1000.00112233445566778899aabbccddeeff"),
+            ],
+        ),
     ];
     for (what, fields) in cases {
         let reply = app.post_form("/subscribe", &fields).await;
-        assert_eq!(visible(&reply), visible(&real), "{what}: the answer differs from a real sign-up's");
-        assert_eq!(app.status(fields[0].1).await, None, "{what}: a subscriber row was stored");
+        assert_eq!(
+            visible(&reply),
+            visible(&real),
+            "{what}: the answer differs from a real sign-up's"
+        );
+        assert_eq!(
+            app.status(fields[0].1).await,
+            None,
+            "{what}: a subscriber row was stored"
+        );
     }
     // JSON clients too: the form's JSON carries a stamp to send back.
     let json_form = app.get_json("/subscribe").await.json();
     let json_fresh = json_form["form_stamp"].as_str().unwrap().to_owned();
     assert_eq!(json_form["min_seconds"], 3);
     let real_json = app
-        .post_json("/subscribe", serde_json::json!({"email": "json@example.com", "form_stamp": old}))
+        .post_json(
+            "/subscribe",
+            serde_json::json!({"email": "json@example.com", "form_stamp": old}),
+        )
         .await;
     assert_eq!(real_json.status, 200, "{}", real_json.body);
     for body in [
@@ -85,18 +120,33 @@ async fn bots_get_the_same_answer_and_nothing_is_sent(engine: Engine) {
         assert_eq!(visible(&reply), visible(&real_json), "{body}");
     }
     // Only the two real sign-ups queued mail.
-    let recipients: Vec<String> = app.outbox().await.into_iter().map(|r| r.recipient).collect();
+    let recipients: Vec<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .map(|r| r.recipient)
+        .collect();
     assert_eq!(recipients, ["person@example.com", "json@example.com"]);
     assert_eq!(app.count("subscribers").await, 2);
 
     // A stamp older than a day asks for the form again instead of dropping it.
     let stale = stamp_from_past(&app, 25 * 3600);
     let reply = app
-        .post_form("/subscribe", &[("email", "slow@example.com"), ("form_stamp", &stale)])
+        .post_form(
+            "/subscribe",
+            &[("email", "slow@example.com"), ("form_stamp", &stale)],
+        )
         .await;
     assert_eq!(reply.status, 400);
-    assert!(reply.body.contains("open for more than a day"), "{}", reply.body);
-    assert!(reply.body.contains("slow@example.com"), "the address is kept in the form");
+    assert!(
+        reply.body.contains("open for more than a day"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("slow@example.com"),
+        "the address is kept in the form"
+    );
     assert_ne!(stamp_in_form(&reply.body), stale, "a fresh stamp is issued");
     app.stop().await;
 }
@@ -128,16 +178,31 @@ async fn per_ip_limit_follows_trusted_proxies_only(engine: Engine) {
     // appends the real client, which is what counts.
     for i in 0..20 {
         let xff = format!("198.51.100.{i}, 203.0.113.5");
-        let status = post_as(&app, &format!("a{i}@example.com"), Some(("x-forwarded-for", &xff))).await;
+        let status = post_as(
+            &app,
+            &format!("a{i}@example.com"),
+            Some(("x-forwarded-for", &xff)),
+        )
+        .await;
         assert_eq!(status, 200, "sign-up {i}");
     }
     assert_eq!(
-        post_as(&app, "a20@example.com", Some(("x-forwarded-for", "198.51.100.99, 203.0.113.5"))).await,
+        post_as(
+            &app,
+            "a20@example.com",
+            Some(("x-forwarded-for", "198.51.100.99, 203.0.113.5"))
+        )
+        .await,
         429
     );
     // Another client behind the same proxy has its own budget (RFC 7239 form).
     assert_eq!(
-        post_as(&app, "b@example.com", Some(("forwarded", "for=\"[2001:db8::7]:1234\";proto=https"))).await,
+        post_as(
+            &app,
+            "b@example.com",
+            Some(("forwarded", "for=\"[2001:db8::7]:1234\";proto=https"))
+        )
+        .await,
         200
     );
     app.stop().await;
@@ -146,10 +211,23 @@ async fn per_ip_limit_follows_trusted_proxies_only(engine: Engine) {
     let app = spawn_app_http(engine, Some(ADMIN_TOKEN), "signup_min_seconds = 0").await;
     for i in 0..20 {
         let xff = format!("203.0.113.{i}");
-        assert_eq!(post_as(&app, &format!("c{i}@example.com"), Some(("x-forwarded-for", &xff))).await, 200);
+        assert_eq!(
+            post_as(
+                &app,
+                &format!("c{i}@example.com"),
+                Some(("x-forwarded-for", &xff))
+            )
+            .await,
+            200
+        );
     }
     assert_eq!(
-        post_as(&app, "c20@example.com", Some(("x-forwarded-for", "203.0.113.200"))).await,
+        post_as(
+            &app,
+            "c20@example.com",
+            Some(("x-forwarded-for", "203.0.113.200"))
+        )
+        .await,
         429
     );
     app.stop().await;

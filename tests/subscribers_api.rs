@@ -159,13 +159,18 @@ async fn api_manages_subscribers(engine: Engine) {
     // Mail is delivered as soon as it is queued; erase leaves a row that is
     // in flight at that moment (documented), so let the worker finish first.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')")
-        .fetch_one(&app.app.db.pool)
-        .await
-        .unwrap()
+    while sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')",
+    )
+    .fetch_one(&app.app.db.pool)
+    .await
+    .unwrap()
         > 0
     {
-        assert!(std::time::Instant::now() < deadline, "the outbox did not drain");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox did not drain"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     for who in ["grace@example.com", "form@example.com", "ada@example.com"] {

@@ -153,15 +153,37 @@ async fn cli_export_escapes_formulas(engine: Engine) {
     std::fs::write(&other_config, common::subs::config_text(&other, 9, None)).unwrap();
     let copy = other.path().join("export.csv");
     std::fs::write(&copy, &exported).unwrap();
-    let out = casewire(&other_config, &["subscribers", "import", copy.to_str().unwrap()]);
+    let out = casewire(
+        &other_config,
+        &["subscribers", "import", copy.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("imported 4, unchanged 0"), "{}", text(&out.stderr));
-    let out = casewire(&other_config, &["subscribers", "list", "--search", "example"]);
+    assert!(
+        text(&out.stderr).contains("imported 4, unchanged 0"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = casewire(
+        &other_config,
+        &["subscribers", "list", "--search", "example"],
+    );
     let listed = text(&out.stdout);
-    assert!(listed.contains("=cmd@example.com\tconfirmed\t@SUM(1+1)*cmd|' /C calc'!A0\t"), "{listed}");
-    assert!(listed.contains("+1@example.com\tconfirmed\t=2+5\t"), "{listed}");
-    assert!(listed.contains("-x@example.com\tconfirmed\t-3+3\t"), "{listed}");
+    assert!(
+        listed.contains("=cmd@example.com\tconfirmed\t@SUM(1+1)*cmd|' /C calc'!A0\t"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("+1@example.com\tconfirmed\t=2+5\t"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("-x@example.com\tconfirmed\t-3+3\t"),
+        "{listed}"
+    );
     let out = casewire(&other_config, &["subscribers", "export"]);
     assert_eq!(text(&out.stdout), exported);
 }
-on_both_engines!(cli_csv_export_let_spreadsheet_formulas_through, cli_export_escapes_formulas);
+on_both_engines!(
+    cli_csv_export_let_spreadsheet_formulas_through,
+    cli_export_escapes_formulas
+);

@@ -143,23 +143,43 @@ async fn reload_applied_broken_templates(engine: Engine) {
     write(&templates, "email/confirm.txt", CONFIRM_TXT_WITH_TYPO);
     signal(&child, "HUP");
     let refused = "the templates have errors, so nothing was reloaded";
-    wait_until(60, "the reload is refused", async || logged(&log, refused) == 1).await;
+    wait_until(60, "the reload is refused", async || {
+        logged(&log, refused) == 1
+    })
+    .await;
     let text = std::fs::read_to_string(&log).unwrap();
     let named = format!("{}:5:", templates.join("email/confirm.txt").display());
     assert!(text.contains(&named), "the log names {named}:\n{text}");
     let (status, body) = sign_up("ada@example.com").await;
-    assert!(status < 400, "sign-up after a refused reload: {status} {body}");
+    assert!(
+        status < 400,
+        "sign-up after a refused reload: {status} {body}"
+    );
 
     // Then also a syntax error in the sign-up form.
-    write(&templates, "pages/subscribe.html", "{% if %}<form></form>\n");
+    write(
+        &templates,
+        "pages/subscribe.html",
+        "{% if %}<form></form>\n",
+    );
     signal(&child, "HUP");
-    wait_until(60, "the second reload is refused", async || logged(&log, refused) == 2).await;
+    wait_until(60, "the second reload is refused", async || {
+        logged(&log, refused) == 2
+    })
+    .await;
     let text = std::fs::read_to_string(&log).unwrap();
     let named = format!("{}:1:", templates.join("pages/subscribe.html").display());
     assert!(text.contains(&named), "the log names {named}:\n{text}");
-    assert_eq!(form(&client).await, Some(200), "GET /subscribe after a refused reload");
+    assert_eq!(
+        form(&client).await,
+        Some(200),
+        "GET /subscribe after a refused reload"
+    );
     let (status, body) = sign_up("grace@example.com").await;
-    assert!(status < 400, "sign-up after a refused reload: {status} {body}");
+    assert!(
+        status < 400,
+        "sign-up after a refused reload: {status} {body}"
+    );
 
     // A good set applies.
     std::fs::remove_file(templates.join("email/confirm.txt")).unwrap();
@@ -170,7 +190,11 @@ async fn reload_applied_broken_templates(engine: Engine) {
     );
     signal(&child, "HUP");
     wait_until(60, "the good templates apply", async || {
-        let r = client.get(format!("{base}/subscribe")).send().await.unwrap();
+        let r = client
+            .get(format!("{base}/subscribe"))
+            .send()
+            .await
+            .unwrap();
         r.text().await.unwrap().contains("Custom sign-up form")
     })
     .await;
@@ -179,8 +203,14 @@ async fn reload_applied_broken_templates(engine: Engine) {
     signal(&child, "TERM");
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(30), "SIGTERM did not stop the daemon");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "SIGTERM did not stop the daemon"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-on_both_engines!(sighup_applied_broken_templates, reload_applied_broken_templates);
+on_both_engines!(
+    sighup_applied_broken_templates,
+    reload_applied_broken_templates
+);

@@ -266,36 +266,54 @@ async fn upstream_javascript_and_data_links_and_control_characters_never_reach_f
     let (url, _up) = spawn_upstream("hostile").await;
     let settings = settings_with_source(&url);
     let source = &settings.content.sources[0];
-    let Fetched::Entries(entries) = fetch(&client(2000), source, &settings, &mut Validators::default())
-        .await
-        .unwrap()
+    let Fetched::Entries(entries) =
+        fetch(&client(2000), source, &settings, &mut Validators::default())
+            .await
+            .unwrap()
     else {
         panic!("expected entries")
     };
     assert_eq!(entries.len(), 4);
     let by_title = |t: &str| {
-        entries
-            .iter()
-            .find(|e| e.title == t)
-            .unwrap_or_else(|| panic!("no entry {t:?} in {:?}", entries.iter().map(|e| &e.title).collect::<Vec<_>>()))
+        entries.iter().find(|e| e.title == t).unwrap_or_else(|| {
+            panic!(
+                "no entry {t:?} in {:?}",
+                entries.iter().map(|e| &e.title).collect::<Vec<_>>()
+            )
+        })
     };
     // Cleaned, and the link falls back as for an entry without one.
     let js = by_title("Control chars");
     assert_eq!(js.summary, "Summary here");
     assert_eq!(js.link.as_str(), url, "no usable link: the source's URL");
-    assert_eq!(by_title("VBScript link").link.as_str(), "https://up.example/posts/by-guid");
+    assert_eq!(
+        by_title("VBScript link").link.as_str(),
+        "https://up.example/posts/by-guid"
+    );
     assert_eq!(by_title("Data link").link.as_str(), url);
     let relative = by_title("Relative link").link.as_str().to_owned();
-    assert_eq!(relative, url.replace("/feed", "/posts/relative"), "made absolute against the source");
+    assert_eq!(
+        relative,
+        url.replace("/feed", "/posts/relative"),
+        "made absolute against the source"
+    );
     for e in &entries {
         assert!(matches!(e.link.scheme(), "http" | "https"), "{}", e.link);
     }
 
-    let catalog = casewire::content::Catalog::new(entries.into_iter().map(Arc::new).collect(), Vec::new(), 0);
+    let catalog =
+        casewire::content::Catalog::new(entries.into_iter().map(Arc::new).collect(), Vec::new(), 0);
     let now = chrono::Utc::now();
     for f in casewire::feeds::build_all(&settings, &catalog, now) {
         let text = std::str::from_utf8(&f.body).unwrap();
-        for bad in ["javascript:", "data:text", "vbscript:", "\u{1}", "\u{1b}", "\u{b}"] {
+        for bad in [
+            "javascript:",
+            "data:text",
+            "vbscript:",
+            "\u{1}",
+            "\u{1b}",
+            "\u{b}",
+        ] {
             assert!(!text.contains(bad), "{}: holds {bad:?}:\n{text}", f.path);
         }
         if f.path.ends_with(".xml") {
@@ -314,7 +332,10 @@ async fn first_fetch_of_an_upstream_source_announces_nothing(engine: Engine) {
     let (url, up) = spawn_upstream("rss").await;
     let mut app = TestApp::spawn(
         engine,
-        &[("old.md", common::daemon::study("Old", "old", "2026-01-01T00:00:00Z", &["databases"]))],
+        &[(
+            "old.md",
+            common::daemon::study("Old", "old", "2026-01-01T00:00:00Z", &["databases"]),
+        )],
         "",
     )
     .await;
@@ -323,26 +344,34 @@ async fn first_fetch_of_an_upstream_source_announces_nothing(engine: Engine) {
         &format!("rescan_seconds = 3600\nsources = [{{ feed = \"{url}\", poll_seconds = 1 }}]"),
     );
     app.restart().await;
-    app.wait_for_feed("/feeds/rss.xml", 10, |b| b.contains("Queue backlog incident"))
-        .await;
+    app.wait_for_feed("/feeds/rss.xml", 10, |b| {
+        b.contains("Queue backlog incident")
+    })
+    .await;
     let seeded: Vec<String> =
         sqlx::query_scalar("SELECT slug FROM publications WHERE slug LIKE 'queue-backlog-%'")
             .fetch_all(&app.app().db.pool)
             .await
             .unwrap();
     assert_eq!(seeded.len(), 1, "the entry is in the ledger");
-    assert_eq!(app.event_slugs().await, Vec::<String>::new(), "nothing announced");
+    assert_eq!(
+        app.event_slugs().await,
+        Vec::<String>::new(),
+        "nothing announced"
+    );
 
     // A later entry of the same source is news.
     *up.mode.lock().unwrap() = "rss_plus";
-    app.wait_for_feed("/feeds/rss.xml", 10, |b| b.contains("Lock convoy")).await;
+    app.wait_for_feed("/feeds/rss.xml", 10, |b| b.contains("Lock convoy"))
+        .await;
     let events = app.event_slugs().await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].starts_with("lock-convoy-"), "{events:?}");
 
     // A restart does not seed the source again: nothing more is announced, nothing lost.
     app.restart().await;
-    app.wait_for_feed("/feeds/rss.xml", 10, |b| b.contains("Lock convoy")).await;
+    app.wait_for_feed("/feeds/rss.xml", 10, |b| b.contains("Lock convoy"))
+        .await;
     assert_eq!(app.event_slugs().await, events);
     app.stop().await;
 }

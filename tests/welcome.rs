@@ -18,7 +18,12 @@ async fn welcomes(app: &TestApp, to: &str) -> Vec<String> {
         .await
         .into_iter()
         .filter(|r| r.recipient == to && r.message.contains("Subject: Welcome to"))
-        .map(|r| r.message.replace("=\r\n", "").replace("=\n", "").replace("=3D", "="))
+        .map(|r| {
+            r.message
+                .replace("=\r\n", "")
+                .replace("=\n", "")
+                .replace("=3D", "=")
+        })
         .collect()
 }
 
@@ -32,19 +37,27 @@ async fn confirm(app: &TestApp, email: &str, categories: &[&str]) -> String {
 }
 
 async fn welcome_lists_the_latest_of_the_readers_categories(engine: Engine) {
-    let app = spawn_app_edit(engine, Some(ADMIN_TOKEN), "signup_min_seconds = 0", |dir, text| {
-        let content = dir.join("content");
-        for (slug, date, cat) in [
-            ("db-old", "2026-01-01T08:00:00Z", "databases"),
-            ("db-mid", "2026-01-08T08:00:00Z", "databases"),
-            ("db-new", "2026-01-15T08:00:00Z", "databases"),
-            ("sec-newest", "2026-01-20T08:00:00Z", "security"),
-            ("db-future", "2099-01-01T08:00:00Z", "databases"),
-        ] {
-            std::fs::write(content.join(format!("{slug}.md")), study(slug, date, cat)).unwrap();
-        }
-        text.replace("transport = \"file\"", "transport = \"file\"\nwelcome = true\nwelcome_items = 2")
-    })
+    let app = spawn_app_edit(
+        engine,
+        Some(ADMIN_TOKEN),
+        "signup_min_seconds = 0",
+        |dir, text| {
+            let content = dir.join("content");
+            for (slug, date, cat) in [
+                ("db-old", "2026-01-01T08:00:00Z", "databases"),
+                ("db-mid", "2026-01-08T08:00:00Z", "databases"),
+                ("db-new", "2026-01-15T08:00:00Z", "databases"),
+                ("sec-newest", "2026-01-20T08:00:00Z", "security"),
+                ("db-future", "2099-01-01T08:00:00Z", "databases"),
+            ] {
+                std::fs::write(content.join(format!("{slug}.md")), study(slug, date, cat)).unwrap();
+            }
+            text.replace(
+                "transport = \"file\"",
+                "transport = \"file\"\nwelcome = true\nwelcome_items = 2",
+            )
+        },
+    )
     .await;
     let email = "ada@example.com";
     let path = confirm(&app, email, &["databases"]).await;
@@ -68,7 +81,10 @@ async fn welcome_lists_the_latest_of_the_readers_categories(engine: Engine) {
     // Following every category: the newest two of all.
     confirm(&app, "grace@example.com", &[]).await;
     let m = &welcomes(&app, "grace@example.com").await[0];
-    assert!(m.contains("Study sec-newest") && m.contains("Study db-new"), "{m}");
+    assert!(
+        m.contains("Study sec-newest") && m.contains("Study db-new"),
+        "{m}"
+    );
     app.stop().await;
 
     // Off by default.

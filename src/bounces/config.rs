@@ -130,9 +130,12 @@ pub const SNS_CERT_HOSTS: [&str; 2] = ["sns.*.amazonaws.com", "sns.*.amazonaws.c
 impl RawBounces {
     /// Checks every key; each problem is `(key, message)`.
     pub(crate) fn validate(self, problems: &mut Vec<(String, String)>) -> BounceSettings {
-        let mut push = |key: &str, message: String| problems.push((format!("[bounces] {key}"), message));
-        let imap_url = self.imap_url.filter(|u| !u.is_empty()).and_then(|u| {
-            match url::Url::parse(&u) {
+        let mut push =
+            |key: &str, message: String| problems.push((format!("[bounces] {key}"), message));
+        let imap_url = self
+            .imap_url
+            .filter(|u| !u.is_empty())
+            .and_then(|u| match url::Url::parse(&u) {
                 Ok(url) if matches!(url.scheme(), "imap" | "imaps") && url.host().is_some() => {
                     Some(url)
                 }
@@ -150,11 +153,13 @@ impl RawBounces {
                     push("imap_url", format!("{:?}: {e}", crate::config::redact(&u)));
                     None
                 }
-            }
-        });
+            });
         let poll = self.poll_seconds.unwrap_or(60);
         if !(1..=86_400).contains(&poll) {
-            push("poll_seconds", format!("{poll} is out of range (1 to 86400)"));
+            push(
+                "poll_seconds",
+                format!("{poll} is out of range (1 to 86400)"),
+            );
         }
         if let Some(rp) = &self.return_path {
             if crate::domain::EmailAddress::parse(rp).is_err() || rp.contains('+') {
@@ -175,11 +180,19 @@ impl RawBounces {
         let rate = |key: &str, v: Option<f64>, default: f64, push: &mut dyn FnMut(&str, String)| {
             let v = v.unwrap_or(default);
             if !(0.0..=1.0).contains(&v) {
-                push(key, format!("{v} must be a fraction between 0 and 1 (0.001 is 0.1%)"));
+                push(
+                    key,
+                    format!("{v} must be a fraction between 0 and 1 (0.001 is 0.1%)"),
+                );
             }
             v
         };
-        let complaint_rate_warn = rate("complaint_rate_warn", self.complaint_rate_warn, 0.001, &mut push);
+        let complaint_rate_warn = rate(
+            "complaint_rate_warn",
+            self.complaint_rate_warn,
+            0.001,
+            &mut push,
+        );
         let bounce_rate_warn = rate("bounce_rate_warn", self.bounce_rate_warn, 0.02, &mut push);
         let w = self.webhooks;
         let sendgrid = w.sendgrid.and_then(|s| match sendgrid_key(&s.public_key) {
@@ -274,9 +287,7 @@ pub fn host_allowed(host: &str, patterns: &[String]) -> bool {
                     && {
                         let label = &host[prefix.len()..host.len() - suffix.len()];
                         !label.is_empty()
-                            && label
-                                .chars()
-                                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                     }
             }
         }

@@ -71,7 +71,9 @@ pub fn parse(raw: &[u8]) -> Report {
     let mut status_fields = None;
     let mut feedback_fields = None;
     for part in &message.parts {
-        let Some(ct) = part.content_type() else { continue };
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
         let ctype = ct.ctype().to_ascii_lowercase();
         let sub = ct.subtype().unwrap_or("").to_ascii_lowercase();
         match (ctype.as_str(), sub.as_str()) {
@@ -102,7 +104,12 @@ pub fn parse(raw: &[u8]) -> Report {
     if let Some(fields) = feedback_fields {
         let blocks = blocks(&fields);
         let first = blocks.first().cloned().unwrap_or_default();
-        let get = |name: &str| first.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            first
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
         if let Some(from) = get("original-mail-from") {
             returned_to.extend(addresses_in(&from));
         }
@@ -129,7 +136,12 @@ pub fn parse(raw: &[u8]) -> Report {
         let mut delayed = false;
         // The first block is about the message; each later one a recipient.
         for block in blocks(&fields).into_iter().skip(1) {
-            let get = |name: &str| block.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let get = |name: &str| {
+                block
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
             let action = get("action").unwrap_or_default().to_ascii_lowercase();
             match action.split_whitespace().next().unwrap_or("") {
                 "failed" => {}
@@ -203,7 +215,10 @@ fn inner_recipients(inner: &Message<'_>) -> Vec<String> {
 }
 
 fn clean_id(v: String) -> String {
-    v.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
+    v.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
 }
 
 /// `rfc822; user@example.org` → `user@example.org`; `smtp; 550 …` → `550 …`.
@@ -253,7 +268,9 @@ fn field(headers: &str, name: &str) -> Option<String> {
 pub fn status_code(text: &str) -> Option<String> {
     let b = text.as_bytes();
     for start in 0..b.len() {
-        if !matches!(b[start], b'2' | b'4' | b'5') || (start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'.')) {
+        if !matches!(b[start], b'2' | b'4' | b'5')
+            || (start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'.'))
+        {
             continue;
         }
         let mut i = start + 1;
@@ -279,15 +296,21 @@ pub fn status_code(text: &str) -> Option<String> {
 
 /// Every address-shaped word in `text`, lower-cased.
 fn addresses_in(text: &str) -> Vec<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')' | '[' | ']' | '\''))
-        .map(|w| w.trim_end_matches([':', '.']))
-        .filter(|w| {
-            w.split_once('@').is_some_and(|(l, d)| {
-                !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
-            })
+    text.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '<' | '>' | ',' | ';' | '"' | '(' | ')' | '[' | ']' | '\''
+            )
+    })
+    .map(|w| w.trim_end_matches([':', '.']))
+    .filter(|w| {
+        w.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
         })
-        .map(str::to_ascii_lowercase)
-        .collect()
+    })
+    .map(str::to_ascii_lowercase)
+    .collect()
 }
 
 fn is_auto_reply(m: &Message<'_>) -> bool {
@@ -302,9 +325,15 @@ fn is_auto_reply(m: &Message<'_>) -> bool {
         return true;
     }
     let subject = m.subject().unwrap_or("").to_ascii_lowercase();
-    ["out of office", "automatic reply", "auto:", "autoreply", "vacation"]
-        .iter()
-        .any(|p| subject.starts_with(p) || subject.contains(&format!(" {p}")))
+    [
+        "out of office",
+        "automatic reply",
+        "auto:",
+        "autoreply",
+        "vacation",
+    ]
+    .iter()
+    .any(|p| subject.starts_with(p) || subject.contains(&format!(" {p}")))
 }
 
 /// The bounces that are plain text: from a mailer daemon, with a subject
@@ -317,9 +346,14 @@ fn plain_text_bounce(m: &Message<'_>) -> Kind {
         .unwrap_or("")
         .to_ascii_lowercase();
     let subject = m.subject().unwrap_or("").to_ascii_lowercase();
-    let daemon = ["mailer-daemon", "postmaster", "mail delivery", "mailer_daemon"]
-        .iter()
-        .any(|d| from.contains(d));
+    let daemon = [
+        "mailer-daemon",
+        "postmaster",
+        "mail delivery",
+        "mailer_daemon",
+    ]
+    .iter()
+    .any(|d| from.contains(d));
     let says_bounce = [
         "undeliverable",
         "undelivered",
@@ -344,9 +378,17 @@ fn plain_text_bounce(m: &Message<'_>) -> Kind {
         .join("\n");
     // The addresses named before the quoted original, which are the failed
     // recipients; the sender's own addresses are not.
-    let body = ["-----", "Original message", "original message", "Below this line", "copy of the message"]
-        .iter()
-        .fold(text.as_str(), |body, marker| body.split(marker).next().unwrap_or(body));
+    let body = [
+        "-----",
+        "Original message",
+        "original message",
+        "Below this line",
+        "copy of the message",
+    ]
+    .iter()
+    .fold(text.as_str(), |body, marker| {
+        body.split(marker).next().unwrap_or(body)
+    });
     let mut recipients: Vec<String> = addresses_in(body)
         .into_iter()
         .filter(|a| !a.starts_with("mailer-daemon@") && !a.starts_with("postmaster@") && *a != from)
@@ -394,7 +436,10 @@ mod tests {
 
     #[test]
     fn status_codes_are_found_in_text() {
-        assert_eq!(status_code("smtp; 550 5.1.1 <a@b>: user unknown").as_deref(), Some("5.1.1"));
+        assert_eq!(
+            status_code("smtp; 550 5.1.1 <a@b>: user unknown").as_deref(),
+            Some("5.1.1")
+        );
         assert_eq!(status_code("4.2.2").as_deref(), Some("4.2.2"));
         assert_eq!(status_code("version 5.1.12a"), None);
         assert_eq!(status_code("ip 10.5.1.1"), None);
@@ -404,19 +449,30 @@ mod tests {
     #[test]
     fn a_postfix_dsn_names_the_failed_recipient_and_the_original() {
         let r = parse(&fixture("postfix-dsn.eml"));
-        let Kind::Bounce(f) = &r.kind else { panic!("{r:?}") };
+        let Kind::Bounce(f) = &r.kind else {
+            panic!("{r:?}")
+        };
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].recipient.as_deref(), Some("gone@example.net"));
         assert_eq!(f[0].status.as_deref(), Some("5.1.1"));
         assert!(f[0].diagnostic.contains("User unknown"), "{:?}", f[0]);
-        assert_eq!(r.original_message_id.as_deref(), Some("digest.42.abc@casewire.example"));
-        assert!(r.returned_to.iter().any(|a| a.starts_with("bounces+42-")), "{:?}", r.returned_to);
+        assert_eq!(
+            r.original_message_id.as_deref(),
+            Some("digest.42.abc@casewire.example")
+        );
+        assert!(
+            r.returned_to.iter().any(|a| a.starts_with("bounces+42-")),
+            "{:?}",
+            r.returned_to
+        );
     }
 
     #[test]
     fn a_full_mailbox_is_a_soft_failure_and_a_delay_is_ignored() {
         let r = parse(&fixture("mailbox-full-dsn.eml"));
-        let Kind::Bounce(f) = &r.kind else { panic!("{r:?}") };
+        let Kind::Bounce(f) = &r.kind else {
+            panic!("{r:?}")
+        };
         assert_eq!(f[0].status.as_deref(), Some("4.2.2"));
         let r = parse(&fixture("delayed-dsn.eml"));
         assert!(matches!(r.kind, Kind::Ignored(_)), "{r:?}");
@@ -432,25 +488,42 @@ mod tests {
                 feedback_type: "abuse".into()
             }
         );
-        assert!(r.returned_to.iter().any(|a| a.starts_with("bounces+7-")), "{:?}", r.returned_to);
+        assert!(
+            r.returned_to.iter().any(|a| a.starts_with("bounces+7-")),
+            "{:?}",
+            r.returned_to
+        );
     }
 
     #[test]
     fn plain_text_bounces_of_exchange_and_yahoo_are_read() {
         let r = parse(&fixture("exchange-ndr.eml"));
-        let Kind::Bounce(f) = &r.kind else { panic!("{r:?}") };
+        let Kind::Bounce(f) = &r.kind else {
+            panic!("{r:?}")
+        };
         assert_eq!(f[0].recipient.as_deref(), Some("left.company@example.org"));
         assert_eq!(f[0].status.as_deref(), Some("5.1.1"));
         let r = parse(&fixture("yahoo-failure-notice.eml"));
-        let Kind::Bounce(f) = &r.kind else { panic!("{r:?}") };
-        assert_eq!(f[0].recipient.as_deref(), Some("no-such-user@yahoo.example"));
+        let Kind::Bounce(f) = &r.kind else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            f[0].recipient.as_deref(),
+            Some("no-such-user@yahoo.example")
+        );
         assert_eq!(f[0].status.as_deref(), Some("5.0.0"));
     }
 
     #[test]
     fn auto_replies_are_ignored_and_anything_else_is_unknown() {
-        assert!(matches!(parse(&fixture("out-of-office.eml")).kind, Kind::Ignored(_)));
-        assert!(matches!(parse(&fixture("human-reply.eml")).kind, Kind::Unknown(_)));
+        assert!(matches!(
+            parse(&fixture("out-of-office.eml")).kind,
+            Kind::Ignored(_)
+        ));
+        assert!(matches!(
+            parse(&fixture("human-reply.eml")).kind,
+            Kind::Unknown(_)
+        ));
         assert!(matches!(parse(b"").kind, Kind::Unknown(_)));
     }
 }

@@ -30,7 +30,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -39,7 +43,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -82,7 +90,9 @@ const COMPONENT: &str = "bounce mailbox";
 
 impl BounceMailbox {
     pub async fn run(self, shutdown: CancellationToken) {
-        let Some(url) = self.settings.bounces.imap_url.clone() else { return };
+        let Some(url) = self.settings.bounces.imap_url.clone() else {
+            return;
+        };
         let shown = crate::config::redact(url.as_str());
         let mut backoff = Duration::from_secs(5);
         // UIDs left in place because they were not understood, so they are
@@ -206,7 +216,11 @@ impl BounceMailbox {
             }
         }
         if !processed.is_empty() {
-            let set = processed.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let set = processed
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
             if can_move {
                 session.uid_mv(&set, done).await?;
             } else {
@@ -239,7 +253,11 @@ impl BounceMailbox {
     }
 
     /// The events of a report, or why there are none.
-    async fn events(&self, raw: &[u8], report: &Report) -> anyhow::Result<Result<Vec<Event>, Handled>> {
+    async fn events(
+        &self,
+        raw: &[u8],
+        report: &Report,
+    ) -> anyhow::Result<Result<Vec<Event>, Handled>> {
         let outbox = match self.outbox_row(report).await? {
             Ok(o) => o,
             Err(handled) => return Ok(Err(handled)),
@@ -250,10 +268,19 @@ impl BounceMailbox {
             hex::encode(Sha256::digest(raw))
         });
         let mut events = Vec::new();
-        let mut push = |recipient: Option<&str>, kind: Kind, status: Option<String>, diagnostic: String, source: &'static str| -> Option<Handled> {
+        let mut push = |recipient: Option<&str>,
+                        kind: Kind,
+                        status: Option<String>,
+                        diagnostic: String,
+                        source: &'static str|
+         -> Option<Handled> {
             let address = recipient
                 .and_then(|r| EmailAddress::parse(r).ok())
-                .or_else(|| outbox.as_ref().and_then(|(_, to)| EmailAddress::parse(to).ok()))?;
+                .or_else(|| {
+                    outbox
+                        .as_ref()
+                        .and_then(|(_, to)| EmailAddress::parse(to).ok())
+                })?;
             if let Some((_, to)) = &outbox {
                 // A signed envelope names one recipient: a report about another is not ours.
                 if !to.eq_ignore_ascii_case(address.as_str()) {
@@ -263,7 +290,10 @@ impl BounceMailbox {
                 }
             }
             events.push(Event {
-                key: event_key(source, &[&id, address.as_str(), status.as_deref().unwrap_or("")]),
+                key: event_key(
+                    source,
+                    &[&id, address.as_str(), status.as_deref().unwrap_or("")],
+                ),
                 address,
                 kind,
                 status,
@@ -279,20 +309,41 @@ impl BounceMailbox {
             ReportKind::Unknown(why) => return Ok(Err(Handled::Unknown(why.clone()))),
             ReportKind::Bounce(failures) => {
                 for f in failures {
-                    let kind = f.status.as_deref().and_then(Kind::from_status).unwrap_or(Kind::Hard);
-                    if let Some(h) = push(f.recipient.as_deref(), kind, f.status.clone(), f.diagnostic.clone(), "dsn") {
+                    let kind = f
+                        .status
+                        .as_deref()
+                        .and_then(Kind::from_status)
+                        .unwrap_or(Kind::Hard);
+                    if let Some(h) = push(
+                        f.recipient.as_deref(),
+                        kind,
+                        f.status.clone(),
+                        f.diagnostic.clone(),
+                        "dsn",
+                    ) {
                         return Ok(Err(h));
                     }
                 }
             }
-            ReportKind::Complaint { recipient, feedback_type } => {
-                if let Some(h) = push(recipient.as_deref(), Kind::Complaint, None, format!("feedback report: {feedback_type}"), "arf") {
+            ReportKind::Complaint {
+                recipient,
+                feedback_type,
+            } => {
+                if let Some(h) = push(
+                    recipient.as_deref(),
+                    Kind::Complaint,
+                    None,
+                    format!("feedback report: {feedback_type}"),
+                    "arf",
+                ) {
                     return Ok(Err(h));
                 }
             }
         }
         if events.is_empty() {
-            return Ok(Err(Handled::Unknown("a report that names no recipient".into())));
+            return Ok(Err(Handled::Unknown(
+                "a report that names no recipient".into(),
+            )));
         }
         // Without a signed return address, act only on our own subscribers.
         if outbox.is_none() {
@@ -314,8 +365,13 @@ impl BounceMailbox {
 
     /// The outbox row a report is about, from a signed VERP return address,
     /// with the row's recipient.
-    async fn outbox_row(&self, report: &Report) -> anyhow::Result<Result<Option<(i64, String)>, Handled>> {
-        let Some(key) = &self.verp_key else { return Ok(Ok(None)) };
+    async fn outbox_row(
+        &self,
+        report: &Report,
+    ) -> anyhow::Result<Result<Option<(i64, String)>, Handled>> {
+        let Some(key) = &self.verp_key else {
+            return Ok(Ok(None));
+        };
         // `local+` and `@domain` of our return path, to tell our own VERP addresses.
         let ours = super::verp::return_path(&self.settings).and_then(|rp| {
             rp.to_ascii_lowercase()
@@ -327,7 +383,10 @@ impl BounceMailbox {
                 if let Some(to) = crate::store::bounces::outbox_recipient(&self.db, id).await? {
                     return Ok(Ok(Some((id, to))));
                 }
-            } else if ours.as_ref().is_some_and(|(l, d)| a.starts_with(l.as_str()) && a.ends_with(d.as_str())) {
+            } else if ours
+                .as_ref()
+                .is_some_and(|(l, d)| a.starts_with(l.as_str()) && a.ends_with(d.as_str()))
+            {
                 // Our return path with a signature that does not verify: forged.
                 return Ok(Err(Handled::Unknown(format!(
                     "the return address {a} carries a signature that does not verify (forged or altered)"
@@ -383,21 +442,35 @@ async fn tls(stream: TcpStream, host: &str) -> anyhow::Result<Stream> {
 /// STARTTLS when offered, and a login without TLS only to a loopback server.
 pub async fn connect(url: &url::Url) -> anyhow::Result<Session> {
     use anyhow::Context as _;
-    let host = url.host_str().context("no host")?.trim_matches(['[', ']']).to_owned();
+    let host = url
+        .host_str()
+        .context("no host")?
+        .trim_matches(['[', ']'])
+        .to_owned();
     let implicit = url.scheme() == "imaps";
     let port = url.port().unwrap_or(if implicit { 993 } else { 143 });
-    let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect((host.as_str(), port)))
-        .await
-        .context("connecting: timed out")?
-        .with_context(|| format!("connecting to {host}:{port}"))?;
-    let stream = if implicit { tls(tcp, &host).await? } else { Stream::Plain(tcp) };
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(30),
+        TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .context("connecting: timed out")?
+    .with_context(|| format!("connecting to {host}:{port}"))?;
+    let stream = if implicit {
+        tls(tcp, &host).await?
+    } else {
+        Stream::Plain(tcp)
+    };
     let mut client = async_imap::Client::new(stream);
     client
         .read_response()
         .await
         .context("the server closed the connection before its greeting")??;
     if !implicit {
-        let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || host == "localhost";
+        let loopback = host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+            || host == "localhost";
         match client.run_command_and_check_ok("STARTTLS", None).await {
             Ok(()) => {
                 let Stream::Plain(tcp) = client.into_inner() else { unreachable!("plain before STARTTLS") };

@@ -130,7 +130,9 @@ pub async fn record_and_check(
     if applied == Applied::Duplicate {
         return Ok(applied);
     }
-    let Some(outbox_id) = event.outbox_id else { return Ok(applied) };
+    let Some(outbox_id) = event.outbox_id else {
+        return Ok(applied);
+    };
     let Some((edition, window)) = crate::store::bounces::run_of(db, outbox_id).await? else {
         return Ok(applied);
     };

@@ -55,9 +55,12 @@ impl RateWatch {
             for (label, days) in WINDOWS {
                 match rates_since(&self.db, Utc::now() - chrono::Duration::days(days)).await {
                     Ok(r) => {
-                        metrics::gauge!("casewire_bounce_rate", "window" => label).set(r.bounce_rate());
-                        metrics::gauge!("casewire_complaint_rate", "window" => label).set(r.complaint_rate());
-                        metrics::gauge!("casewire_sent_messages", "window" => label).set(r.sent as f64);
+                        metrics::gauge!("casewire_bounce_rate", "window" => label)
+                            .set(r.bounce_rate());
+                        metrics::gauge!("casewire_complaint_rate", "window" => label)
+                            .set(r.complaint_rate());
+                        metrics::gauge!("casewire_sent_messages", "window" => label)
+                            .set(r.sent as f64);
                         for w in warnings(&self.settings, label, &r) {
                             let kind = w.split(" rate").next().unwrap_or("").to_owned() + label;
                             if !warned.contains(&kind) {

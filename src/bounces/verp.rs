@@ -34,7 +34,9 @@ impl Senders {
     /// None when no return path is configured (the envelope sender is then `mail.from`).
     pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Option<Self>> {
         use anyhow::Context as _;
-        let Some(return_path) = return_path(settings) else { return Ok(None) };
+        let Some(return_path) = return_path(settings) else {
+            return Ok(None);
+        };
         let server = crate::keys::ServerKey::load_or_create(&settings.http.form_key_file)
             .context("loading the server key for VERP ([http] form_key_file)")?;
         Ok(Some(Self {
@@ -96,7 +98,10 @@ mod tests {
     fn a_verp_address_names_its_row_and_resists_forgery() {
         let key = b"0123456789abcdef0123456789abcdef";
         let a = encode("bounces@example.org", key, 4242);
-        assert!(a.starts_with("bounces+4242-") && a.ends_with("@example.org"), "{a}");
+        assert!(
+            a.starts_with("bounces+4242-") && a.ends_with("@example.org"),
+            "{a}"
+        );
         assert_eq!(decode(&a, key), Some(4242));
         assert_eq!(decode(&a.to_uppercase(), key), Some(4242));
         assert_eq!(decode(&format!("<{a}>"), key), Some(4242));

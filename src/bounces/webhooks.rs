@@ -98,7 +98,12 @@ pub async fn receive(
     let events = match events {
         Ok(e) => e,
         Err(refused) => {
-            tracing::warn!(provider, status = refused.0.as_u16(), "webhook refused: {}", refused.1);
+            tracing::warn!(
+                provider,
+                status = refused.0.as_u16(),
+                "webhook refused: {}",
+                refused.1
+            );
             return refused.into_response();
         }
     };
@@ -142,7 +147,14 @@ fn text(v: Option<&Value>) -> String {
 fn sns_string_to_sign(m: &serde_json::Map<String, Value>) -> Result<String, Refused> {
     let kind = m.get("Type").and_then(Value::as_str).unwrap_or("");
     let fields: &[&str] = match kind {
-        "Notification" => &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"],
+        "Notification" => &[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ],
         "SubscriptionConfirmation" | "UnsubscribeConfirmation" => &[
             "Message",
             "MessageId",
@@ -173,9 +185,12 @@ fn sns_string_to_sign(m: &serde_json::Map<String, Value>) -> Result<String, Refu
 /// Only https URLs on an allowed host (plain http only for a loopback host
 /// that the configuration names, which is how tests serve a certificate).
 fn sns_url_allowed(url: &str, hosts: &[String]) -> Result<url::Url, Refused> {
-    let u = url::Url::parse(url).map_err(|_| unauthorized("the signing certificate URL is not a URL"))?;
+    let u = url::Url::parse(url)
+        .map_err(|_| unauthorized("the signing certificate URL is not a URL"))?;
     let host = u.host_str().unwrap_or("");
-    let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
     let scheme_ok = u.scheme() == "https" || (u.scheme() == "http" && loopback);
     if !scheme_ok || !host_allowed(host, hosts) {
         return Err(unauthorized(format!(
@@ -204,7 +219,12 @@ async fn sns_certificate(
         r.bytes().await
     }
     .await
-    .map_err(|e| Refused(StatusCode::SERVICE_UNAVAILABLE, format!("fetching the signing certificate: {e}")))?;
+    .map_err(|e| {
+        Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("fetching the signing certificate: {e}"),
+        )
+    })?;
     if fetched.len() > 64 * 1024 {
         return Err(unauthorized("the signing certificate is too large"));
     }
@@ -232,7 +252,12 @@ pub fn public_key_of_certificate(pem: &[u8]) -> Result<rsa::RsaPublicKey, String
         .map_err(|e| format!("the signing certificate has no RSA key: {e}"))
 }
 
-fn sns_verify(key: &rsa::RsaPublicKey, version: &str, text: &str, sig: &[u8]) -> Result<(), Refused> {
+fn sns_verify(
+    key: &rsa::RsaPublicKey,
+    version: &str,
+    text: &str,
+    sig: &[u8],
+) -> Result<(), Refused> {
     use rsa::signature::Verifier as _;
     let sig = rsa::pkcs1v15::Signature::try_from(sig).map_err(|_| unauthorized("bad signature"))?;
     let ok = match version {
@@ -273,13 +298,18 @@ async fn ses(
         .and_then(Value::as_str)
         .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
         .ok_or_else(|| unauthorized("no Signature"))?;
-    let version = m.get("SignatureVersion").and_then(Value::as_str).unwrap_or("1");
+    let version = m
+        .get("SignatureVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("1");
     let key = sns_certificate(hooks, &cert_url).await?;
     sns_verify(&key, version, &text_to_sign, &sig)?;
     let topic = m.get("TopicArn").and_then(Value::as_str).unwrap_or("");
     if let Some(want) = &ses.topic_arn {
         if topic != want {
-            return Err(unauthorized(format!("topic {topic:?} is not [bounces.webhooks.ses] topic_arn")));
+            return Err(unauthorized(format!(
+                "topic {topic:?} is not [bounces.webhooks.ses] topic_arn"
+            )));
         }
     }
     match m.get("Type").and_then(Value::as_str) {
@@ -323,20 +353,31 @@ fn ses_events(hooks: &WebhookState, n: &Value, sns_id: &str, now: DateTime<Utc>)
         .or_else(|| n.get("eventType"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    let source_addr = n.pointer("/mail/source").and_then(Value::as_str).unwrap_or("");
+    let source_addr = n
+        .pointer("/mail/source")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let outbox_id = hooks.outbox_of(source_addr);
     let mut out = Vec::new();
     match kind {
         "Bounce" => {
-            let bounce_type = n.pointer("/bounce/bounceType").and_then(Value::as_str).unwrap_or("");
-            let sub = n.pointer("/bounce/bounceSubType").and_then(Value::as_str).unwrap_or("");
+            let bounce_type = n
+                .pointer("/bounce/bounceType")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let sub = n
+                .pointer("/bounce/bounceSubType")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             for r in n
                 .pointer("/bounce/bouncedRecipients")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
             {
-                let Some(address) = address(r.get("emailAddress")) else { continue };
+                let Some(address) = address(r.get("emailAddress")) else {
+                    continue;
+                };
                 let status = r.get("status").and_then(Value::as_str).map(str::to_owned);
                 let kind = match bounce_type {
                     "Permanent" => Kind::Hard,
@@ -366,7 +407,9 @@ fn ses_events(hooks: &WebhookState, n: &Value, sns_id: &str, now: DateTime<Utc>)
                 .into_iter()
                 .flatten()
             {
-                let Some(address) = address(r.get("emailAddress")) else { continue };
+                let Some(address) = address(r.get("emailAddress")) else {
+                    continue;
+                };
                 out.push(Event {
                     key: event_key("ses", &[sns_id, address.as_str()]),
                     address,
@@ -399,7 +442,11 @@ fn postmark(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
         .ok_or_else(|| unauthorized("basic auth required ([bounces.webhooks.postmark])"))?;
     let want = format!("{}:{}", p.username, p.password);
     if !constant_time_eq(&given, want.as_bytes()) {
@@ -410,7 +457,9 @@ fn postmark(
     let kind = match (record, v.get("Type").and_then(Value::as_str).unwrap_or("")) {
         ("SpamComplaint", _) | (_, "SpamComplaint") => Kind::Complaint,
         ("Bounce", "HardBounce" | "BadEmailAddress" | "Blocked") => Kind::Hard,
-        ("Bounce", "SoftBounce" | "Transient" | "DnsError" | "MailboxFull" | "Undeliverable") => Kind::Soft,
+        ("Bounce", "SoftBounce" | "Transient" | "DnsError" | "MailboxFull" | "Undeliverable") => {
+            Kind::Soft
+        }
         // AutoResponder, Unsubscribe, ...: not a failure of the address.
         ("Bounce", _) => return Ok(Vec::new()),
         (other, _) if other.is_empty() => return Err(bad("no RecordType")),
@@ -423,7 +472,11 @@ fn postmark(
     Ok(vec![Event {
         key: event_key("postmark", &[record, &id, address.as_str()]),
         status: super::dsn::status_code(&details),
-        diagnostic: if details.is_empty() { text(v.get("Description")) } else { details },
+        diagnostic: if details.is_empty() {
+            text(v.get("Description"))
+        } else {
+            details
+        },
         address,
         kind,
         source: "postmark",
@@ -452,10 +505,16 @@ fn sendgrid(
     let s = b.sendgrid.as_ref().expect("checked by the caller");
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let sig = header(SENDGRID_SIGNATURE)
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
         .ok_or_else(|| unauthorized("no event webhook signature"))?;
-    let timestamp = header(SENDGRID_TIMESTAMP).ok_or_else(|| unauthorized("no event webhook timestamp"))?;
-    let sig = p256::ecdsa::Signature::from_der(&sig).map_err(|_| unauthorized("the signature is not DER ECDSA"))?;
+    let timestamp =
+        header(SENDGRID_TIMESTAMP).ok_or_else(|| unauthorized("no event webhook timestamp"))?;
+    let sig = p256::ecdsa::Signature::from_der(&sig)
+        .map_err(|_| unauthorized("the signature is not DER ECDSA"))?;
     let mut signed = Vec::with_capacity(timestamp.len() + body.len());
     signed.extend_from_slice(timestamp.as_bytes());
     signed.extend_from_slice(body);
@@ -463,7 +522,9 @@ fn sendgrid(
         .verify(&signed, &sig)
         .map_err(|_| unauthorized("the event webhook signature does not verify"))?;
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let list = v.as_array().ok_or_else(|| bad("expected a JSON array of events"))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad("expected a JSON array of events"))?;
     let mut out = Vec::new();
     for e in list {
         let event = e.get("event").and_then(Value::as_str).unwrap_or("");
@@ -471,10 +532,15 @@ fn sendgrid(
         let kind = match event {
             "spamreport" => Kind::Complaint,
             "bounce" if e.get("type").and_then(Value::as_str) == Some("blocked") => Kind::Soft,
-            "bounce" => status.as_deref().and_then(Kind::from_status).unwrap_or(Kind::Hard),
+            "bounce" => status
+                .as_deref()
+                .and_then(Kind::from_status)
+                .unwrap_or(Kind::Hard),
             _ => continue,
         };
-        let Some(address) = address(e.get("email")) else { continue };
+        let Some(address) = address(e.get("email")) else {
+            continue;
+        };
         let id = text(e.get("sg_event_id"));
         out.push(Event {
             key: event_key("sendgrid", &[&id, address.as_str(), event]),
@@ -502,18 +568,26 @@ fn mailgun(
     use hmac::{Hmac, Mac};
     let m = b.mailgun.as_ref().expect("checked by the caller");
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let sig = v.get("signature").ok_or_else(|| unauthorized("no signature"))?;
+    let sig = v
+        .get("signature")
+        .ok_or_else(|| unauthorized("no signature"))?;
     let timestamp = text(sig.get("timestamp"));
     let token = text(sig.get("token"));
-    let given = hex::decode(text(sig.get("signature"))).map_err(|_| unauthorized("bad signature"))?;
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(m.signing_key.as_bytes()).expect("any key length");
+    let given =
+        hex::decode(text(sig.get("signature"))).map_err(|_| unauthorized("bad signature"))?;
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(m.signing_key.as_bytes()).expect("any key length");
     mac.update(timestamp.as_bytes());
     mac.update(token.as_bytes());
     mac.verify_slice(&given)
         .map_err(|_| unauthorized("the signature does not verify"))?;
-    let at: i64 = timestamp.parse().map_err(|_| unauthorized("bad timestamp"))?;
+    let at: i64 = timestamp
+        .parse()
+        .map_err(|_| unauthorized("bad timestamp"))?;
     if (now.timestamp() - at).unsigned_abs() > MAILGUN_WINDOW.as_secs() {
-        return Err(unauthorized("the signature is too old (replay protection: 15 minutes)"));
+        return Err(unauthorized(
+            "the signature is too old (replay protection: 15 minutes)",
+        ));
     }
     {
         let mut seen = hooks.mailgun_tokens.lock().expect("not poisoned");

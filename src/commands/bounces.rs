@@ -26,12 +26,18 @@ fn since(text: &str) -> Option<DateTime<Utc>> {
 }
 
 pub fn bounces(settings: &Settings, cmd: BouncesCommand) -> Result<Exit> {
-    let BouncesCommand::List { since: s, kind, limit } = cmd;
+    let BouncesCommand::List {
+        since: s,
+        kind,
+        limit,
+    } = cmd;
     let since = match s.as_deref().map(|t| (t, since(t))) {
         None => None,
         Some((_, Some(t))) => Some(t),
         Some((t, None)) => {
-            eprintln!("--since {t:?}: expected a date (2026-11-30), an RFC 3339 time or days back (7d)");
+            eprintln!(
+                "--since {t:?}: expected a date (2026-11-30), an RFC 3339 time or days back (7d)"
+            );
             return Ok(Exit::Usage);
         }
     };
@@ -47,7 +53,10 @@ pub fn bounces(settings: &Settings, cmd: BouncesCommand) -> Result<Exit> {
         let db = Db::open(&settings.database.url).await?;
         let events = crate::store::bounces::list(&db, since, kind, limit).await?;
         if events.is_empty() {
-            eprintln!("no bounces or complaints recorded{}", if since.is_some() { " in that time" } else { "" });
+            eprintln!(
+                "no bounces or complaints recorded{}",
+                if since.is_some() { " in that time" } else { "" }
+            );
         }
         for e in events {
             outln!(

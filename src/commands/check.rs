@@ -78,7 +78,10 @@ fn schedules(settings: &Settings, now: chrono::DateTime<Utc>) -> Vec<String> {
         let ScheduleSpec::Cron(cron) = &e.schedule else {
             continue;
         };
-        if cron.next_after(now, e.timezone).is_some_and(|t| t <= horizon) {
+        if cron
+            .next_after(now, e.timezone)
+            .is_some_and(|t| t <= horizon)
+        {
             continue;
         }
         // The line of the schedule in the file (1 when it came from the environment).

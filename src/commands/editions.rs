@@ -331,7 +331,9 @@ pub fn status(settings: &Settings) -> Result<Exit> {
                     .unwrap_or_default(),
             };
             outln!("  {:<12} {last}; {next}", e.slug.as_str());
-            if let Some((w, _, _, _)) = crate::store::editions::last_run(&db, e.slug.as_str()).await? {
+            if let Some((w, _, _, _)) =
+                crate::store::editions::last_run(&db, e.slug.as_str()).await?
+            {
                 let r = crate::store::bounces::rates_of_run(&db, e.slug.as_str(), &w).await?;
                 if r.sent > 0 {
                     outln!(
@@ -346,7 +348,8 @@ pub fn status(settings: &Settings) -> Result<Exit> {
         }
         outln!("Bounces and complaints");
         for (label, days) in crate::bounces::rates::WINDOWS {
-            let r = crate::store::bounces::rates_since(&db, now - chrono::Duration::days(days)).await?;
+            let r =
+                crate::store::bounces::rates_since(&db, now - chrono::Duration::days(days)).await?;
             outln!(
                 "  {label:<4} {} sent, {} bounces ({:.2}%), {} complaints ({:.3}%)",
                 r.sent,

@@ -121,7 +121,10 @@ pub fn check_nesting(split: &Split<'_>) -> Result<(), LineError> {
                 let mut levels = Vec::new();
                 loop {
                     levels.push(indent);
-                    match rest.strip_prefix("- ").or_else(|| (rest == "-").then_some("")) {
+                    match rest
+                        .strip_prefix("- ")
+                        .or_else(|| (rest == "-").then_some(""))
+                    {
                         Some(r) => {
                             let r2 = r.trim_start_matches(' ');
                             indent += 2 + (r.len() - r2.len());
@@ -388,9 +391,11 @@ mod tests {
         let e = parse(&split(&format!("---\ntitle: a\ntags: {deep}\n---\n")).unwrap()).unwrap_err();
         assert_eq!(e.line, 3, "{e:?}");
         assert!(e.message.contains("nested more than 32 levels"), "{e:?}");
-        let e = parse(&split(&format!("+++\ntitle = \"a\"\nx = {deep}\n+++\n")).unwrap()).unwrap_err();
+        let e =
+            parse(&split(&format!("+++\ntitle = \"a\"\nx = {deep}\n+++\n")).unwrap()).unwrap_err();
         assert_eq!(e.line, 3, "{e:?}");
-        let e = parse(&split(&format!("+++\nx = {}\n+++\n", "{a=".repeat(40))).unwrap()).unwrap_err();
+        let e =
+            parse(&split(&format!("+++\nx = {}\n+++\n", "{a=".repeat(40))).unwrap()).unwrap_err();
         assert!(e.message.contains("nested"), "{e:?}");
         // Block YAML: indentation and list markers count too.
         let mut block = String::from("---\n");
@@ -400,7 +405,8 @@ mod tests {
         block.push_str("---\n");
         let e = parse(&split(&block).unwrap()).unwrap_err();
         assert_eq!(e.line, 2 + MAX_NESTING, "{e:?}");
-        let e = parse(&split(&format!("---\nx:\n{}a\n---\n", "- ".repeat(40))).unwrap()).unwrap_err();
+        let e =
+            parse(&split(&format!("---\nx:\n{}a\n---\n", "- ".repeat(40))).unwrap()).unwrap_err();
         assert!(e.message.contains("nested"), "{e:?}");
     }
 

@@ -354,7 +354,9 @@ impl CaseStudy {
             let body = split.body;
             let blank = &body[..body.len() - body.trim_start().len()];
             let body_line = if src.ends_with(body) {
-                src[..src.len() - body.len()].matches('\n').count() + blank.matches('\n').count() + 1
+                src[..src.len() - body.len()].matches('\n').count()
+                    + blank.matches('\n').count()
+                    + 1
             } else {
                 1
             };

@@ -29,23 +29,84 @@ pub fn defaults() -> Vec<SectionSpec> {
         expected,
     };
     vec![
-        spec("summary", false, &["summary", "tl;dr", "tldr", "overview", "executive summary", "in short"]),
-        spec("root_cause", false, &["root cause", "root causes", "the root cause", "cause", "causes", "what went wrong", "what happened"]),
+        spec(
+            "summary",
+            false,
+            &[
+                "summary",
+                "tl;dr",
+                "tldr",
+                "overview",
+                "executive summary",
+                "in short",
+            ],
+        ),
+        spec(
+            "root_cause",
+            false,
+            &[
+                "root cause",
+                "root causes",
+                "the root cause",
+                "cause",
+                "causes",
+                "what went wrong",
+                "what happened",
+            ],
+        ),
         spec(
             "why_it_happens",
             false,
-            &["why it happens in real systems", "why it happens", "why this happens", "why it happens in production", "why this happens in real systems", "contributing factors"],
+            &[
+                "why it happens in real systems",
+                "why it happens",
+                "why this happens",
+                "why it happens in production",
+                "why this happens in real systems",
+                "contributing factors",
+            ],
         ),
-        spec("impact", false, &["impact", "the impact", "blast radius", "consequences", "business impact", "user impact"]),
+        spec(
+            "impact",
+            false,
+            &[
+                "impact",
+                "the impact",
+                "blast radius",
+                "consequences",
+                "business impact",
+                "user impact",
+            ],
+        ),
         spec(
             "how_to_handle",
             false,
-            &["how experienced engineers handle it", "how experienced teams handle it", "how to handle it", "how to fix it", "the fix", "fix", "mitigation", "mitigations", "remediation", "resolution", "lessons learned"],
+            &[
+                "how experienced engineers handle it",
+                "how experienced teams handle it",
+                "how to handle it",
+                "how to fix it",
+                "the fix",
+                "fix",
+                "mitigation",
+                "mitigations",
+                "remediation",
+                "resolution",
+                "lessons learned",
+            ],
         ),
         spec(
             "why_teams_miss",
             false,
-            &["why less experienced teams miss it", "why teams miss it", "why it is missed", "why it's missed", "why it gets missed", "common mistakes", "pitfalls"],
+            &[
+                "why less experienced teams miss it",
+                "why teams miss it",
+                "why it is missed",
+                "why it's missed",
+                "why it gets missed",
+                "common mistakes",
+                "pitfalls",
+            ],
         ),
     ]
 }
@@ -59,7 +120,12 @@ pub fn normalize(heading: &str) -> String {
         .filter(|w| !w.is_empty())
         .map(str::to_owned)
         .collect();
-    let skip = usize::from(words.first().is_some_and(|w| w.chars().all(|c| c.is_ascii_digit())) && words.len() > 1);
+    let skip = usize::from(
+        words
+            .first()
+            .is_some_and(|w| w.chars().all(|c| c.is_ascii_digit()))
+            && words.len() > 1,
+    );
     words[skip..].join(" ")
 }
 
@@ -77,7 +143,12 @@ impl Section {
     /// The first sentence (or line) of the text, at most `max_chars`
     /// characters, for a one-line teaser.
     pub fn first_line(&self, max_chars: usize) -> String {
-        let para = self.text.split("\n\n").next().unwrap_or("").replace('\n', " ");
+        let para = self
+            .text
+            .split("\n\n")
+            .next()
+            .unwrap_or("")
+            .replace('\n', " ");
         let mut end = para.len();
         for (i, c) in para.char_indices() {
             if matches!(c, '.' | '!' | '?')
@@ -106,7 +177,9 @@ pub fn extract(body: &str, specs: &[SectionSpec]) -> Vec<Section> {
     let mut open: Option<(String, String, HeadingLevel)> = None;
     let mut text = String::new();
     let mut heading: Option<(HeadingLevel, String)> = None;
-    let close = |open: &mut Option<(String, String, HeadingLevel)>, text: &mut String, out: &mut Vec<Section>| {
+    let close = |open: &mut Option<(String, String, HeadingLevel)>,
+                 text: &mut String,
+                 out: &mut Vec<Section>| {
         if let Some((key, heading, _)) = open.take() {
             out.push(Section {
                 key,
@@ -127,7 +200,9 @@ pub fn extract(body: &str, specs: &[SectionSpec]) -> Vec<Section> {
                 }
                 let norm = normalize(&title);
                 if let Some(spec) = specs.iter().find(|s| s.headings.contains(&norm)) {
-                    if !out.iter().any(|s| s.key == spec.key) && open.as_ref().is_none_or(|(k, _, _)| *k != spec.key) {
+                    if !out.iter().any(|s| s.key == spec.key)
+                        && open.as_ref().is_none_or(|(k, _, _)| *k != spec.key)
+                    {
                         close(&mut open, &mut text, &mut out);
                         open = Some((spec.key.clone(), title.trim().to_owned(), level));
                     }
@@ -142,8 +217,12 @@ pub fn extract(body: &str, specs: &[SectionSpec]) -> Vec<Section> {
                 None if open.is_some() => text.push_str(&t),
                 None => {}
             },
-            Event::SoftBreak | Event::HardBreak if open.is_some() && heading.is_none() => text.push(' '),
-            Event::End(TagEnd::Paragraph | TagEnd::Item | TagEnd::CodeBlock | TagEnd::TableRow) if open.is_some() => {
+            Event::SoftBreak | Event::HardBreak if open.is_some() && heading.is_none() => {
+                text.push(' ')
+            }
+            Event::End(TagEnd::Paragraph | TagEnd::Item | TagEnd::CodeBlock | TagEnd::TableRow)
+                if open.is_some() =>
+            {
                 text.push_str("\n\n")
             }
             Event::End(TagEnd::TableCell) if open.is_some() => text.push(' '),
@@ -185,11 +264,25 @@ mod tests {
         assert_eq!(keys, ["summary", "root_cause", "impact", "how_to_handle"]);
         assert_eq!(found[0].text, "The pool ran dry. Twice.");
         assert_eq!(found[1].heading, "2. Root Cause:");
-        assert!(found[1].text.contains("# not a heading"), "{}", found[1].text);
-        assert!(found[1].text.contains("Details\n\none\n\ntwo"), "{}", found[1].text);
+        assert!(
+            found[1].text.contains("# not a heading"),
+            "{}",
+            found[1].text
+        );
+        assert!(
+            found[1].text.contains("Details\n\none\n\ntwo"),
+            "{}",
+            found[1].text
+        );
         assert_eq!(found[2].text, "Checkout failed for 40 minutes.");
-        assert_eq!(found[3].text, "They bound the wait.", "a later unknown heading ends it");
-        assert!(missing(&found, &defaults()).is_empty(), "nothing is expected by default");
+        assert_eq!(
+            found[3].text, "They bound the wait.",
+            "a later unknown heading ends it"
+        );
+        assert!(
+            missing(&found, &defaults()).is_empty(),
+            "nothing is expected by default"
+        );
         let mut specs = defaults();
         for s in &mut specs {
             s.expected = s.key != "why_it_happens";
@@ -207,17 +300,28 @@ mod tests {
         let short = found[1].first_line(20);
         assert!(short.chars().count() <= 20, "{short}");
         assert!(short.ends_with('…'), "{short}");
-        let s = Section { key: "x".into(), heading: "x".into(), text: "v1.2 of the client. More".into() };
+        let s = Section {
+            key: "x".into(),
+            heading: "x".into(),
+            text: "v1.2 of the client. More".into(),
+        };
         assert_eq!(s.first_line(200), "v1.2 of the client.");
     }
 
     #[test]
     fn configured_specs_replace_the_defaults() {
-        let specs = vec![SectionSpec { key: "lesson".into(), headings: vec![normalize("What we learned")], expected: true }];
+        let specs = vec![SectionSpec {
+            key: "lesson".into(),
+            headings: vec![normalize("What we learned")],
+            expected: true,
+        }];
         let found = extract("# What we learned\n\nAlways bound queues.\n", &specs);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].key, "lesson");
-        assert_eq!(missing(&extract("## Summary\n\nx\n", &specs), &specs), ["lesson"]);
+        assert_eq!(
+            missing(&extract("## Summary\n\nx\n", &specs), &specs),
+            ["lesson"]
+        );
     }
 
     #[test]

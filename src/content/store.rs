@@ -144,18 +144,28 @@ impl<'a> DirectoryStore<'a> {
         };
         match std::fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(problem("the content folder ([content] dir) is not a folder".into())),
+            Ok(_) => {
+                return Err(problem(
+                    "the content folder ([content] dir) is not a folder".into(),
+                ))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(problem(
                     "the content folder ([content] dir) does not exist; create it or fix the path"
                         .into(),
                 ))
             }
-            Err(e) => return Err(problem(format!("cannot read the content folder ([content] dir): {e}"))),
+            Err(e) => {
+                return Err(problem(format!(
+                    "cannot read the content folder ([content] dir): {e}"
+                )))
+            }
         }
-        std::fs::read_dir(&self.root)
-            .map(drop)
-            .map_err(|e| problem(format!("cannot read the content folder ([content] dir): {e}")))
+        std::fs::read_dir(&self.root).map(drop).map_err(|e| {
+            problem(format!(
+                "cannot read the content folder ([content] dir): {e}"
+            ))
+        })
     }
 
     /// Every `.md` file below the root, sorted, so duplicate slugs resolve the same way each time.
@@ -178,7 +188,10 @@ impl<'a> DirectoryStore<'a> {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    let path = e.path().map(Path::to_owned).unwrap_or_else(|| self.root.clone());
+                    let path = e
+                        .path()
+                        .map(Path::to_owned)
+                        .unwrap_or_else(|| self.root.clone());
                     let message = match e.loop_ancestor() {
                         Some(ancestor) => format!(
                             "symlink loop: it leads back to {}; not followed",
@@ -186,7 +199,11 @@ impl<'a> DirectoryStore<'a> {
                         ),
                         None => format!("cannot read: {e}"),
                     };
-                    problems.push(Problem { path, line: 0, message });
+                    problems.push(Problem {
+                        path,
+                        line: 0,
+                        message,
+                    });
                     continue;
                 }
             };
@@ -237,7 +254,9 @@ impl<'a> DirectoryStore<'a> {
                 tracing::warn!("{p}");
             }
             catalog.problems.extend(link_problems);
-            catalog.problems.sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
+            catalog
+                .problems
+                .sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
         }
         catalog
     }
@@ -439,7 +458,10 @@ impl<'a> DirectoryStore<'a> {
             .name("casewire-parse".into())
             .spawn(move || {
                 let _ = tx.send(CaseStudy::from_file(&owned, &bytes, &settings));
-                OVERDUE.lock().expect("not poisoned").retain(|o| o != &owned);
+                OVERDUE
+                    .lock()
+                    .expect("not poisoned")
+                    .retain(|o| o != &owned);
             });
         if spawned.is_err() {
             // No thread to spare: parse here rather than not at all.

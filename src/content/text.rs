@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn forbidden_characters_are_dropped() {
         assert_eq!(xml_clean("a\u{1}b\u{1b}c\u{fffe}\u{ffff}d"), "abcd");
-        assert_eq!(xml_clean("tab\tlf\ncr\r é \u{85} \u{10000}"), "tab\tlf\ncr\r é \u{85} \u{10000}");
+        assert_eq!(
+            xml_clean("tab\tlf\ncr\r é \u{85} \u{10000}"),
+            "tab\tlf\ncr\r é \u{85} \u{10000}"
+        );
         assert!(matches!(xml_clean("plain"), Cow::Borrowed(_)));
         let mut s = String::from("x\u{0}y");
         assert!(xml_clean_in_place(&mut s));

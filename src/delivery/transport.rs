@@ -201,7 +201,11 @@ impl SmtpPool {
             mark.set(Stage::Auth);
             if !conn.is_encrypted() && !self.allow_plaintext_auth {
                 // A relay fault like any other at AUTH: delivery pauses, nobody is suppressed.
-                return Err(DeliveryError::new(Stage::Auth, None, PLAINTEXT_AUTH_REFUSED));
+                return Err(DeliveryError::new(
+                    Stage::Auth,
+                    None,
+                    PLAINTEXT_AUTH_REFUSED,
+                ));
             }
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::Mailbox;
-use lettre::address::Envelope;
 use lettre::Address;
 use rand::Rng;
 use sqlx::pool::PoolConnection;
@@ -750,11 +750,9 @@ async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
     // VERP: the envelope sender names the row, so a bounce finds it.
     let envelope = match &shared.verp {
         None => envelope,
-        Some(v) => match v
-            .for_row(id)
-            .map_err(|e| e.to_string())
-            .and_then(|from| Envelope::new(Some(from), envelope.to().to_vec()).map_err(|e| e.to_string()))
-        {
+        Some(v) => match v.for_row(id).map_err(|e| e.to_string()).and_then(|from| {
+            Envelope::new(Some(from), envelope.to().to_vec()).map_err(|e| e.to_string())
+        }) {
             Ok(e) => e,
             Err(e) => {
                 return Outcome::Dead {

@@ -119,8 +119,14 @@ mod tests {
 
     #[test]
     fn headers_from_untrusted_peers_are_ignored() {
-        let h = headers(&[("x-forwarded-for", "203.0.113.9"), ("forwarded", "for=203.0.113.9")]);
-        assert_eq!(client_ip(ip("198.51.100.1"), &h, &nets(&["10.0.0.0/8"])), ip("198.51.100.1"));
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=203.0.113.9"),
+        ]);
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), &h, &nets(&["10.0.0.0/8"])),
+            ip("198.51.100.1")
+        );
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &[]), ip("10.0.0.1"));
     }
 
@@ -131,24 +137,36 @@ mod tests {
         let h = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.5")]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.9"));
         // Several header lines are one list.
-        let h = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "203.0.113.7")]);
+        let h = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.7"));
         // Only trusted hops: the leftmost of them.
         let h = headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.5")]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.1.1.1"));
         // No header: the proxy itself.
-        assert_eq!(client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn forwarded_header_forms_of_rfc_7239() {
         let trusted = nets(&["10.0.0.0/8", "::1/128"]);
-        let h = headers(&[("forwarded", "for=1.1.1.1, for=\"[2001:db8:cafe::17]:4711\";proto=https, for=10.0.0.3;by=10.0.0.1")]);
+        let h = headers(&[(
+            "forwarded",
+            "for=1.1.1.1, for=\"[2001:db8:cafe::17]:4711\";proto=https, for=10.0.0.3;by=10.0.0.1",
+        )]);
         assert_eq!(client_ip(ip("::1"), &h, &trusted), ip("2001:db8:cafe::17"));
         let h = headers(&[("forwarded", "for=192.0.2.60:8080;proto=http")]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("192.0.2.60"));
         // Forwarded wins over X-Forwarded-For.
-        let h = headers(&[("forwarded", "For=192.0.2.61"), ("x-forwarded-for", "192.0.2.99")]);
+        let h = headers(&[
+            ("forwarded", "For=192.0.2.61"),
+            ("x-forwarded-for", "192.0.2.99"),
+        ]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("192.0.2.61"));
         // An obfuscated hop stops the walk at the last trusted proxy.
         let h = headers(&[("forwarded", "for=192.0.2.1, for=_hidden, for=10.0.0.9")]);

@@ -46,11 +46,23 @@ pub async fn submit(
     let result = subscribers::confirm(&state.db, &state.links, &token, now).await;
     if let Ok((s, manage)) = &result {
         let snapshot = state.snapshot();
-        match subscribers::welcome::queue_welcome(&r.settings, &state.db, &snapshot.catalog, s, manage, now).await {
+        match subscribers::welcome::queue_welcome(
+            &r.settings,
+            &state.db,
+            &snapshot.catalog,
+            s,
+            manage,
+            now,
+        )
+        .await
+        {
             Ok(true) => state.signals.outbox_queued(),
             Ok(false) => {}
             // The subscription stands; only the welcome is lost.
-            Err(e) => tracing::error!("cannot queue the welcome message to subscriber {}: {e:#}", s.id),
+            Err(e) => tracing::error!(
+                "cannot queue the welcome message to subscriber {}: {e:#}",
+                s.id
+            ),
         }
     }
     match result {

@@ -68,7 +68,9 @@ pub fn router(state: AppState) -> Router {
                     axum::routing::post(crate::bounces::webhooks::receive),
                 )
                 .layer(middleware::from_fn(track))
-                .layer(tower_http::limit::RequestBodyLimitLayer::new(2 * 1024 * 1024)),
+                .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                    2 * 1024 * 1024,
+                )),
         )
         .with_state(state)
 }

@@ -131,7 +131,9 @@ pub async fn recover_submit(
         Err(p) => return r.problem(p),
     };
     let email = fields.get("email").unwrap_or("");
-    match subscribers::recovery::send_manage_link(&r.settings, &state.db, email, chrono::Utc::now()).await {
+    match subscribers::recovery::send_manage_link(&r.settings, &state.db, email, chrono::Utc::now())
+        .await
+    {
         Ok(queued) => {
             if queued {
                 state.signals.outbox_queued();
@@ -150,8 +152,17 @@ pub async fn recover_submit(
             )
         }
         Err(subscribers::SubscriberError::Invalid { message, .. }) if !r.json => {
-            let shown: String = email.chars().take(254).filter(|c| !c.is_control()).collect();
-            recover_page(&r, StatusCode::BAD_REQUEST, Some(&format!("E-mail address: {message}")), &shown)
+            let shown: String = email
+                .chars()
+                .take(254)
+                .filter(|c| !c.is_control())
+                .collect();
+            recover_page(
+                &r,
+                StatusCode::BAD_REQUEST,
+                Some(&format!("E-mail address: {message}")),
+                &shown,
+            )
         }
         Err(e) => r.problem(Problem::from_service(e)),
     }

@@ -97,11 +97,23 @@ pub async fn serve(
             }
         };
         let Ok(permit) = total.clone().try_acquire_owned() else {
-            refuse(stream, peer, "503 Service Unavailable", "too many connections; try again shortly", "total");
+            refuse(
+                stream,
+                peer,
+                "503 Service Unavailable",
+                "too many connections; try again shortly",
+                "total",
+            );
             continue;
         };
         let Some(slot) = PerIp::claim(&per_ip, peer.ip()) else {
-            refuse(stream, peer, "429 Too Many Requests", "too many connections from your address", "per_ip");
+            refuse(
+                stream,
+                peer,
+                "429 Too Many Requests",
+                "too many connections from your address",
+                "per_ip",
+            );
             continue;
         };
         let _ = stream.set_nodelay(true);

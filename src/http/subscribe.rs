@@ -124,11 +124,7 @@ pub async fn submit(
         json: wants_json(&headers),
     };
     if let Some(Extension(ConnectInfo(addr))) = peer {
-        let ip = super::client_ip::client_ip(
-            addr.ip(),
-            &headers,
-            &r.settings.http.trusted_proxies,
-        );
+        let ip = super::client_ip::client_ip(addr.ip(), &headers, &r.settings.http.trusted_proxies);
         if let Some(resp) = limiter.refuse(&r, ip) {
             return resp;
         }
@@ -142,7 +138,12 @@ pub async fn submit(
     let verdict = if min_delay.is_zero() {
         StampVerdict::Fine
     } else {
-        abuse::check_stamp(&state.form_key, fields.get(abuse::STAMP_FIELD), now, min_delay)
+        abuse::check_stamp(
+            &state.form_key,
+            fields.get(abuse::STAMP_FIELD),
+            now,
+            min_delay,
+        )
     };
     let trip = if abuse::honeypot_filled(fields.get(abuse::HONEYPOT_FIELD)) {
         Some("honeypot")
@@ -171,7 +172,8 @@ pub async fn submit(
         editions,
     };
     if verdict == StampVerdict::Stale {
-        let text = "This form was open for more than a day. Please check your details and send it again.";
+        let text =
+            "This form was open for more than a day. Please check your details and send it again.";
         if r.json {
             return r.problem(Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -198,8 +200,18 @@ pub async fn submit(
             let text = format!("{label}: {message}");
             // Echo only what is safe to put back into the form.
             let safe = SignUp {
-                email: req.email.chars().take(254).filter(|c| !c.is_control()).collect(),
-                name: req.name.chars().take(100).filter(|c| !c.is_control()).collect(),
+                email: req
+                    .email
+                    .chars()
+                    .take(254)
+                    .filter(|c| !c.is_control())
+                    .collect(),
+                name: req
+                    .name
+                    .chars()
+                    .take(100)
+                    .filter(|c| !c.is_control())
+                    .collect(),
                 categories: req.categories,
                 editions: req.editions,
             };

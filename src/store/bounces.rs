@@ -61,7 +61,10 @@ pub async fn record(
     let code = event.status.as_deref().unwrap_or("no status");
     let applied = match event.kind {
         Kind::Hard => {
-            let reason = format!("hard bounce ({}): {code} {}", event.source, event.diagnostic);
+            let reason = format!(
+                "hard bounce ({}): {code} {}",
+                event.source, event.diagnostic
+            );
             super::subscribers::suppress(&mut tx, email, reason.trim(), event.at).await?;
             Applied::Suppressed
         }
@@ -87,7 +90,10 @@ pub async fn record(
             }
         }
         Kind::Complaint => {
-            let reason = format!("complaint ({}): the reader reported a message as spam", event.source);
+            let reason = format!(
+                "complaint ({}): the reader reported a message as spam",
+                event.source
+            );
             super::subscribers::suppress(&mut tx, email, &reason, event.at).await?;
             if let Some(s) = super::subscribers::find_by_email(&mut tx, email).await? {
                 super::subscribers::unsubscribe(&mut tx, s.id, event.at).await?;
@@ -276,10 +282,12 @@ pub async fn run_of(db: &Db, outbox_id: i64) -> Result<Option<(String, String)>,
 
 /// The recipient of outbox row `id`, if the row exists.
 pub async fn outbox_recipient(db: &Db, id: i64) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT recipient FROM outbox WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT recipient FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
 }
 
 /// Whether `email` is a subscriber or was sent mail: a report about any

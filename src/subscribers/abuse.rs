@@ -101,8 +101,19 @@ mod tests {
         let other = stamp(&ServerKey::generate(), at(1_999_000));
         let mine = stamp(&key, at(1_999_000));
         let moved = mine.replacen("1999000", "1998000", 1);
-        for bad in [None, Some(""), Some("1999000"), Some("x.y"), Some(other.as_str()), Some(moved.as_str())] {
-            assert_eq!(check_stamp(&key, bad, now, min), StampVerdict::Bot, "{bad:?}");
+        for bad in [
+            None,
+            Some(""),
+            Some("1999000"),
+            Some("x.y"),
+            Some(other.as_str()),
+            Some(moved.as_str()),
+        ] {
+            assert_eq!(
+                check_stamp(&key, bad, now, min),
+                StampVerdict::Bot,
+                "{bad:?}"
+            );
         }
         assert_eq!(check_stamp(&key, Some(&mine), now, min), StampVerdict::Fine);
     }

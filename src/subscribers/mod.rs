@@ -7,8 +7,8 @@ pub mod abuse;
 pub mod import;
 pub mod links;
 pub mod recovery;
-pub mod welcome;
 pub mod views;
+pub mod welcome;
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::AnyConnection;

@@ -38,7 +38,11 @@ pub async fn send_manage_link(
     // Still composed when queued (not yet through the send-time composer):
     // this message row holds the signed link until it is sent.
     let token = super::links::LinkKey::load_or_create(&settings.database.key_file)
-        .map_err(|e| SubscriberError::Store(crate::store::StoreError::Sql(sqlx::Error::Io(std::io::Error::other(e.to_string())))))?
+        .map_err(|e| {
+            SubscriberError::Store(crate::store::StoreError::Sql(sqlx::Error::Io(
+                std::io::Error::other(e.to_string()),
+            )))
+        })?
         .manage(s.id, s.link_version);
     let ctx = minijinja::context! {
         name => s.name, email => s.email,

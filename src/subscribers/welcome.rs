@@ -24,7 +24,10 @@ pub fn latest<'a>(
     let mut found: Vec<_> = catalog
         .published(now)
         .filter(|s| {
-            categories.is_empty() || s.categories.iter().any(|c| categories.iter().any(|k| k == c.as_str()))
+            categories.is_empty()
+                || s.categories
+                    .iter()
+                    .any(|c| categories.iter().any(|k| k == c.as_str()))
         })
         .collect();
     found.sort_by(|a, b| b.published.cmp(&a.published).then(a.slug.cmp(&b.slug)));

@@ -98,7 +98,11 @@ service lmtp {{
             .expect("starting dovecot");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dovecot did not listen on {port}; see {}", root.join("dovecot.log").display());
+            assert!(
+                Instant::now() < deadline,
+                "dovecot did not listen on {port}; see {}",
+                root.join("dovecot.log").display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         ImapServer { port, dir, child }
@@ -110,10 +114,16 @@ service lmtp {{
 
     /// A logged-in session of `user`, for putting mail in and looking.
     pub async fn session(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
         let mut client = async_imap::Client::new(tcp);
         client.read_response().await.unwrap().unwrap();
-        client.login(user, PASSWORD).await.map_err(|(e, _)| e).unwrap()
+        client
+            .login(user, PASSWORD)
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap()
     }
 }
 

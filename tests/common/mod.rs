@@ -85,6 +85,6 @@ macro_rules! on_both_engines {
     };
 }
 pub mod dkim;
+pub mod imap;
 pub mod smtp;
 pub mod subs;
-pub mod imap;

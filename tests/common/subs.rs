@@ -123,7 +123,11 @@ pub async fn spawn_app_with(engine: Engine, admin_token: Option<&str>) -> TestAp
 }
 
 /// A test app with `http_extra` lines in its `[http]` section.
-pub async fn spawn_app_http(engine: Engine, admin_token: Option<&str>, http_extra: &str) -> TestApp {
+pub async fn spawn_app_http(
+    engine: Engine,
+    admin_token: Option<&str>,
+    http_extra: &str,
+) -> TestApp {
     spawn_app_edit(engine, admin_token, http_extra, |_, text| text).await
 }
 
@@ -137,7 +141,10 @@ pub async fn spawn_app_edit(
 ) -> TestApp {
     let db = TestDb::new(engine).await;
     let port = free_port();
-    let text = edit(&db.path(), config_text_with(&db, port, admin_token, http_extra));
+    let text = edit(
+        &db.path(),
+        config_text_with(&db, port, admin_token, http_extra),
+    );
     let path = db.path().join("casewire.toml");
     std::fs::write(&path, &text).unwrap();
     let settings = Settings::from_toml(&path, &text, Vec::new()).expect("test settings");
