@@ -412,7 +412,7 @@ fn mailbox_of(url: &url::Url) -> String {
     if path.is_empty() {
         "INBOX".into()
     } else {
-        percent_decode_str(path).unwrap_or_else(|| path.to_owned())
+        crate::delivery::transport::percent_decode(path).unwrap_or_else(|| path.to_owned())
     }
 }
 
@@ -484,26 +484,11 @@ pub async fn connect(url: &url::Url) -> anyhow::Result<Session> {
             ),
         }
     }
-    let user = percent_decode_str(url.username()).unwrap_or_default();
-    let pass = percent_decode_str(url.password().unwrap_or("")).unwrap_or_default();
+    let user = crate::delivery::transport::percent_decode(url.username()).unwrap_or_default();
+    let pass = crate::delivery::transport::percent_decode(url.password().unwrap_or(""))
+        .unwrap_or_default();
     client
         .login(user, pass)
         .await
         .map_err(|(e, _)| anyhow::anyhow!("login refused: {e}"))
-}
-
-fn percent_decode_str(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }

@@ -469,7 +469,9 @@ fn smtp_transport(mail: &MailSettings) -> Result<Inner, TransportError> {
     }))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// Percent-decodes URL credentials and paths (`%40` is `@`); None when
+/// the escapes or the UTF-8 are broken.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
