@@ -24,6 +24,7 @@
 //! - [`telemetry`]: the Prometheus recorder.
 //! - [`templates`]: minijinja environments for e-mail and pages.
 
+pub mod admin;
 pub mod app;
 pub mod bounces;
 pub mod cli;

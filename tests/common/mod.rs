@@ -84,6 +84,7 @@ macro_rules! on_both_engines {
         }
     };
 }
+pub mod console;
 pub mod dkim;
 pub mod imap;
 pub mod smtp;
