@@ -13,17 +13,19 @@ use common::subs::{spawn_app_edit, TestApp, ADMIN_TOKEN};
 use common::Engine;
 
 /// The one setup of this file: a daemon with a low per-account login limit
-/// (`[admin] login_attempts_per_account = 3`, no refill during the test),
+/// (`[admin] login_attempts_per_account = 3`, no refill during the test;
+/// `roomy`: 20),
 /// an operator, and a confirmed subscriber. `https` switches the site's
 /// base URL to https (cookies must then be `Secure`).
-async fn setup(engine: Engine, https: bool) -> TestApp {
+async fn setup(engine: Engine, https: bool, roomy: bool) -> TestApp {
+    let per_account = if roomy { 20 } else { 3 };
     let app = spawn_app_edit(engine, Some(ADMIN_TOKEN), "signup_min_seconds = 0", |_, text| {
         let text = if https {
             text.replace("base_url = \"http://", "base_url = \"https://")
         } else {
             text
         };
-        format!("{text}\n[admin]\nlogin_attempts_per_account = 3\nlogin_attempts_per_ip = 50\nlogin_refill_seconds = 3600\n")
+        format!("{text}\n[admin]\nlogin_attempts_per_account = {per_account}\nlogin_attempts_per_ip = 50\nlogin_refill_seconds = 3600\n")
     })
     .await;
     add_operator(&app, OPERATOR, PASSWORD).await;
@@ -103,7 +105,7 @@ fn post_routes(id: i64) -> Vec<String> {
 }
 
 async fn every_route_refuses_without_a_session(engine: Engine) {
-    let app = setup(engine, false).await;
+    let app = setup(engine, false, false).await;
     let id = subscriber_id(&app, "reader@example.com").await;
     for path in get_routes(id) {
         let r = app.get(&path).await;
@@ -154,7 +156,7 @@ on_both_engines!(
 );
 
 async fn posts_without_the_right_csrf_token_change_nothing(engine: Engine) {
-    let app = setup(engine, false).await;
+    let app = setup(engine, false, false).await;
     let id = subscriber_id(&app, "reader@example.com").await;
     let mine = login(&app, OPERATOR, PASSWORD).await;
     add_operator(&app, "bob", "another long password").await;
@@ -231,7 +233,7 @@ on_both_engines!(
 );
 
 async fn sessions_end_at_logout_and_expiry(engine: Engine) {
-    let app = setup(engine, false).await;
+    let app = setup(engine, false, false).await;
     let s = login(&app, OPERATOR, PASSWORD).await;
     // Only the hash of the cookie's token is stored.
     let token = s.cookie.trim_start_matches("casewire_admin=").to_owned();
@@ -305,7 +307,7 @@ on_both_engines!(
 );
 
 async fn login_throttling_engages(engine: Engine) {
-    let app = setup(engine, false).await;
+    let app = setup(engine, false, false).await;
     for i in 0..3 {
         let r = try_login(&app, OPERATOR, "wrong password, guess {i}").await;
         assert_eq!(r.status, 401, "attempt {i}: {}", r.body);
@@ -345,7 +347,7 @@ async fn login_throttling_engages(engine: Engine) {
 on_both_engines!(admin_login_throttling_engages, login_throttling_engages);
 
 async fn no_admin_page_is_cacheable(engine: Engine) {
-    let app = setup(engine, false).await;
+    let app = setup(engine, false, false).await;
     let id = subscriber_id(&app, "reader@example.com").await;
     let login_page = app.get("/admin/login").await;
     let s = login(&app, OPERATOR, PASSWORD).await;
@@ -381,7 +383,7 @@ on_both_engines!(no_admin_page_is_cacheable, no_admin_page_is_cacheable);
 
 async fn cookies_carry_their_flags(engine: Engine) {
     for https in [false, true] {
-        let app = setup(engine, https).await;
+        let app = setup(engine, https, false).await;
         let form = app.get("/admin/login").await;
         let login_cookie = set_cookie(&form, "casewire_login").unwrap().to_owned();
         let r = try_login(&app, OPERATOR, PASSWORD).await;
@@ -424,7 +426,7 @@ fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (i32, String, Strin
 }
 
 async fn admin_commands_manage_accounts(engine: Engine) {
-    let app = setup(engine, false).await;
+    let app = setup(engine, false, true).await;
     // add-user prints a one-time password, which must be replaced at first login.
     let (code, out, err) = cli(&app, &["admin", "add-user", "Grace"], None);
     assert_eq!(code, 0, "{err}");
