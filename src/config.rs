@@ -1321,6 +1321,39 @@ timezone = "Europe/Berlin"
     }
 
     #[test]
+    fn admin_section_has_defaults_and_names_bad_values() {
+        let s = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(s.admin.session_idle, Duration::from_secs(30 * 60));
+        assert_eq!(s.admin.session_max, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            (
+                s.admin.login_attempts_per_account,
+                s.admin.login_attempts_per_ip
+            ),
+            (5, 20)
+        );
+        assert_eq!(s.admin.login_refill, Duration::from_secs(60));
+        let text = format!(
+            "{MINIMAL}\n[admin]\nsession_idle_minutes = 0\nsession_max_hours = 1000\nlogin_refill_seconds = 5\n"
+        );
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("[admin] session_idle_minutes: 0 is out of range (1–1440)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("[admin] session_max_hours: 1000 is out of range (1–720)"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}\n[admin]\nsession_minutes = 5\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session_minutes"), "{err}");
+        let s = parse(MINIMAL, &[("CASEWIRE_ADMIN__LOGIN_ATTEMPTS_PER_IP", "7")]).unwrap();
+        assert_eq!(s.admin.login_attempts_per_ip, 7);
+    }
+
+    #[test]
     fn trusted_proxies_accept_cidrs_and_hosts_and_name_bad_ones() {
         let text = MINIMAL.replace(
             "[mail]",
