@@ -50,7 +50,7 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
                 imap.url("bounces", "INBOX")
             )),
     );
-    let settings = site.settings();
+    let settings = site.settings().clone();
 
     // Subscribers, and a sent message to the one whose DSN comes back signed.
     for email in ["gone@example.net", "reader@example.com", "full@example.org"] {

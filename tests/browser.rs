@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use support::spawn_app;
-use support::{AppOptions, Engine};
+use support::{spawn_app, AppOptions, Engine};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 

@@ -62,7 +62,7 @@ async fn serves_complete_feeds_and_seeds_silently(engine: Engine) {
     let rss = app.fetch("/feeds/rss.xml").await.text().await.unwrap();
     assert!(rss.contains("Pool exhaustion") && rss.contains("GC pauses"));
     let db_feed = app
-        .get("/feeds/databases/rss.xml")
+        .fetch("/feeds/databases/rss.xml")
         .await
         .text()
         .await
@@ -208,7 +208,7 @@ async fn new_file_is_published_once_and_survives_restart(engine: Engine) {
 
     app.restart().await;
     assert!(app
-        .get("/feeds/rss.xml")
+        .fetch("/feeds/rss.xml")
         .await
         .text()
         .await
@@ -329,7 +329,7 @@ async fn future_case_study_is_published_on_time(engine: Engine) {
     ));
     let app = spawn(engine, &files).await;
     assert!(!app
-        .get("/feeds/rss.xml")
+        .fetch("/feeds/rss.xml")
         .await
         .text()
         .await
@@ -477,7 +477,7 @@ async fn missing_content_folder_fails_the_start_and_seeds_nothing(engine: Engine
     let good = "<rss>the last good feed</rss>";
     std::fs::write(feeds.join("rss.xml"), good).unwrap();
     let content = site.content_dir.clone();
-    let err = match casewire::app::start(site.settings()).await {
+    let err = match casewire::app::start(site.settings().clone()).await {
         Ok(app) => {
             app.stop().await;
             panic!("started without a content folder")
@@ -505,7 +505,7 @@ async fn missing_content_folder_fails_the_start_and_seeds_nothing(engine: Engine
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, body).unwrap();
     }
-    let app = casewire::app::start(site.settings()).await.unwrap();
+    let app = casewire::app::start(site.settings().clone()).await.unwrap();
     let events: Vec<String> = sqlx::query_scalar("SELECT slug FROM publication_events")
         .fetch_all(&app.db.pool)
         .await

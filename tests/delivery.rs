@@ -36,7 +36,7 @@ fn smtp_options(engine: Engine, server: &SmtpServer) -> AppOptions {
 }
 
 fn settings(site: &TestSite) -> Arc<Settings> {
-    Arc::new(site.settings())
+    Arc::new(site.settings().clone())
 }
 
 fn raw_message(to: &str, marker: &str) -> String {

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ fn options(engine: Engine, server: &SmtpServer) -> AppOptions {
 }
 
 fn settings(site: &TestSite) -> Arc<Settings> {
-    Arc::new(site.settings())
+    Arc::new(site.settings().clone())
 }
 
 /// `casewire status` on the real binary, for the site's config.

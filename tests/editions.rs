@@ -42,7 +42,7 @@ categories = ["performance"]
 
 async fn world(engine: Engine) -> World {
     let site = prepare(options(engine));
-    let s = site.settings();
+    let s = site.settings().clone();
     let db = Db::open(&site.db.url).await.unwrap();
     let mut ledger = Ledger::load(db.clone()).await.unwrap();
     // First start: seeds nothing announced.
@@ -310,7 +310,7 @@ on_both_engines!(one_body_per_content_set, one_body_per_content_set);
 
 #[test]
 fn digest_html_is_inlined_and_dark_mode_ready() {
-    let s = prepare(options(Engine::Sqlite)).settings();
+    let s = prepare(options(Engine::Sqlite)).settings().clone();
     let d = casewire::editions::render::sample(&s).unwrap();
     assert!(d.html.contains("style=\""), "CSS is inlined");
     assert!(!d.html.contains("<link"), "no remote stylesheets");

@@ -327,6 +327,7 @@ fn missing_content_folder_is_a_usage_error_for_run_check_and_feeds_build() {
     std::fs::write(site.out_dir.join("rss.xml"), good).unwrap();
     // The site's config has a database and listens on a port of the system's choice.
     let config = site.config_path.clone();
+    let db = site.root.join("casewire.db");
     for args in [&["check"][..], &["feeds", "build"], &["run"]] {
         let mut child = bin()
             .arg("--config")

@@ -6,8 +6,7 @@
 mod support;
 
 use casewire::subscribers::recovery::send_manage_link;
-use support::{link_in, spawn_app, Reply, TestApp};
-use support::{AppOptions, Engine};
+use support::{link_in, spawn_app, AppOptions, Engine, Reply, TestApp};
 
 fn visible(r: &Reply) -> (u16, Option<String>, String) {
     (

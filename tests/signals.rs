@@ -172,7 +172,7 @@ async fn reload_reaches_mail_content_and_editions(engine: Engine) {
         .mail("file_dir = \"{root}/outbox-2\"")
         .editions(format!("{WEEKLY}{INSTANT}"));
     app.site.rewrite(moved);
-    let new = app.site.settings();
+    let new = app.site.settings().clone();
     let restart = app.app_mut().reload(new.clone()).await.expect("reload");
     assert!(restart.is_empty(), "{restart:?}");
 
@@ -219,7 +219,7 @@ async fn reload_reaches_mail_content_and_editions(engine: Engine) {
     // A key only a restart applies is named.
     app.site
         .rewrite(app.options().http("listen = \"127.0.0.1:1\""));
-    let listen_moved = app.site.settings();
+    let listen_moved = app.site.settings().clone();
     let restart = app.app_mut().reload(listen_moved).await.expect("reload");
     assert_eq!(restart, vec!["[http] listen"]);
     app.stop().await;

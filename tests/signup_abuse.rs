@@ -7,8 +7,7 @@ mod support;
 
 use casewire::keys::ServerKey;
 use casewire::subscribers::abuse;
-use support::{spawn_app, Reply, TestApp};
-use support::{AppOptions, Engine};
+use support::{spawn_app, AppOptions, Engine, Reply, TestApp};
 
 /// A stamp the server would have put in a form `secs_ago` seconds ago.
 fn stamp_from_past(app: &TestApp, secs_ago: i64) -> String {

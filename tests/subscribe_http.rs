@@ -4,8 +4,7 @@
 
 mod support;
 
-use support::{spawn_app, TestApp};
-use support::{AppOptions, Engine};
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 /// The app's link key, read from its file as the daemon does.
 fn link_key(app: &TestApp) -> std::sync::Arc<casewire::subscribers::links::LinkKey> {

@@ -9,8 +9,7 @@ use casewire::store::subscribers::{self as store, NewSubscriber, Purpose, Status
 use casewire::store::Db;
 use casewire::subscribers::links::{Claims, LinkKey};
 use chrono::{Duration, Utc};
-use support::spawn_app;
-use support::{AppOptions, Engine, TestDb};
+use support::{spawn_app, AppOptions, Engine, TestDb};
 
 async fn open(engine: Engine) -> (TestDb, Db) {
     let t = TestDb::new(engine).await;

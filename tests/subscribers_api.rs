@@ -4,8 +4,7 @@
 mod support;
 
 use reqwest::Method;
-use support::{spawn_app, TestApp};
-use support::{AppOptions, Engine};
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 async fn api_needs_the_token(engine: Engine) {
     let app = spawn_app(AppOptions::new(engine).self_links()).await;

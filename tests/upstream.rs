@@ -114,6 +114,7 @@ fn settings_with_source(url: &str) -> casewire::config::Settings {
             .content(format!("sources = [{{ feed = \"{url}\" }}]")),
     )
     .settings()
+    .clone()
 }
 
 fn client(timeout_ms: u64) -> reqwest::Client {
@@ -243,7 +244,7 @@ async fn daemon_keeps_last_good_upstream_entries(engine: Engine) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app
-        .get("/feeds/rss.xml")
+        .fetch("/feeds/rss.xml")
         .await
         .text()
         .await

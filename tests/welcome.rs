@@ -4,8 +4,7 @@
 
 mod support;
 
-use support::{spawn_app, TestApp};
-use support::{AppOptions, Engine};
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 fn study(slug: &str, date: &str, category: &str) -> String {
     format!(

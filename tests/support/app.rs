@@ -354,7 +354,7 @@ pub struct TestSite {
     pub options: AppOptions,
     /// `config_text` parsed, once asked for (a test may write a config
     /// that does not load on purpose).
-    parsed: std::cell::OnceCell<Settings>,
+    parsed: std::sync::OnceLock<Settings>,
 }
 
 /// Lays out a site for `options` without starting it: a fresh database,
@@ -391,7 +391,7 @@ pub fn prepare(options: AppOptions) -> TestSite {
         outbox_dir: layout.outbox_dir,
         port: layout.port,
         options: options.clone(),
-        parsed: std::cell::OnceCell::new(),
+        parsed: std::sync::OnceLock::new(),
     };
     site.rewrite(options);
     site
@@ -426,7 +426,7 @@ impl TestSite {
     /// Files in the options are not written again.
     pub fn rewrite(&mut self, options: AppOptions) -> String {
         self.config_text = self.config_for(&options);
-        self.parsed = std::cell::OnceCell::new();
+        self.parsed = std::sync::OnceLock::new();
         std::fs::write(&self.config_path, &self.config_text).expect("write config");
         self.options = options;
         self.config_text.clone()

@@ -12,6 +12,7 @@ pub mod dkim;
 pub mod imap;
 pub mod smtp;
 
+#[allow(unused_imports)]
 pub use app::{
     link_in, prepare, recipient_of, spawn_app, AppOptions, OutboxRow, Reply, TestApp, TestSite,
 };
