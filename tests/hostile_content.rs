@@ -218,7 +218,12 @@ proptest! {
         settings.site.title = site_title;
         settings.site.description = site_description;
         settings.site.author = author.clone();
-        settings.categories[1].name = format!("DB {}", summary);
+        settings
+            .categories
+            .iter_mut()
+            .find(|c| c.slug.as_str() == "databases")
+            .expect("the databases category")
+            .name = format!("DB {}", summary);
         let link = url::Url::parse("https://example.com/cases/case-studies/x/").unwrap();
         let study = CaseStudy::with_html(
             Slug::parse("x").unwrap(),

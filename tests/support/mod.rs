@@ -33,10 +33,10 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The categories a test site configures unless its options replace them:
 /// (slug, name, description).
 pub const CATEGORIES: &[(&str, &str, &str)] = &[
-    ("failure-analysis", "Failure Analysis", ""),
     ("databases", "Databases", "Storage engines"),
-    ("performance", "Performance", ""),
     ("security", "Security", ""),
+    ("performance", "Performance", ""),
+    ("failure-analysis", "Failure Analysis", ""),
 ];
 
 /// The editions a test site configures unless its options replace them.
