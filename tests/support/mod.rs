@@ -134,6 +134,11 @@ impl TestDb {
         self.dir.path().to_owned()
     }
 
+    /// The PostgreSQL database's name, until it is dropped (None on SQLite).
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
     /// Drops the PostgreSQL database now (a no-op on SQLite or when done
     /// before). Call it only once nothing uses the database any more:
     /// `WITH (FORCE)` ends the connections still open.
