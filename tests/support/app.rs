@@ -460,12 +460,23 @@ impl TestSite {
         self.content_dir.join(relative)
     }
 
-    /// Starts the daemon on this site.
-    pub async fn start(self) -> TestApp {
-        let settings = self.settings().clone();
-        let app = casewire::app::start(settings.clone())
-            .await
-            .unwrap_or_else(|e| panic!("app starts: {e:#}"));
+    /// Starts the daemon on this site. With [`AppOptions::self_links`], a
+    /// port that a test starting beside this one took since it was chosen
+    /// is replaced by another free one (the configuration is rewritten).
+    pub async fn start(mut self) -> TestApp {
+        let mut tries = 0;
+        let (app, settings) = loop {
+            let settings = self.settings().clone();
+            match casewire::app::start(settings.clone()).await {
+                Ok(app) => break (app, settings),
+                Err(e) if self.port != 0 && tries < 5 && port_taken(&e) => {
+                    tries += 1;
+                    self.port = super::free_port();
+                    self.rewrite(self.options());
+                }
+                Err(e) => panic!("app starts: {e:#}"),
+            }
+        };
         if self.port != 0 {
             assert_eq!(app.addr.port(), self.port);
         }
@@ -481,6 +492,14 @@ impl TestSite {
             site: self,
         }
     }
+}
+
+/// Whether starting failed because the listen port is in use.
+fn port_taken(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
 
 /// Starts the daemon in-process on a site laid out for `options`.
