@@ -137,6 +137,12 @@ impl AppOptions {
         self
     }
 
+    /// `[http] admin_token` (the default is [`ADMIN_TOKEN`]).
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_owned());
+        self
+    }
+
     /// Without `[http] admin_token`: the admin API is off.
     pub fn no_admin_token(mut self) -> Self {
         self.admin_token = None;
@@ -698,11 +704,13 @@ impl TestApp {
             .await
     }
 
-    /// A request to the admin API with the default [`ADMIN_TOKEN`].
+    /// A request to the admin API with the site's admin token (or
+    /// [`ADMIN_TOKEN`] when it has none, to see the API refuse it).
     pub async fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let token = self.options.admin_token.as_deref().unwrap_or(ADMIN_TOKEN);
         self.client
             .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
+            .bearer_auth(token)
     }
 
     pub async fn send(req: reqwest::RequestBuilder) -> Reply {
