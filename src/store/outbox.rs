@@ -714,3 +714,54 @@ pub async fn recent_failures(db: &Db, limit: i64) -> Result<Vec<Failure>, StoreE
     .fetch_all(&db.pool)
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_states_read_back_what_they_write() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+        for s in State::ALL {
+            assert_eq!(State::parse(s.as_str()), Some(s));
+            assert_eq!(State::try_from(s.as_str().to_owned()).unwrap(), s);
+        }
+        assert_eq!(Kind::parse("Digest"), None);
+        assert!(State::try_from("delivered".to_owned()).is_err());
+        let finals: Vec<State> = State::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(
+            finals,
+            [State::Sent, State::Suppressed, State::Dead, State::Expired]
+        );
+        assert_eq!(format!("[{:<6}]", State::Dead), "[dead  ]");
+    }
+
+    fn stored(kind: &str, recipient: &str) -> StoredRow {
+        StoredRow {
+            id: 7,
+            kind: kind.into(),
+            edition: None,
+            subscriber_id: Some(1),
+            recipient: recipient.into(),
+            body_id: None,
+            message: None,
+            vars: "{}".into(),
+            attempts: 0,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_row_that_can_never_be_sent_is_named_not_claimed() {
+        let row = triage(stored("welcome", "Ada@Example.org")).unwrap();
+        assert_eq!(row.kind, Kind::Welcome);
+        assert_eq!(row.recipient.as_str(), "ada@example.org");
+        let (id, why) = triage(stored("fax", "ada@example.org")).unwrap_err();
+        assert_eq!(id, 7);
+        assert!(why.contains("\"fax\""), "{why}");
+        let (_, why) = triage(stored("digest", "ada@@example.org")).unwrap_err();
+        assert!(why.starts_with("recipient:"), "{why}");
+    }
+}
