@@ -7,16 +7,15 @@
 //! failing step leaves a screenshot in the cargo target's tmp folder.
 //! A missing chromedriver, Chromium or axe-core fails the test: it never skips.
 
-mod common;
+mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::console::{add_operator, OPERATOR, PASSWORD};
-use common::subs::{spawn_app_edit, TestApp};
-use common::Engine;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
+use support::console::{add_operator, OPERATOR, PASSWORD};
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const NEEDLE: &str = "needle-4242@example.com";
@@ -37,33 +36,30 @@ fn study(title: &str, date: &str, category: &str) -> String {
 /// a suppression, and then one newly published databases case study, so a
 /// weekly run has something new for everyone.
 async fn setup(engine: Engine) -> TestApp {
-    let app = spawn_app_edit(engine, None, "signup_min_seconds = 0", |dir, text| {
-        let content = dir.join("content");
-        for (file, title, date, cat) in [
-            (
-                "one.md",
-                "The replica that lagged",
-                "2026-01-05",
-                "databases",
-            ),
-            (
-                "two.md",
-                "The certificate that expired",
-                "2026-01-12",
-                "security",
-            ),
-            (
-                "three.md",
-                "The cache stampede",
-                "2026-01-19",
-                "performance",
-            ),
-        ] {
-            std::fs::write(content.join(file), study(title, date, cat)).unwrap();
-        }
-        text
-    })
-    .await;
+    let mut options = AppOptions::new(engine).self_links();
+    for (file, title, date, cat) in [
+        (
+            "one.md",
+            "The replica that lagged",
+            "2026-01-05",
+            "databases",
+        ),
+        (
+            "two.md",
+            "The certificate that expired",
+            "2026-01-12",
+            "security",
+        ),
+        (
+            "three.md",
+            "The cache stampede",
+            "2026-01-19",
+            "performance",
+        ),
+    ] {
+        options = options.file(file, study(title, date, cat));
+    }
+    let app = spawn_app(options).await;
     add_operator(&app, OPERATOR, PASSWORD).await;
     let now = chrono::Utc::now();
     let emails: Vec<String> = (0..SUBSCRIBERS - 1)
@@ -90,7 +86,7 @@ async fn setup(engine: Engine) -> TestApp {
         categories: &databases,
         editions: &weekly,
     });
-    let db = &app.app.db;
+    let db = &app.app().db;
     let mut tx = casewire::store::subscribers::begin_write(db).await.unwrap();
     casewire::store::subscribers::insert_many(&mut tx, &rows, now)
         .await
@@ -106,7 +102,7 @@ async fn setup(engine: Engine) -> TestApp {
     tx.commit().await.unwrap();
     // Published after everyone subscribed: new for all of them.
     std::fs::write(
-        app.db.path().join("content/four.md"),
+        app.content_dir.join("four.md"),
         study(
             "The migration that locked a table",
             "2026-02-02",
@@ -257,7 +253,7 @@ async fn axe_violations(client: &Client, axe: &str) -> Vec<String> {
 }
 
 async fn console_steps(app: &TestApp, c: &Client, axe: &str, step: &mut &'static str) {
-    let db = &app.app.db;
+    let db = &app.app().db;
 
     *step = "fail to sign in";
     c.goto(&app.url("/admin/")).await.unwrap();

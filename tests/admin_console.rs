@@ -4,13 +4,12 @@
 //! behind its confirmation, pause and resume, the content page's states,
 //! the overview's counts, exports, and the audit log page.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::console::{add_operator, login, Session, OPERATOR, PASSWORD};
-use common::subs::{spawn_app_edit, TestApp};
-use common::Engine;
+use support::console::{add_operator, login, Session, OPERATOR, PASSWORD};
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 fn study(title: &str, date: &str, category: &str) -> String {
     format!("---\ntitle: \"{title}\"\ndate: {date}\ncategories: [{category}]\n---\n\nSome words about {title}.\n")
@@ -21,35 +20,24 @@ fn study(title: &str, date: &str, category: &str) -> String {
 /// (every third follows security), one pending; an operator signed in; then
 /// a newly published case study so the weekly edition has something new.
 async fn setup(engine: Engine) -> (TestApp, Session) {
-    let app = spawn_app_edit(engine, None, "signup_min_seconds = 0", |dir, text| {
-        let content = dir.join("content");
-        std::fs::write(
-            content.join("a.md"),
-            study("Replica lag", "2026-01-05", "databases"),
-        )
-        .unwrap();
-        std::fs::write(
-            content.join("b.md"),
-            study("Expired certificate", "2026-01-12", "security"),
-        )
-        .unwrap();
-        std::fs::write(
-            content.join("later.md"),
-            study("A future incident", "2031-01-01", "performance"),
-        )
-        .unwrap();
-        std::fs::write(
-            content.join("draft.md"),
-            "---\ntitle: Unfinished\ndate: 2026-01-01\ndraft: true\n---\n\nNot yet.\n",
-        )
-        .unwrap();
-        std::fs::write(
-            content.join("broken.md"),
-            "---\ntitle: No date here\n---\n\nBody.\n",
-        )
-        .unwrap();
-        text
-    })
+    let app = spawn_app(
+        AppOptions::new(engine)
+            .self_links()
+            .file("a.md", study("Replica lag", "2026-01-05", "databases"))
+            .file(
+                "b.md",
+                study("Expired certificate", "2026-01-12", "security"),
+            )
+            .file(
+                "later.md",
+                study("A future incident", "2031-01-01", "performance"),
+            )
+            .file(
+                "draft.md",
+                "---\ntitle: Unfinished\ndate: 2026-01-01\ndraft: true\n---\n\nNot yet.\n",
+            )
+            .file("broken.md", "---\ntitle: No date here\n---\n\nBody.\n"),
+    )
     .await;
     add_operator(&app, OPERATOR, PASSWORD).await;
     let now = chrono::Utc::now();
@@ -76,7 +64,7 @@ async fn setup(engine: Engine) -> (TestApp, Session) {
         categories: &[],
         editions: &weekly,
     });
-    let mut tx = casewire::store::subscribers::begin_write(&app.app.db)
+    let mut tx = casewire::store::subscribers::begin_write(&app.app().db)
         .await
         .unwrap();
     casewire::store::subscribers::insert_many(&mut tx, &rows, now)
@@ -84,7 +72,7 @@ async fn setup(engine: Engine) -> (TestApp, Session) {
         .unwrap();
     tx.commit().await.unwrap();
     std::fs::write(
-        app.db.path().join("content/c.md"),
+        app.content_dir.join("c.md"),
         study("Table lock", "2026-02-02", "databases"),
     )
     .unwrap();
@@ -164,7 +152,7 @@ async fn pages_filters_and_subscriber_actions(engine: Engine) {
 
     // Resend a confirmation: one more confirmation queued; a confirmed one refuses.
     let id = |email: &'static str| {
-        let db = app.app.db.pool.clone();
+        let db = app.app().db.pool.clone();
         async move {
             sqlx::query_scalar::<_, i64>("SELECT id FROM subscribers WHERE email = $1")
                 .bind(email)
@@ -179,7 +167,7 @@ async fn pages_filters_and_subscriber_actions(engine: Engine) {
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
     let confirmations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'confirmation' AND recipient = 'waiting@example.com'")
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap();
     assert_eq!(confirmations, 1);
@@ -267,11 +255,11 @@ async fn editions_send_pause_resume_content_overview(engine: Engine) {
     let mut queued = 0;
     for _ in 0..300 {
         queued = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE kind = 'digest'")
-            .fetch_one(&app.app.db.pool)
+            .fetch_one(&app.app().db.pool)
             .await
             .unwrap();
         let finished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM edition_runs WHERE edition = 'weekly' AND finished_at IS NOT NULL")
-            .fetch_one(&app.app.db.pool)
+            .fetch_one(&app.app().db.pool)
             .await
             .unwrap();
         if finished == 1 {
@@ -282,7 +270,7 @@ async fn editions_send_pause_resume_content_overview(engine: Engine) {
     assert_eq!(queued, 80);
     let sent: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'digest' AND state = 'sent'")
-            .fetch_one(&app.app.db.pool)
+            .fetch_one(&app.app().db.pool)
             .await
             .unwrap();
     assert_eq!(sent, 0, "a paused edition sends nothing");
@@ -295,7 +283,7 @@ async fn editions_send_pause_resume_content_overview(engine: Engine) {
         sent = sqlx::query_scalar::<_, i64>(
             "SELECT COUNT(*) FROM outbox WHERE kind = 'digest' AND state = 'sent'",
         )
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap();
         if sent == 80 {
@@ -352,7 +340,7 @@ async fn editions_send_pause_resume_content_overview(engine: Engine) {
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM admin_audit WHERE actor = $1 ORDER BY id")
             .bind(OPERATOR)
-            .fetch_all(&app.app.db.pool)
+            .fetch_all(&app.app().db.pool)
             .await
             .unwrap();
     assert_eq!(

@@ -6,11 +6,10 @@
 //! their flags; no console answer is cacheable; sessions and passwords are
 //! stored only as hashes; and the `casewire admin` commands.
 
-mod common;
+mod support;
 
-use common::console::{add_operator, csrf_in, login, set_cookie, try_login, OPERATOR, PASSWORD};
-use common::subs::{spawn_app_edit, TestApp, ADMIN_TOKEN};
-use common::Engine;
+use support::console::{add_operator, csrf_in, login, set_cookie, try_login, OPERATOR, PASSWORD};
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 /// The one setup of this file: a daemon with a low per-account login limit
 /// (`[admin] login_attempts_per_account = 3`, no refill during the test;
@@ -19,19 +18,15 @@ use common::Engine;
 /// base URL to https (cookies must then be `Secure`).
 async fn setup(engine: Engine, https: bool, roomy: bool) -> TestApp {
     let per_account = if roomy { 20 } else { 3 };
-    let app = spawn_app_edit(engine, Some(ADMIN_TOKEN), "signup_min_seconds = 0", |_, text| {
-        let text = if https {
-            text.replace("base_url = \"http://", "base_url = \"https://")
-        } else {
-            text
-        };
-        format!("{text}\n[admin]\nlogin_attempts_per_account = {per_account}\nlogin_attempts_per_ip = 50\nlogin_refill_seconds = 3600\n")
-    })
-    .await;
+    let options = AppOptions::new(engine).toml(format!(
+        "[admin]\nlogin_attempts_per_account = {per_account}\nlogin_attempts_per_ip = 50\nlogin_refill_seconds = 3600\n"
+    ));
+    // The harness's base URL is https; self_links makes it the test server's http one.
+    let app = spawn_app(if https { options } else { options.self_links() }).await;
     add_operator(&app, OPERATOR, PASSWORD).await;
     casewire::subscribers::add(
         &app.settings,
-        &app.app.db,
+        &app.app().db,
         &casewire::subscribers::SignUp {
             email: "reader@example.com".into(),
             name: "Reader".into(),
@@ -50,7 +45,7 @@ async fn setup(engine: Engine, https: bool, roomy: bool) -> TestApp {
 async fn subscriber_id(app: &TestApp, email: &str) -> i64 {
     sqlx::query_scalar("SELECT id FROM subscribers WHERE email = $1")
         .bind(email)
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap()
 }
@@ -120,7 +115,7 @@ async fn every_route_refuses_without_a_session(engine: Engine) {
     // A forged or stale cookie is no session either.
     let forged = "casewire_admin=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     for path in get_routes(id) {
-        let r = common::console::reply(
+        let r = support::console::reply(
             app.client
                 .get(app.url(&path))
                 .header("cookie", forged)
@@ -214,7 +209,7 @@ async fn posts_without_the_right_csrf_token_change_nothing(engine: Engine) {
     let actions: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT actor, action, target FROM admin_audit WHERE action LIKE 'subscriber.%' ORDER BY id",
     )
-    .fetch_all(&app.app.db.pool)
+    .fetch_all(&app.app().db.pool)
     .await
     .unwrap();
     let target = format!("subscriber:{id}");
@@ -238,7 +233,7 @@ async fn sessions_end_at_logout_and_expiry(engine: Engine) {
     // Only the hash of the cookie's token is stored.
     let token = s.cookie.trim_start_matches("casewire_admin=").to_owned();
     let hashes: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM admin_sessions")
-        .fetch_all(&app.app.db.pool)
+        .fetch_all(&app.app().db.pool)
         .await
         .unwrap();
     assert_eq!(hashes.len(), 1);
@@ -249,7 +244,7 @@ async fn sessions_end_at_logout_and_expiry(engine: Engine) {
     let stored: String =
         sqlx::query_scalar("SELECT password_hash FROM admin_users WHERE name = $1")
             .bind(OPERATOR)
-            .fetch_one(&app.app.db.pool)
+            .fetch_one(&app.app().db.pool)
             .await
             .unwrap();
     assert!(stored.starts_with("$argon2id$") && !stored.contains(PASSWORD));
@@ -272,7 +267,7 @@ async fn sessions_end_at_logout_and_expiry(engine: Engine) {
     let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
     sqlx::query("UPDATE admin_sessions SET last_seen_at = $1")
         .bind(hour_ago)
-        .execute(&app.app.db.pool)
+        .execute(&app.app().db.pool)
         .await
         .unwrap();
     assert_eq!(
@@ -291,7 +286,7 @@ async fn sessions_end_at_logout_and_expiry(engine: Engine) {
     let day_ago = chrono::Utc::now().timestamp_millis() - 13 * 3_600_000;
     sqlx::query("UPDATE admin_sessions SET created_at = $1")
         .bind(day_ago)
-        .execute(&app.app.db.pool)
+        .execute(&app.app().db.pool)
         .await
         .unwrap();
     assert_eq!(
@@ -338,7 +333,7 @@ async fn login_throttling_engages(engine: Engine) {
     assert_eq!(r.status, 403);
     let failed: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM admin_audit WHERE action = 'login.failed'")
-            .fetch_one(&app.app.db.pool)
+            .fetch_one(&app.app().db.pool)
             .await
             .unwrap();
     assert_eq!(failed, 4);
@@ -405,7 +400,7 @@ fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (i32, String, Strin
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casewire"))
         .arg("--config")
-        .arg(app.db.path().join("casewire.toml"))
+        .arg(&app.config_path)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -500,7 +495,7 @@ async fn admin_commands_manage_accounts(engine: Engine) {
     assert!(out.starts_with("ada\t") && !out.contains("grace"), "{out}");
     let cli_actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM admin_audit WHERE actor = 'cli' ORDER BY id")
-            .fetch_all(&app.app.db.pool)
+            .fetch_all(&app.app().db.pool)
             .await
             .unwrap();
     assert_eq!(

@@ -10,7 +10,7 @@ use super::Exit;
 use crate::cli::PreviewFormat;
 use crate::config::{Edition, ScheduleSpec, Settings};
 use crate::content::{Catalog, DirectoryStore};
-use crate::delivery::compose::{compose, Draft};
+use crate::delivery::compose::Composer;
 use crate::store::ledger::Ledger;
 use crate::store::{from_millis, outbox, Db};
 
@@ -109,18 +109,23 @@ pub fn preview(
         PreviewFormat::Html => outln!("{}", p.digest.html),
         PreviewFormat::Text => outln!("{}", p.digest.text),
         PreviewFormat::Eml => {
-            let message = compose(
-                settings,
-                &Draft {
-                    to: &p.to,
-                    to_name: Some(&p.name),
-                    subject: &p.digest.subject,
-                    text: &p.digest.text,
-                    html: &p.digest.html,
-                    headers: p.vars.headers.to_vec(),
-                },
+            // The same composer and DKIM signature a real send uses.
+            let composer = Composer::new(settings)?;
+            let address = crate::domain::EmailAddress::parse(&p.to)
+                .with_context(|| format!("--subscriber {:?}", p.to))?
+                .to_lettre();
+            let mailbox = lettre::message::Mailbox::new(
+                Some(p.name.clone()).filter(|n| !n.is_empty()),
+                address,
+            );
+            let message = composer.compose(
+                mailbox,
+                &p.digest.subject,
+                &p.digest.text,
+                &p.digest.html,
+                &p.vars.headers,
             )?;
-            out!("{}", String::from_utf8_lossy(&message.formatted()));
+            out!("{}", String::from_utf8_lossy(&message.bytes));
         }
     }
     Ok(Exit::Ok)

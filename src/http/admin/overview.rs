@@ -85,7 +85,11 @@ pub async fn refresh(
     settings: &Settings,
 ) -> Result<Arc<Counts>, StoreError> {
     let now = Utc::now();
-    let outbox = crate::store::outbox::depth_by_state(db).await?;
+    let outbox = crate::store::outbox::depth_by_state(db)
+        .await?
+        .into_iter()
+        .map(|(state, n)| (state.as_str().to_owned(), n))
+        .collect();
     let subscribers = store::subscriber_counts(db).await?;
     let mut runs = HashMap::new();
     for e in &settings.editions {

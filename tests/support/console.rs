@@ -3,7 +3,7 @@
 //! and requests that carry the session cookie.
 #![allow(dead_code)]
 
-use super::subs::{Reply, TestApp};
+use super::{Reply, TestApp};
 
 pub const OPERATOR: &str = "ada";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -12,7 +12,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub async fn add_operator(app: &TestApp, name: &str, password: &str) {
     let hash = casewire::admin::hash_password(password).unwrap();
     assert!(
-        casewire::store::admin::add_user(&app.app.db, name, &hash, false, chrono::Utc::now())
+        casewire::store::admin::add_user(&app.app().db, name, &hash, false, chrono::Utc::now())
             .await
             .unwrap(),
         "operator {name} exists already"
