@@ -232,6 +232,43 @@ on_both_engines!(
     permanent_failure_suppresses_the_address
 );
 
+/// A row no version writes (a hand edit: unknown kind, broken recipient) is
+/// ended dead with the reason when claimed; the rows behind it still go out.
+async fn unsendable_rows_end_dead_without_blocking_the_queue(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = prepare(smtp_options(engine, &server));
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "hand:kind", "kind@example.org", None).await;
+    queue_raw(&db, "hand:rcpt", "rcpt@example.org", None).await;
+    queue_raw(&db, "fine", "fine@example.org", None).await;
+    sqlx::query("UPDATE outbox SET kind = 'fax' WHERE dedupe_key = 'hand:kind'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE outbox SET recipient = 'not an address' WHERE dedupe_key = 'hand:rcpt'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let p = run_worker(&db, &s, Duration::from_millis(1)).await;
+    assert_eq!(p.sent(), 1);
+    let r = row(&db, "fine").await;
+    assert_eq!(r.state, "sent");
+    let r = row(&db, "hand:kind").await;
+    assert_eq!(r.state, "dead");
+    assert!(r.last_error.unwrap().contains("\"fax\""));
+    let r = row(&db, "hand:rcpt").await;
+    assert_eq!(r.state, "dead");
+    assert!(r.last_error.unwrap().starts_with("recipient:"));
+    assert_eq!(server.received_count(), 1);
+    assert_eq!(server.received_by("fine@example.org").len(), 1);
+}
+on_both_engines!(
+    unsendable_rows_end_dead_without_blocking_the_queue,
+    unsendable_rows_end_dead_without_blocking_the_queue
+);
+
 async fn exhausted_attempts_make_the_row_dead(engine: Engine) {
     let server = SmtpServer::start(&["--tempfail", "slow@example.org:100"]);
     let tdb = prepare(smtp_options(engine, &server).mail("max_attempts = 3"));
