@@ -238,6 +238,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         ))),
         links: crate::subscribers::links::LinkKey::load_or_create(&settings.database.key_file)
             .context("loading the link key")?,
+        admin: Arc::new(crate::http::admin::AdminState::new(&settings.admin)),
     };
     tracker.spawn(
         crate::bounces::rates::RateWatch {

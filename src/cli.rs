@@ -51,6 +51,31 @@ pub enum Command {
     /// The addresses nothing is sent to.
     #[command(subcommand)]
     Suppressions(SuppressionsCommand),
+    /// Operator accounts of the web console at /admin/.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an operator account; prints a one-time password unless --password-stdin.
+    AddUser {
+        name: String,
+        /// Read the password from the first line of standard input instead.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an operator account and end its sessions.
+    RemoveUser { name: String },
+    /// Set a new password (printed, or read with --password-stdin) and end the account's sessions.
+    ResetPassword {
+        name: String,
+        /// Read the password from the first line of standard input instead.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List operator accounts.
+    ListUsers,
 }
 
 #[derive(Debug, Subcommand)]

@@ -50,6 +50,8 @@ struct RawConfig {
     #[serde(default)]
     mail: RawMail,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     templates: RawTemplates,
     #[serde(default)]
     bounces: crate::bounces::config::RawBounces,
@@ -131,6 +133,16 @@ struct RawHttp {
 
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
+struct RawAdmin {
+    session_idle_minutes: Option<u64>,
+    session_max_hours: Option<u64>,
+    login_attempts_per_account: Option<u64>,
+    login_attempts_per_ip: Option<u64>,
+    login_refill_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
 struct RawMail {
     from: Option<String>,
     reply_to: Option<String>,
@@ -202,6 +214,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub http: HttpSettings,
     pub mail: MailSettings,
+    pub admin: AdminSettings,
     pub templates: TemplateSettings,
     /// `[bounces]`: bounce mailbox, webhooks, and the bounce policy.
     pub bounces: crate::bounces::config::BounceSettings,
@@ -359,6 +372,25 @@ pub struct MailSettings {
     /// Latest case studies of the subscriber's categories in the welcome
     /// message (default 5, 0–50).
     pub welcome_items: usize,
+}
+
+/// The operator console (`/admin/`): session lifetimes and login throttling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// A session unused this long ends (default 30 minutes; 1–1440).
+    pub session_idle: Duration,
+    /// A session ends this long after its login, used or not (default 12
+    /// hours; 1–720).
+    pub session_max: Duration,
+    /// Login attempts one operator name may have in a burst (default 5;
+    /// 1–1000); then one more per `login_refill_seconds`.
+    pub login_attempts_per_account: u32,
+    /// Login attempts one client address may have in a burst (default 20;
+    /// 1–10000); then one more per `login_refill_seconds`.
+    pub login_attempts_per_ip: u32,
+    /// How long until one more login attempt is allowed after a burst is
+    /// used up (default 60 s; 1–86400).
+    pub login_refill: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -808,6 +840,49 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
     }
     let max_connections_per_ip = raw.http.max_connections_per_ip.unwrap_or(128);
 
+    // [admin]
+    let mut in_range = |key: &str, value: Option<u64>, default: u64, max: u64| {
+        let v = value.unwrap_or(default);
+        if !(1..=max).contains(&v) {
+            p.push(
+                &format!("[admin] {key}"),
+                format!("{v} is out of range (1–{max})"),
+            );
+        }
+        v.clamp(1, max)
+    };
+    let admin = AdminSettings {
+        session_idle: Duration::from_secs(
+            60 * in_range(
+                "session_idle_minutes",
+                raw.admin.session_idle_minutes,
+                30,
+                1440,
+            ),
+        ),
+        session_max: Duration::from_secs(
+            3600 * in_range("session_max_hours", raw.admin.session_max_hours, 12, 720),
+        ),
+        login_attempts_per_account: in_range(
+            "login_attempts_per_account",
+            raw.admin.login_attempts_per_account,
+            5,
+            1000,
+        ) as u32,
+        login_attempts_per_ip: in_range(
+            "login_attempts_per_ip",
+            raw.admin.login_attempts_per_ip,
+            20,
+            10_000,
+        ) as u32,
+        login_refill: Duration::from_secs(in_range(
+            "login_refill_seconds",
+            raw.admin.login_refill_seconds,
+            60,
+            86_400,
+        )),
+    };
+
     // [mail]
     let from = raw.mail.from.unwrap_or_default();
     if from.is_empty() {
@@ -1097,6 +1172,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             welcome: raw.mail.welcome.unwrap_or(false),
             welcome_items: welcome_items.clamp(0, 50) as usize,
         },
+        admin,
         templates: TemplateSettings {
             dir: raw.templates.dir.unwrap_or_else(|| "templates".into()),
         },
@@ -1242,6 +1318,39 @@ timezone = "Europe/Berlin"
             err.contains("[feeds] items: 0 is out of range (expected 1 to 1000)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn admin_section_has_defaults_and_names_bad_values() {
+        let s = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(s.admin.session_idle, Duration::from_secs(30 * 60));
+        assert_eq!(s.admin.session_max, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            (
+                s.admin.login_attempts_per_account,
+                s.admin.login_attempts_per_ip
+            ),
+            (5, 20)
+        );
+        assert_eq!(s.admin.login_refill, Duration::from_secs(60));
+        let text = format!(
+            "{MINIMAL}\n[admin]\nsession_idle_minutes = 0\nsession_max_hours = 1000\nlogin_refill_seconds = 5\n"
+        );
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("[admin] session_idle_minutes: 0 is out of range (1–1440)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("[admin] session_max_hours: 1000 is out of range (1–720)"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}\n[admin]\nsession_minutes = 5\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session_minutes"), "{err}");
+        let s = parse(MINIMAL, &[("CASEWIRE_ADMIN__LOGIN_ATTEMPTS_PER_IP", "7")]).unwrap();
+        assert_eq!(s.admin.login_attempts_per_ip, 7);
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!   the failure policy (`delivery::policy`) and the relay's circuit breaker (`delivery::relay`).
 //! - [`publisher`]: the content pipeline task: catalog snapshot, feeds, ledger.
 //! - [`http`]: axum routes; [`app`]: wires the daemon's tasks and shutdown.
+//! - [`admin`]: operator accounts of the console (`http::admin`): names, argon2id
+//!   password hashes, session and CSRF tokens.
 //! - [`keys`]: the server key file and the MACs derived from it.
 //! - [`http`]: axum routes and the connection layer (deadlines, caps); [`app`]: wires the daemon's tasks and shutdown.
 //! - [`descriptors`]: the file descriptor budget (`RLIMIT_NOFILE`) and retries when it runs out.
@@ -24,6 +26,7 @@
 //! - [`telemetry`]: the Prometheus recorder.
 //! - [`templates`]: minijinja environments for e-mail and pages.
 
+pub mod admin;
 pub mod app;
 pub mod bounces;
 pub mod cli;

@@ -3,15 +3,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono::Utc;
 
 use super::Exit;
 use crate::cli::PreviewFormat;
 use crate::config::{Edition, ScheduleSpec, Settings};
-use crate::content::{CaseStudy, Catalog, DirectoryStore};
-use crate::delivery::compose::{digest_vars, fill_links, Composer};
-use crate::editions::render::{self, DigestInput};
+use crate::content::{Catalog, DirectoryStore};
+use crate::delivery::compose::Composer;
 use crate::store::ledger::Ledger;
 use crate::store::{from_millis, outbox, Db};
 
@@ -79,108 +78,52 @@ pub fn preview(
         return Ok(Exit::Usage);
     };
     let catalog = load_catalog(settings);
-    let now = Utc::now();
-    let carries = |s: &CaseStudy| {
-        edition.categories.is_empty() || s.categories.iter().any(|c| edition.categories.contains(c))
-    };
     let rt = super::runtime()?;
-    let (follows, studies, to, name) = match subscriber {
-        Some(email) => rt.block_on(async {
-            let address = crate::domain::EmailAddress::parse(&email)?;
-            let db = Db::open(&settings.database.url).await?;
-            let mut conn = db.pool.acquire().await?;
-            let Some(sub) =
-                crate::store::subscribers::find_by_email(&mut conn, address.as_str()).await?
-            else {
-                bail!("no subscriber {email:?}")
-            };
-            drop(conn);
-            let follows: Vec<crate::domain::Slug> = sub
-                .categories
-                .iter()
-                .filter_map(|c| crate::domain::Slug::parse(c).ok())
-                .collect();
-            let cursor =
-                crate::store::editions::subscriber_cursor(&db, sub.id, edition.slug.as_str())
-                    .await?;
-            // Not receiving this edition: nothing is new for them in it.
-            let events = match cursor {
-                Some(c) => crate::store::editions::events_between(&db, c, i64::MAX).await?,
-                None => Vec::new(),
-            };
-            let studies: Vec<Arc<CaseStudy>> = events
-                .iter()
-                .filter_map(|(_, s)| catalog.get(s).cloned())
-                .filter(|s| {
-                    carries(s)
-                        && (follows.is_empty() || s.categories.iter().any(|c| follows.contains(c)))
-                })
-                .collect();
-            anyhow::Ok((follows, studies, sub.email, sub.name))
-        })?,
-        None => (
-            Vec::new(),
-            Vec::new(),
-            "reader@example.com".to_owned(),
-            String::new(),
-        ),
-    };
-    let studies = if studies.is_empty() {
-        eprintln!("note: nothing new for this reader; previewing the latest published case studies instead");
-        catalog
-            .published(now)
-            .filter(|s| {
-                carries(s)
-                    && (follows.is_empty() || s.categories.iter().any(|c| follows.contains(c)))
-            })
-            .take(edition.max_items + 2)
-            .cloned()
-            .collect()
-    } else {
-        studies
-    };
-    if studies.is_empty() {
-        eprintln!("error: the {slug} edition has no case studies to show");
-        return Ok(Exit::Failed);
-    }
-    let env = crate::templates::environment(settings);
-    let digest = render::render(
-        &env,
-        DigestInput {
+    let result = rt.block_on(async {
+        let db = match &subscriber {
+            Some(_) => Some(Db::open(&settings.database.url).await?),
+            None => None,
+        };
+        crate::editions::preview::preview(
             settings,
+            db.as_ref(),
+            &catalog,
             edition,
-            studies,
-            follows: &follows,
-            name: &name,
-        },
-    )?;
-    // What a real send derives from a reader's token, with a stand-in token.
-    let from: lettre::message::Mailbox = settings
-        .mail
-        .from
-        .parse()
-        .with_context(|| format!("[mail] from {:?}", settings.mail.from))?;
-    let vars = digest_vars(settings, &from, slug, "PREVIEW");
-    let fill = |s: &str| fill_links(s, &vars.unsubscribe_url, &vars.preferences_url);
+            subscriber.as_deref(),
+            Utc::now(),
+        )
+        .await
+    });
+    let p = match result {
+        Ok(p) => p,
+        Err(e) if e.to_string().ends_with("has no case studies to show") => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Failed);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(note) = &p.note {
+        eprintln!("note: {note}");
+    }
     match format {
-        PreviewFormat::Html => outln!("{}", fill(&digest.html)),
-        PreviewFormat::Text => outln!("{}", fill(&digest.text)),
+        PreviewFormat::Html => outln!("{}", p.digest.html),
+        PreviewFormat::Text => outln!("{}", p.digest.text),
         PreviewFormat::Eml => {
             // The same composer and DKIM signature a real send uses.
             let composer = Composer::new(settings)?;
-            let address = crate::domain::EmailAddress::parse(&to)
-                .with_context(|| format!("--subscriber {to:?}"))?
+            let address = crate::domain::EmailAddress::parse(&p.to)
+                .with_context(|| format!("--subscriber {:?}", p.to))?
                 .to_lettre();
             let mailbox = lettre::message::Mailbox::new(
-                Some(name.clone()).filter(|n| !n.is_empty()),
+                Some(p.name.clone()).filter(|n| !n.is_empty()),
                 address,
             );
             let message = composer.compose(
                 mailbox,
-                &digest.subject,
-                &fill(&digest.text),
-                &fill(&digest.html),
-                &vars.headers,
+                &p.digest.subject,
+                &p.digest.text,
+                &p.digest.html,
+                &p.vars.headers,
             )?;
             out!("{}", String::from_utf8_lossy(&message.bytes));
         }

@@ -14,6 +14,7 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!($($arg)*)) };
 }
 
+mod admin;
 mod bounces;
 mod check;
 mod editions;
@@ -122,6 +123,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Bounces(cmd) => bounces::bounces(&settings, cmd),
         Command::Suppressions(cmd) => bounces::suppressions(&settings, cmd),
         Command::Subscribers(cmd) => subscribers::run(&settings, cmd),
+        Command::Admin(cmd) => admin::run(&settings, cmd),
         Command::Run => {
             runtime()?.block_on(crate::app::run(cli.config.clone(), settings))?;
             Ok(Exit::Ok)

@@ -34,7 +34,7 @@ pub struct RunReport {
     pub enqueued: u64,
     /// Subscribers with nothing new in their categories (no empty digests).
     pub nothing_new: u64,
-    /// Distinct content sets rendered.
+    /// Distinct content sets rendered (a dry run: that a real run would render).
     pub rendered: u64,
 }
 
@@ -79,6 +79,8 @@ pub async fn run_edition(
     let env = crate::templates::environment(settings);
     // Content set key → stored body id.
     let mut bodies: HashMap<String, i64> = HashMap::new();
+    // A dry run's distinct content sets.
+    let mut dry_sets: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut after_id = 0i64;
     // The whole run reads and writes on one connection: on SQLite every
     // connection keeps its own page cache, and a run spread over the pool
@@ -106,9 +108,6 @@ pub async fn run_edition(
                 continue;
             }
             report.enqueued += 1;
-            if dry_run {
-                continue;
-            }
             let mut key = String::new();
             for (id, _) in &matching {
                 let _ = write!(key, "{id},");
@@ -116,6 +115,13 @@ pub async fn run_edition(
             // Grouping depends on what the reader follows, so it is part of the content set.
             for c in &sub.follows {
                 let _ = write!(key, "|{c}");
+            }
+            if dry_run {
+                // Counted as the bodies a real run would render, none rendered.
+                if dry_sets.insert(key) {
+                    report.rendered += 1;
+                }
+                continue;
             }
             if !bodies.contains_key(&key) && !new_bodies.iter().any(|(k, _)| *k == key) {
                 let digest = render::render(

@@ -2,6 +2,7 @@
 //! the admin API, one file per resource. Handlers read the current snapshot;
 //! none of them changes state on GET (DESIGN.md invariant 1).
 
+pub mod admin;
 mod api;
 pub mod client_ip;
 mod confirm;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub webhooks: Arc<crate::bounces::webhooks::WebhookState>,
     /// Signs and checks the links in confirmation and manage URLs.
     pub links: Arc<crate::subscribers::links::LinkKey>,
+    /// The operator console's throttles and caches.
+    pub admin: Arc<admin::AdminState>,
 }
 
 impl AppState {
@@ -60,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .merge(subscriber_routes())
         .layer(middleware::from_fn(track))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        // The console sets its own body limits (CSV uploads are larger).
+        .merge(admin::routes().layer(middleware::from_fn(track)))
         // ESPs post batches (SendGrid up to a thousand events at once).
         .merge(
             Router::new()

@@ -236,7 +236,7 @@ fn record(s: &Subscriber) -> [String; 5] {
 const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 /// Prefixes a cell a spreadsheet would evaluate with `'`, which makes it text.
-fn escape_cell(cell: String) -> String {
+pub fn escape_cell(cell: String) -> String {
     if cell.starts_with(FORMULA_START) {
         format!("'{cell}")
     } else {

@@ -590,6 +590,81 @@ pub async fn add(
     Ok(s)
 }
 
+/// Replaces a subscriber's categories and editions (operator console),
+/// checked as the preferences page checks them.
+pub async fn set_choices(
+    settings: &Settings,
+    db: &Db,
+    id: i64,
+    categories: &[String],
+    editions: &[String],
+) -> Result<Subscriber, SubscriberError> {
+    let choices = parse_choices(settings, categories, editions)?;
+    let mut tx = store::begin_write(db).await?;
+    let s = store::find_by_id(&mut tx, id)
+        .await?
+        .ok_or_else(|| SubscriberError::NotFound(id.to_string()))?;
+    store::set_choices(&mut tx, s.id, &choices.categories, &choices.editions).await?;
+    let s = store::find_by_id(&mut tx, id)
+        .await?
+        .ok_or_else(|| SubscriberError::NotFound(id.to_string()))?;
+    tx.commit().await?;
+    Ok(s)
+}
+
+/// Unsubscribes a subscriber by id (operator console); returns whether the
+/// status changed. As with the unsubscribe link, nothing queued for them is
+/// sent afterwards (DESIGN.md invariant 7) and their links stop working.
+pub async fn unsubscribe_by_id(
+    db: &Db,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, SubscriberError> {
+    let mut tx = store::begin_write(db).await?;
+    let changed = store::unsubscribe(&mut tx, id, now).await?;
+    tx.commit().await?;
+    if changed {
+        metrics::counter!("casewire_unsubscribes_total").increment(1);
+    }
+    Ok(changed)
+}
+
+/// Queues a new confirmation mail for a pending subscriber (operator
+/// console), whenever the last one went; a suppressed address gets none.
+pub async fn resend_confirmation(
+    db: &Db,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<Subscriber, SubscriberError> {
+    let mut tx = store::begin_write(db).await?;
+    let s = store::find_by_id(&mut tx, id)
+        .await?
+        .ok_or_else(|| SubscriberError::NotFound(id.to_string()))?;
+    if s.status != Status::Pending {
+        return Err(invalid(
+            "status",
+            format!(
+                "{} is {}, not pending: only a pending subscriber is sent a confirmation",
+                s.email,
+                s.status.as_str()
+            ),
+        ));
+    }
+    if store::is_suppressed(&mut tx, &s.email).await? {
+        return Err(invalid(
+            "email",
+            format!(
+                "{} is suppressed: nothing is sent to it (lift the suppression first)",
+                s.email
+            ),
+        ));
+    }
+    queue_mail(&mut tx, &s, now).await?;
+    store::mark_confirmation_sent(&mut tx, s.id, now).await?;
+    tx.commit().await?;
+    Ok(s)
+}
+
 /// Finds a subscriber by id (all digits) or address.
 pub async fn find(db: &Db, key: &str) -> Result<Subscriber, SubscriberError> {
     let mut conn = db.pool.acquire().await?;

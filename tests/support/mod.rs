@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod console;
 pub mod dkim;
 pub mod imap;
 pub mod smtp;
