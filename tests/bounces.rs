@@ -56,6 +56,7 @@ async fn subscriber(app: &TestApp, email: &str) {
             name: "Reader".into(),
             categories: Vec::new(),
             editions: Vec::new(),
+            ..Default::default()
         },
         Status::Confirmed,
         "test",
@@ -704,6 +705,7 @@ async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: E
                 name: String::new(),
                 categories: Vec::new(),
                 editions: vec!["weekly".into()],
+                ..Default::default()
             },
             Status::Confirmed,
             "test",
