@@ -139,16 +139,18 @@ pub fn zone_values(
             let offset = now.with_timezone(&tz).offset().fix().local_minus_utc();
             let sign = if offset < 0 { '-' } else { '+' };
             let (h, m) = (offset.abs() / 3600, offset.abs() % 3600 / 60);
-            serde_json::json!({
-                "name": tz.name(),
-                "label": format!("{} (UTC{sign}{h:02}:{m:02})", tz.name().replace('_', " ")),
-                "selected": tz == chosen,
-            })
+            // Names from the tz database hold only letters, digits and
+            // `/_+-`: nothing to escape, and `/` stays readable.
+            minijinja::context! {
+                name => Value::from_safe_string(tz.name().to_owned()),
+                label => Value::from_safe_string(format!("{} (UTC{sign}{h:02}:{m:02})", tz.name().replace('_', " "))),
+                selected => tz == chosen,
+            }
         })
         .collect();
     minijinja::context! {
         zone_field => true,
-        zones => Value::from_serialize(zones),
+        zones => zones,
         zone_chosen => chosen.name(),
         zone_detect => detect,
         zone_editions => local.join(", "),
