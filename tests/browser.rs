@@ -6,14 +6,13 @@
 //! page changes it.
 //! A missing chromedriver or Chromium fails the test: it never skips.
 
-mod common;
+mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::subs::{spawn_app, spawn_app_edit, ADMIN_TOKEN};
-use common::Engine;
 use fantoccini::{Client, ClientBuilder, Locator};
+use support::{spawn_app, AppOptions, Engine};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -131,7 +130,7 @@ async fn click(client: &Client, css: &str) {
 }
 
 async fn subscribe_confirm_manage_unsubscribe_in_a_browser(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let driver = start_chromedriver().await;
     let profile = tempfile::tempdir().unwrap();
     let c = browser(&driver, profile.path()).await;
@@ -217,10 +216,10 @@ async fn value_of(client: &Client, css: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn zone_of(app: &common::subs::TestApp, email: &str) -> Option<String> {
+async fn zone_of(app: &support::TestApp, email: &str) -> Option<String> {
     sqlx::query_scalar("SELECT timezone FROM subscribers WHERE email = $1")
         .bind(email)
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap()
 }
@@ -228,18 +227,11 @@ async fn zone_of(app: &common::subs::TestApp, email: &str) -> Option<String> {
 async fn the_browsers_time_zone_is_preselected_and_changeable(engine: Engine) {
     // The daily edition goes out at 07:00 in each subscriber's zone;
     // without script the form would select its own zone, New York.
-    let app = spawn_app_edit(
-        engine,
-        Some(ADMIN_TOKEN),
-        "signup_min_seconds = 0",
-        |_, text| {
-            text.replace(
-                "schedule = \"0 7 * * *\"\ntimezone = \"UTC\"\n",
-                "schedule = \"0 7 * * *\"\ntimezone = \"America/New_York\"\nlocal_time = true\n",
-            )
-        },
-    )
-    .await;
+    let editions = support::EDITIONS.replace(
+        "schedule = \"0 7 * * *\"\ntimezone = \"UTC\"\n",
+        "schedule = \"0 7 * * *\"\ntimezone = \"America/New_York\"\nlocal_time = true\n",
+    );
+    let app = spawn_app(AppOptions::new(engine).self_links().editions(editions)).await;
     assert!(app.settings.edition("daily").unwrap().local_time);
     let driver = start_chromedriver_in(Some("Asia/Tokyo")).await;
     let profile = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 //! per zone after downtime; subscribers who move between zones; a run a
 //! crash left unfinished. Each test runs on SQLite and PostgreSQL.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,8 +19,7 @@ use casewire::store::Db;
 use casewire::subscribers::SignUp;
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use common::daemon::{config_text, settings, study};
-use common::{Engine, TestDb};
+use support::{prepare, study, AppOptions, Engine, TestSite, BASE_URL};
 
 const EDITIONS: &str = r#"
 [[editions]]
@@ -66,16 +65,13 @@ struct World {
     scheduler: Scheduler,
     /// Case studies written so far, with the simulated time of each.
     published: Vec<(String, DateTime<Utc>)>,
-    _tdb: TestDb,
+    _site: TestSite,
 }
 
 async fn world(engine: Engine) -> World {
-    let tdb = TestDb::new(engine).await;
-    std::fs::create_dir_all(tdb.path().join("content")).unwrap();
-    let text = config_text(&tdb.url, &tdb.path(), EDITIONS);
-    let mut s = settings(&text);
-    s.templates.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let db = Db::open(&tdb.url).await.unwrap();
+    let site = prepare(AppOptions::new(engine).editions(EDITIONS));
+    let s = site.settings().clone();
+    let db = Db::open(&site.db.url).await.unwrap();
     let mut ledger = Ledger::load(db.clone()).await.unwrap();
     ledger.sync(&Catalog::default(), Utc::now()).await.unwrap();
     let snapshot = |catalog: &Catalog| {
@@ -99,7 +95,7 @@ async fn world(engine: Engine) -> World {
         catalog: Catalog::default(),
         snapshot: tx,
         published: Vec::new(),
-        _tdb: tdb,
+        _site: site,
     }
 }
 
@@ -202,7 +198,7 @@ impl World {
                 .unwrap_or_else(|| panic!("unexpected dedupe key {key}"));
             let slugs = text
                 .lines()
-                .filter_map(|l| l.split_once("https://notes.example.com/case-studies/"))
+                .filter_map(|l| l.split_once(&format!("{BASE_URL}case-studies/")))
                 .map(|(_, rest)| rest.trim().trim_end_matches('/').to_owned())
                 .collect();
             out.entry(to.clone()).or_default().push(Digest {

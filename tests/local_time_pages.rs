@@ -4,42 +4,37 @@
 //! --timezone` and `casewire schedule`'s fire times per zone in use. Each
 //! test runs on SQLite and PostgreSQL.
 
-mod common;
+mod support;
 
 use std::process::{Command, Output};
 
-use common::subs::{spawn_app_edit, TestApp, ADMIN_TOKEN};
-use common::{Engine, TestDb};
 use reqwest::Method;
+use support::{prepare, spawn_app, AppOptions, Engine, TestApp};
 
-/// The subscriber test app with its `daily` edition sent at local time
-/// (07:00; New York for those who chose no zone). The whole set-up of this file.
-fn local_daily(text: String) -> String {
+/// The test site with its `daily` edition sent at local time (07:00; New
+/// York for those who chose no zone), following its own links. The whole
+/// set-up of this file.
+fn options(engine: Engine) -> AppOptions {
     let daily = "schedule = \"0 7 * * *\"\ntimezone = \"UTC\"\n";
     assert!(
-        text.contains(daily),
-        "the test config has the daily edition"
+        support::EDITIONS.contains(daily),
+        "the test site has the daily edition"
     );
-    text.replace(
+    let editions = support::EDITIONS.replace(
         daily,
         "schedule = \"0 7 * * *\"\ntimezone = \"America/New_York\"\nlocal_time = true\n",
-    )
+    );
+    AppOptions::new(engine).self_links().editions(editions)
 }
 
 async fn app(engine: Engine) -> TestApp {
-    spawn_app_edit(
-        engine,
-        Some(ADMIN_TOKEN),
-        "signup_min_seconds = 0",
-        |_, text| local_daily(text),
-    )
-    .await
+    spawn_app(options(engine)).await
 }
 
 async fn zone_of(app: &TestApp, email: &str) -> Option<String> {
     sqlx::query_scalar("SELECT timezone FROM subscribers WHERE email = $1")
         .bind(email)
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap()
 }
@@ -346,13 +341,8 @@ fn casewire(config: &std::path::Path, args: &[&str]) -> Output {
 }
 
 async fn schedule_lists_each_zone_in_use(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let config = db.path().join("casewire.toml");
-    std::fs::write(
-        &config,
-        local_daily(common::subs::config_text(&db, 9, None)),
-    )
-    .unwrap();
+    let site = prepare(options(engine));
+    let config = site.config_path.clone();
     for (email, zone) in [
         ("a@example.com", Some("Asia/Kolkata")),
         ("b@example.com", Some("Asia/Kolkata")),

@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Utc};
 
+use super::outbox::Kind;
 use super::{to_millis, Backend, Db, Params, StoreError};
-use crate::domain::Slug;
+use crate::domain::{EmailAddress, Slug};
 
 /// What `edition_runs` says about one window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub struct RunState {
 #[derive(Debug, Clone)]
 pub struct EditionSubscriber {
     pub id: i64,
-    pub email: String,
+    pub email: EmailAddress,
     /// Last publication event already covered for them in this edition.
     pub cursor: i64,
     /// Categories followed; empty means all.
@@ -54,7 +55,7 @@ pub struct LatestWindow {
 #[derive(Debug, Clone)]
 pub struct DigestRow {
     pub subscriber_id: i64,
-    pub recipient: String,
+    pub recipient: EmailAddress,
     pub dedupe_key: String,
     pub body_id: i64,
     /// Per-recipient values (JSON, no secret): the link version their
@@ -207,16 +208,21 @@ pub async fn subscriber_batch(
     }
     Ok(rows
         .into_iter()
-        .map(
-            |(id, email, cursor, version, last_window_at)| EditionSubscriber {
+        .filter_map(|(id, email, cursor, version, last_window_at)| {
+            // Written through EmailAddress; a row that is not (a hand edit)
+            // gets no digest, and the log says which.
+            let email = EmailAddress::parse(&email)
+                .map_err(|e| tracing::error!(subscriber = id, "no digest for this subscriber: {e}"))
+                .ok()?;
+            Some(EditionSubscriber {
                 id,
                 email,
                 cursor,
                 last_window_at,
                 link_version: u32::try_from(version).unwrap_or(u32::MAX),
                 follows: follows.remove(&id).unwrap_or_default(),
-            },
-        )
+            })
+        })
         .collect())
 }
 
@@ -242,7 +248,9 @@ pub async fn enqueue_digests(
         for i in 0..chunk.len() {
             sql.push_str(if i == 0 { "(" } else { ", (" });
             p.push(&mut sql);
-            sql.push_str(", 'digest', ");
+            sql.push_str(", '");
+            sql.push_str(Kind::Digest.as_str());
+            sql.push_str("', ");
             p.push_list(&mut sql, 5);
             sql.push_str(", 'queued', 0, ");
             p.push_list(&mut sql, 3);
@@ -255,7 +263,7 @@ pub async fn enqueue_digests(
                 .bind(&r.dedupe_key)
                 .bind(edition)
                 .bind(r.subscriber_id)
-                .bind(&r.recipient)
+                .bind(r.recipient.as_str())
                 .bind(r.body_id)
                 .bind(&r.vars)
                 .bind(now)
@@ -265,7 +273,7 @@ pub async fn enqueue_digests(
         inserted += q.execute(&mut **tx).await?.rows_affected();
     }
     if inserted > 0 {
-        metrics::counter!("casewire_outbox_enqueued_total", "kind" => "digest", "edition" => edition.to_owned()).increment(inserted);
+        metrics::counter!("casewire_outbox_enqueued_total", "kind" => Kind::Digest.as_str(), "edition" => edition.to_owned()).increment(inserted);
     }
     Ok(inserted)
 }
