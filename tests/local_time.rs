@@ -550,3 +550,51 @@ on_both_engines!(
     local_time_crashed_run_resumes_with_its_window,
     a_crashed_zone_run_resumes_once
 );
+
+/// A zone that nobody used for a while and that comes back into use starts
+/// again at its next local morning, like a new edition: no late digest for
+/// a window that fired while the zone was empty.
+async fn a_zone_back_in_use_waits_for_its_next_morning(engine: Engine) {
+    let mut w = world(engine).await;
+    w.reader("tokyo@example.com", "Asia/Tokyo").await;
+    w.reader("berlin@example.com", "Europe/Berlin").await;
+    let from = utc("2026-03-05T00:00:00Z");
+    w.simulate(from, utc("2026-03-06T00:00:00Z")).await;
+    // Tokyo's only reader moves away; Tokyo has no one for two days.
+    w.move_to("tokyo@example.com", "Europe/Berlin").await;
+    let back = utc("2026-03-08T00:00:00Z");
+    w.simulate(utc("2026-03-06T00:01:00Z"), back).await;
+    // Someone new signs up in Tokyo after Tokyo's Sunday 07:00 (Saturday 22:00 UTC).
+    w.reader("new@example.com", "Asia/Tokyo").await;
+    w.simulate(back + Duration::minutes(1), utc("2026-03-09T00:00:00Z"))
+        .await;
+    let got = w.digests().await;
+    let new: Vec<(DateTime<Utc>, &str)> = got["new@example.com"]
+        .iter()
+        .map(|d| (d.queued_at, d.window.as_str()))
+        .collect();
+    assert_eq!(
+        new,
+        [(
+            utc("2026-03-08T22:00:00Z"),
+            "cron:2026-03-08T22:00:00Z@Asia/Tokyo"
+        )],
+        "the first digest at Tokyo's next 07:00, not a late one for the window of 2026-03-07T22:00Z"
+    );
+    assert_eq!(
+        got["tokyo@example.com"]
+            .iter()
+            .map(|d| d.queued_at)
+            .collect::<Vec<_>>(),
+        [
+            // Tokyo's Friday 07:00 lies in Berlin's Friday period: held back then.
+            utc("2026-03-05T22:00:00Z"),
+            utc("2026-03-07T06:00:00Z"),
+            utc("2026-03-08T06:00:00Z"),
+        ]
+    );
+}
+on_both_engines!(
+    local_time_zone_back_in_use_starts_at_its_next_morning,
+    a_zone_back_in_use_waits_for_its_next_morning
+);

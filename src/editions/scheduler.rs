@@ -143,10 +143,12 @@ impl Scheduler {
                             }
                         }
                     }
+                    let newly = self.note_zones_in_use(edition, &groups).await?;
                     for (zone, tz) in groups {
                         let last = latest.iter().find(|l| l.zone == zone);
+                        let new = newly.iter().any(|z| z == zone);
                         ran |= self
-                            .cron_zone(&snapshot, edition, schedule, zone, tz, last, now)
+                            .cron_zone(&snapshot, edition, schedule, (zone, tz, new), last, now)
                             .await?;
                         if let Some(n) = schedule.next_after(now, tz) {
                             next = Some(next.map_or(n, |m| m.min(n)));
@@ -162,32 +164,62 @@ impl Scheduler {
         Ok(next)
     }
 
+    /// Records which zones of a `local_time` edition are in use now and
+    /// returns those that were not at the last tick (stored, so downtime
+    /// does not make every zone look new). A zone that comes (back) into
+    /// use starts its windows now, like a new edition: its subscribers get
+    /// their first digest at its next local fire time, not a late catch-up
+    /// for a window fired while nobody was in it. Written before any run,
+    /// so a run that fails does not make the zone new again.
+    async fn note_zones_in_use(
+        &self,
+        edition: &Edition,
+        groups: &[(&str, Tz)],
+    ) -> anyhow::Result<Vec<String>> {
+        let key = format!("edition_zones:{}", edition.slug);
+        let before = self.db.get_meta(&key).await?.unwrap_or_default();
+        let before: Vec<&str> = before.split(',').collect();
+        let now: Vec<&str> = groups
+            .iter()
+            .map(|(z, _)| *z)
+            .filter(|z| !z.is_empty())
+            .collect();
+        let newly: Vec<String> = now
+            .iter()
+            .filter(|z| !before.contains(z))
+            .map(|z| z.to_string())
+            .collect();
+        let joined = now.join(",");
+        if before.join(",") != joined {
+            self.db.set_meta(&key, &joined).await?;
+        }
+        Ok(newly)
+    }
+
     /// Runs the window of one zone of a cron edition that is due at `now`,
     /// or resumes its latest window when a crash left it unfinished and no
     /// newer one is due (a newer one covers everything the old one would
-    /// have, as cursors only move with the digests they queue). `zone` is
+    /// have, as cursors only move with the digests they queue). The zone is
     /// '' for the edition's own zone, which also holds every subscriber who
-    /// chose none. Returns whether digests were queued.
-    #[allow(clippy::too_many_arguments)]
+    /// chose none; `new` when it was not in use at the last tick. Returns
+    /// whether digests were queued.
     async fn cron_zone(
         &self,
         snapshot: &Snapshot,
         edition: &Edition,
         schedule: &CronSchedule,
-        zone: &str,
-        tz: Tz,
+        (zone, tz, new): (&str, Tz, bool),
         last: Option<&store::LatestWindow>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
         let last_fired = last.and_then(|l| window_time(&l.window_key));
-        let since = match last_fired {
-            Some(t) => t,
-            None => self.anchor(edition, zone, now).await?,
-        };
+        // A zone back in use has a fresh anchor, later than its old windows.
+        let anchor = self.anchor(edition, zone, now, new).await?;
+        let since = last_fired.map_or(anchor, |t| t.max(anchor));
         let window = match due_window(schedule, tz, since, now) {
             Some(w) => w,
             None => match (last, last_fired) {
-                (Some(l), Some(t)) if !l.finished => {
+                (Some(l), Some(t)) if !l.finished && t >= anchor => {
                     tracing::info!(edition = %edition.slug, window = %l.window_key, "resuming an unfinished edition run");
                     t
                 }
@@ -227,19 +259,25 @@ impl Scheduler {
     }
 
     /// When the windows of `edition` in `zone` start counting: stored the
-    /// first time the zone is scheduled, so a new edition or a zone newly in
-    /// use does not fire for a time before it existed.
+    /// first time the zone is scheduled (and again, with `reset`, when it
+    /// comes back into use), so a new edition or a zone newly in use does
+    /// not fire for a time before it existed.
     async fn anchor(
         &self,
         edition: &Edition,
         zone: &str,
         now: DateTime<Utc>,
+        reset: bool,
     ) -> anyhow::Result<DateTime<Utc>> {
         let key = if zone.is_empty() {
             format!("edition_anchor:{}", edition.slug)
         } else {
             format!("edition_anchor:{}@{zone}", edition.slug)
         };
+        if reset {
+            self.db.set_meta(&key, &now.to_rfc3339()).await?;
+            return Ok(now);
+        }
         match self.db.get_meta(&key).await? {
             Some(v) => Ok(DateTime::parse_from_rfc3339(&v)
                 .map(|t| t.with_timezone(&Utc))
