@@ -393,6 +393,9 @@ pub fn status(settings: &Settings) -> Result<Exit> {
             };
             let next = match &e.schedule {
                 ScheduleSpec::Instant => "next: on publication".to_owned(),
+                ScheduleSpec::Cron(_) if e.local_time => {
+                    "next: at local time in each zone in use (casewire schedule)".to_owned()
+                }
                 ScheduleSpec::Cron(c) => c
                     .next_after(now, e.timezone)
                     .map(|t| {
