@@ -172,6 +172,9 @@ pub enum SubscribersCommand {
         /// Edition slugs (repeat or separate by commas); none means the first configured edition.
         #[arg(long, value_delimiter = ',')]
         editions: Vec<String>,
+        /// IANA time zone (e.g. Asia/Kolkata) for editions with local_time; none means each edition's own zone.
+        #[arg(long)]
+        timezone: Option<String>,
     },
     /// Remove a subscriber and erase their personal data.
     Remove { email: String },
@@ -184,7 +187,7 @@ pub enum SubscribersCommand {
         #[arg(long)]
         search: Option<String>,
     },
-    /// Import subscribers from CSV (header: email,name,categories,editions,status).
+    /// Import subscribers from CSV (header: email,name,categories,editions,status,timezone).
     Import { file: PathBuf },
     /// Export subscribers as CSV to standard output.
     Export,

@@ -197,6 +197,8 @@ struct RawEdition {
     subject: Option<String>,
     pause_above: Option<crate::bounces::config::PauseAbove>,
     expire_after: Option<String>,
+    #[serde(default)]
+    local_time: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -426,7 +428,14 @@ pub struct Edition {
     pub slug: Slug,
     pub name: String,
     pub schedule: ScheduleSpec,
+    /// The zone the schedule is evaluated in; with `local_time`, the zone of
+    /// subscribers who chose none.
     pub timezone: chrono_tz::Tz,
+    /// `local_time = true`: the cron schedule is evaluated in each
+    /// subscriber's own time zone (`subscribers.timezone`), so a daily 07:00
+    /// digest arrives at 07:00 wherever each reader lives. Only for cron
+    /// schedules.
+    pub local_time: bool,
     /// Case studies listed in one digest (default 10); the rest are counted and linked.
     pub max_items: usize,
     /// Categories this edition carries; empty means all.
@@ -1023,6 +1032,12 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             p.push(&format!("{key} timezone"), format!("{tz_name:?} is not an IANA time zone (expected e.g. \"Europe/Berlin\" or \"UTC\")"));
             chrono_tz::UTC
         });
+        if e.local_time && e.schedule.trim() == "instant" {
+            p.push(
+                &format!("{key} local_time"),
+                "an instant edition has no send time to localise; use a cron schedule (e.g. \"0 7 * * *\") or remove local_time",
+            );
+        }
         let max_items = e.max_items.unwrap_or(10);
         if !(1..=200).contains(&max_items) {
             p.push(
@@ -1076,6 +1091,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             name: e.name.clone(),
             schedule,
             timezone,
+            local_time: e.local_time,
             max_items: max_items.clamp(1, 200) as usize,
             categories: cats,
             subject,
@@ -1291,6 +1307,26 @@ timezone = "Europe/Berlin"
         assert_eq!(
             s.permalink(&Slug::parse("x").unwrap()).as_str(),
             "https://example.com/cases/case-studies/x/"
+        );
+    }
+
+    #[test]
+    fn local_time_is_off_by_default_and_refused_for_instant_editions() {
+        let s = parse(MINIMAL, &[]).unwrap();
+        assert!(!s.editions[0].local_time);
+        let on = parse(
+            &MINIMAL.replace("timezone =", "local_time = true\ntimezone ="),
+            &[],
+        )
+        .unwrap();
+        assert!(on.editions[0].local_time);
+        let text = MINIMAL
+            .replace("0 8 * * MON", "instant")
+            .replace("timezone =", "local_time = true\ntimezone =");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("[[editions]] weekly local_time: an instant edition has no send time"),
+            "{err}"
         );
     }
 

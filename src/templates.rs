@@ -20,6 +20,7 @@ fn builtin(name: &str) -> Option<&'static str> {
     Some(match name {
         "pages/layout.html" => include_str!("../templates/pages/layout.html"),
         "pages/_choices.html" => include_str!("../templates/pages/_choices.html"),
+        "pages/_zone.html" => include_str!("../templates/pages/_zone.html"),
         "pages/subscribe.html" => include_str!("../templates/pages/subscribe.html"),
         "pages/message.html" => include_str!("../templates/pages/message.html"),
         "pages/error.html" => include_str!("../templates/pages/error.html"),
@@ -88,9 +89,10 @@ pub fn cached(dir: &Path) -> Arc<Environment<'static>> {
 }
 
 /// Every template the daemon renders itself (a folder may hold more partials).
-const NAMES: [&str; 20] = [
+const NAMES: [&str; 21] = [
     "pages/layout.html",
     "pages/_choices.html",
+    "pages/_zone.html",
     "pages/subscribe.html",
     "pages/message.html",
     "pages/error.html",
@@ -220,16 +222,18 @@ fn check_env(settings: &Settings, env: &Environment<'static>) -> Vec<Problem> {
 /// Values of the same names and shapes that the HTTP handlers and the
 /// sign-up mail pass to each template (the digest has its own sample).
 fn samples(settings: &Settings) -> Vec<(&'static str, minijinja::Value)> {
-    use crate::subscribers::views::{choices_context, url};
+    use crate::subscribers::views::{choices_context, url, zone_values};
     use minijinja::{context, Value};
     let choices = || {
         let first = settings.categories.first().map(|c| c.slug.to_string());
-        choices_context(settings, &first.into_iter().collect::<Vec<_>>(), None)
+        let zone = zone_values(settings, None, None, true, &["Sample edition"]);
+        context! { ..choices_context(settings, &first.into_iter().collect::<Vec<_>>(), None), ..zone }
     };
     let link = url("https://example.com/sample-link/token");
     let mut out = vec![
         ("pages/layout.html", context! {}),
         ("pages/_choices.html", choices()),
+        ("pages/_zone.html", choices()),
         (
             "pages/subscribe.html",
             context! {

@@ -62,6 +62,7 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
                 name: String::new(),
                 categories: Vec::new(),
                 editions: Vec::new(),
+                ..Default::default()
             },
             Status::Confirmed,
             "test",

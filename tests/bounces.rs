@@ -37,6 +37,7 @@ async fn subscriber(app: &TestApp, email: &str) {
             name: "Reader".into(),
             categories: Vec::new(),
             editions: Vec::new(),
+            ..Default::default()
         },
         Status::Confirmed,
         "test",
@@ -698,6 +699,7 @@ timezone = "UTC"
                 name: String::new(),
                 categories: Vec::new(),
                 editions: vec!["weekly".into()],
+                ..Default::default()
             },
             Status::Confirmed,
             "test",

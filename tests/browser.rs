@@ -1,6 +1,9 @@
 //! End to end in headless Chromium (driven over WebDriver by fantoccini):
 //! subscribe through the form, confirm from the queued message's link,
 //! change preferences, unsubscribe; the database is checked after each step.
+//! With an edition sent at local time, the sign-up form pre-selects the
+//! browser's time zone (Chromium started with `TZ`) and the preferences
+//! page changes it.
 //! A missing chromedriver or Chromium fails the test: it never skips.
 
 mod support;
@@ -27,13 +30,23 @@ impl Drop for Driver {
 }
 
 async fn start_chromedriver() -> Driver {
+    start_chromedriver_in(None).await
+}
+
+/// A chromedriver whose Chromium runs in time zone `tz` (the `TZ`
+/// environment variable, which Chromium inherits and its `Intl` reports).
+async fn start_chromedriver_in(tz: Option<&str>) -> Driver {
     let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(&bin)
+    let mut command = Command::new(&bin);
+    if let Some(tz) = tz {
+        command.env("TZ", tz);
+    }
+    let child = command
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -189,4 +202,115 @@ async fn subscribe_confirm_manage_unsubscribe_in_a_browser(engine: Engine) {
 on_both_engines!(
     browser_subscribe_confirm_preferences_unsubscribe,
     subscribe_confirm_manage_unsubscribe_in_a_browser
+);
+
+/// The value of the form control `css` as the browser sees it.
+async fn value_of(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+async fn zone_of(app: &support::TestApp, email: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT timezone FROM subscribers WHERE email = $1")
+        .bind(email)
+        .fetch_one(&app.app().db.pool)
+        .await
+        .unwrap()
+}
+
+async fn the_browsers_time_zone_is_preselected_and_changeable(engine: Engine) {
+    // The daily edition goes out at 07:00 in each subscriber's zone;
+    // without script the form would select its own zone, New York.
+    let editions = support::EDITIONS.replace(
+        "schedule = \"0 7 * * *\"\ntimezone = \"UTC\"\n",
+        "schedule = \"0 7 * * *\"\ntimezone = \"America/New_York\"\nlocal_time = true\n",
+    );
+    let app = spawn_app(AppOptions::new(engine).self_links().editions(editions)).await;
+    assert!(app.settings.edition("daily").unwrap().local_time);
+    let driver = start_chromedriver_in(Some("Asia/Tokyo")).await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path()).await;
+    let email = "tokyo@example.com";
+
+    c.goto(&app.url("/subscribe")).await.unwrap();
+    expect_text(&c, "Your time zone").await;
+    let zone: String = c
+        .execute(
+            "return Intl.DateTimeFormat().resolvedOptions().timeZone",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        zone, "Asia/Tokyo",
+        "Chromium runs in the TZ it was started with"
+    );
+    assert_eq!(
+        value_of(&c, "#timezone").await,
+        "Asia/Tokyo",
+        "the browser's zone is pre-selected"
+    );
+    c.find(Locator::Css("#email"))
+        .await
+        .unwrap()
+        .send_keys(email)
+        .await
+        .unwrap();
+    click(&c, "#ed-daily").await;
+    click(&c, "button[type=submit]").await;
+    expect_text(&c, "Check your inbox").await;
+    assert_eq!(zone_of(&app, email).await.as_deref(), Some("Asia/Tokyo"));
+
+    let path = app.confirmation_path(email).await;
+    c.goto(&app.url(&path)).await.unwrap();
+    click(&c, "#confirm").await;
+    expect_text(&c, "You are subscribed").await;
+    click(&c, "#preferences-link").await;
+    expect_text(&c, "Your subscription").await;
+    assert_eq!(
+        value_of(&c, "#timezone").await,
+        "Asia/Tokyo",
+        "the stored zone"
+    );
+
+    // Typing a city into the search box selects its zone, and saving stores it.
+    c.find(Locator::Css("#timezone-search"))
+        .await
+        .unwrap()
+        .send_keys("Kolkata")
+        .await
+        .unwrap();
+    assert_eq!(value_of(&c, "#timezone").await, "Asia/Kolkata");
+    click(&c, "#save").await;
+    expect_text(&c, "Your preferences are saved").await;
+    assert_eq!(zone_of(&app, email).await.as_deref(), Some("Asia/Kolkata"));
+    assert_eq!(value_of(&c, "#timezone").await, "Asia/Kolkata");
+
+    // Choosing in the select works the same.
+    c.find(Locator::Css("#timezone"))
+        .await
+        .unwrap()
+        .select_by_value("Europe/Berlin")
+        .await
+        .unwrap();
+    click(&c, "#save").await;
+    expect_text(&c, "Your preferences are saved").await;
+    assert_eq!(zone_of(&app, email).await.as_deref(), Some("Europe/Berlin"));
+
+    c.close().await.unwrap();
+    drop(driver);
+    app.stop().await;
+}
+on_both_engines!(
+    browser_preselects_the_browsers_time_zone,
+    the_browsers_time_zone_is_preselected_and_changeable
 );

@@ -103,6 +103,7 @@ async fn confirmed_subscriber(settings: &Settings, db: &casewire::store::Db, ema
             name: "Reader".into(),
             categories: Vec::new(),
             editions: vec!["instant".into()],
+            ..Default::default()
         },
         Status::Confirmed,
         "test",

@@ -26,6 +26,7 @@ async fn new_subscriber(db: &Db, email: &str, status: Status, editions: &[String
             name: "",
             status,
             source: "cli",
+            timezone: None,
             categories: &[],
             editions,
         },

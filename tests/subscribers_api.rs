@@ -271,7 +271,14 @@ async fn api_imports_and_exports_csv(engine: Engine) {
     let mut reader = csv::Reader::from_reader(after.body.as_bytes());
     assert_eq!(
         reader.headers().unwrap(),
-        vec!["email", "name", "categories", "editions", "status"]
+        vec![
+            "email",
+            "name",
+            "categories",
+            "editions",
+            "status",
+            "timezone"
+        ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 3);
@@ -282,7 +289,8 @@ async fn api_imports_and_exports_csv(engine: Engine) {
             "One",
             "databases;security",
             "daily",
-            "confirmed"
+            "confirmed",
+            ""
         ]
     );
     assert_eq!(
@@ -292,7 +300,8 @@ async fn api_imports_and_exports_csv(engine: Engine) {
             "Five, Jr.",
             "",
             "weekly",
-            "unsubscribed"
+            "unsubscribed",
+            ""
         ]
     );
 

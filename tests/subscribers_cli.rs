@@ -64,10 +64,10 @@ async fn cli_manages_subscribers(engine: Engine) {
     let first = export("first export");
     assert_eq!(
         first,
-        "email,name,categories,editions,status\n\
-         ada@example.com,Ada,databases,daily,confirmed\n\
-         grace@example.com,Grace,,weekly,confirmed\n\
-         barbara@example.com,Barbara,performance;security,daily;weekly,pending\n"
+        "email,name,categories,editions,status,timezone\n\
+         ada@example.com,Ada,databases,daily,confirmed,\n\
+         grace@example.com,Grace,,weekly,confirmed,\n\
+         barbara@example.com,Barbara,performance;security,daily;weekly,pending,\n"
     );
     // Importing the same file again changes nothing.
     let out = casewire(&config, &["subscribers", "import", file.to_str().unwrap()]);
@@ -138,11 +138,11 @@ async fn cli_export_escapes_formulas(engine: Engine) {
     let exported = text(&out.stdout);
     assert_eq!(
         exported,
-        "email,name,categories,editions,status\n\
-         '=cmd@example.com,'@SUM(1+1)*cmd|' /C calc'!A0,,weekly,confirmed\n\
-         '+1@example.com,'=2+5,,weekly,confirmed\n\
-         '-x@example.com,'-3+3,,weekly,confirmed\n\
-         plain@example.com,O'Brien,,weekly,confirmed\n"
+        "email,name,categories,editions,status,timezone\n\
+         '=cmd@example.com,'@SUM(1+1)*cmd|' /C calc'!A0,,weekly,confirmed,\n\
+         '+1@example.com,'=2+5,,weekly,confirmed,\n\
+         '-x@example.com,'-3+3,,weekly,confirmed,\n\
+         plain@example.com,O'Brien,,weekly,confirmed,\n"
     );
 
     // The exported file imports into another database as the same people.

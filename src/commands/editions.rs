@@ -16,29 +16,97 @@ use crate::store::{from_millis, outbox, Db};
 
 pub fn schedule(settings: &Settings) -> Result<Exit> {
     let now = Utc::now();
+    // Zones in use are in the database; only `local_time` editions need it.
+    let zones = if settings.editions.iter().any(|e| e.local_time) {
+        super::runtime()?.block_on(zones_in_use(settings))
+    } else {
+        Ok(Vec::new())
+    };
     for e in &settings.editions {
-        outln!(
-            "{} ({}) — {} in {}",
-            e.slug,
-            e.name,
-            schedule_text(e),
-            e.timezone
-        );
-        match &e.schedule {
-            ScheduleSpec::Instant => outln!("  fires on every newly published case study"),
-            ScheduleSpec::Cron(s) => {
-                for t in s.upcoming(now, e.timezone, 5) {
-                    let local = t.with_timezone(&e.timezone);
-                    outln!(
-                        "  {}  ({} UTC)",
-                        local.format("%a %Y-%m-%d %H:%M %Z"),
-                        t.format("%Y-%m-%d %H:%M")
-                    );
+        if e.local_time {
+            outln!(
+                "{} ({}) — {} in each subscriber's time zone (without one: {})",
+                e.slug,
+                e.name,
+                schedule_text(e),
+                e.timezone
+            );
+        } else {
+            outln!(
+                "{} ({}) — {} in {}",
+                e.slug,
+                e.name,
+                schedule_text(e),
+                e.timezone
+            );
+        }
+        let ScheduleSpec::Cron(s) = &e.schedule else {
+            outln!("  fires on every newly published case study");
+            continue;
+        };
+        if !e.local_time {
+            print_fire_times(s, e.timezone, now, "  ");
+            continue;
+        }
+        let in_use = match &zones {
+            Ok(all) => all
+                .iter()
+                .filter(|(slug, _, _)| slug == e.slug.as_str())
+                .map(|(_, zone, n)| (zone.clone(), *n))
+                .collect::<Vec<_>>(),
+            Err(err) => {
+                outln!("  zones in use unknown ({err:#}); in {}:", e.timezone);
+                print_fire_times(s, e.timezone, now, "    ");
+                continue;
+            }
+        };
+        // The edition's own zone first, also when nobody is in it yet.
+        let own = e.timezone.name();
+        let own_count = in_use.iter().find(|(z, _)| z == own).map_or(0, |(_, n)| *n);
+        outln!("  {own}: {own_count} subscriber(s), with those who chose no zone");
+        print_fire_times(s, e.timezone, now, "    ");
+        for (zone, n) in in_use.iter().filter(|(z, _)| z != own) {
+            match zone.parse::<chrono_tz::Tz>() {
+                Ok(tz) => {
+                    outln!("  {zone}: {n} subscriber(s)");
+                    print_fire_times(s, tz, now, "    ");
                 }
+                Err(_) => outln!("  {zone}: {n} subscriber(s), NOT a known time zone: they get no digest (fix with the admin API's PATCH)"),
             }
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The next five fire times of `s` in `tz`, local and UTC.
+fn print_fire_times(
+    s: &crate::editions::schedule::CronSchedule,
+    tz: chrono_tz::Tz,
+    now: chrono::DateTime<Utc>,
+    indent: &str,
+) {
+    for t in s.upcoming(now, tz, 5) {
+        let local = t.with_timezone(&tz);
+        outln!(
+            "{indent}{}  ({} UTC)",
+            local.format("%a %Y-%m-%d %H:%M %Z"),
+            t.format("%Y-%m-%d %H:%M")
+        );
+    }
+}
+
+/// (edition, zone, confirmed subscribers) of every `local_time` edition.
+async fn zones_in_use(settings: &Settings) -> Result<Vec<(String, String, i64)>> {
+    let db = Db::open(&settings.database.url).await?;
+    let mut out = Vec::new();
+    for e in settings.editions.iter().filter(|e| e.local_time) {
+        for (zone, n) in
+            crate::store::editions::zones_in_use(&db, e.slug.as_str(), e.timezone.name()).await?
+        {
+            out.push((e.slug.to_string(), zone, n));
+        }
+    }
+    Ok(out)
 }
 
 fn schedule_text(e: &Edition) -> String {
@@ -268,6 +336,9 @@ pub fn status(settings: &Settings) -> Result<Exit> {
             };
             let next = match &e.schedule {
                 ScheduleSpec::Instant => "next: on publication".to_owned(),
+                ScheduleSpec::Cron(_) if e.local_time => {
+                    "next: at local time in each zone in use (casewire schedule)".to_owned()
+                }
                 ScheduleSpec::Cron(c) => c
                     .next_after(now, e.timezone)
                     .map(|t| {

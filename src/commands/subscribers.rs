@@ -26,12 +26,14 @@ pub fn run(settings: &Settings, command: SubscribersCommand) -> Result<Exit> {
                 name,
                 categories,
                 editions,
+                timezone,
             } => {
                 let req = SignUp {
                     email,
                     name: name.unwrap_or_default(),
                     categories,
                     editions,
+                    timezone: timezone.unwrap_or_default(),
                 };
                 match subscribers::add(
                     settings,
@@ -45,10 +47,11 @@ pub fn run(settings: &Settings, command: SubscribersCommand) -> Result<Exit> {
                 {
                     Ok(s) => {
                         eprintln!(
-                            "added {} (confirmed; categories: {}; editions: {})",
+                            "added {} (confirmed; categories: {}; editions: {}; time zone: {})",
                             s.email,
                             or_all(&s.categories),
-                            s.editions.join(", ")
+                            s.editions.join(", "),
+                            s.timezone.as_deref().unwrap_or("each edition's own")
                         );
                         Exit::Ok
                     }

@@ -4,7 +4,9 @@
 mod email;
 mod slug;
 mod token;
+mod zone;
 
 pub use email::{EmailAddress, EmailError};
 pub use slug::{Slug, SlugError};
 pub use token::{Token, TokenError, SIGNED_BYTES, SIGNED_LEN, TOKEN_LEN};
+pub use zone::{listed as listed_time_zones, TimeZone, TimeZoneError};

@@ -247,6 +247,7 @@ pub fn sample(settings: &Settings) -> anyhow::Result<Digest> {
         name: "Sample".into(),
         schedule: crate::config::ScheduleSpec::Instant,
         timezone: chrono_tz::UTC,
+        local_time: false,
         max_items: 1,
         categories: Vec::new(),
         subject: "{{ site.title }}".into(),

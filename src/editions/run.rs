@@ -8,6 +8,19 @@
 //! subscriber at most once per edition and is never skipped (DESIGN.md
 //! invariant 2). Subscribers are read in keyset-paginated batches, never all
 //! at once, and each distinct content set is rendered once.
+//!
+//! A scheduled run of a `local_time` edition is for one time zone only
+//! ([`Audience::zone`]): the scheduler fires each zone in use at its own
+//! local time. A subscriber belongs to exactly one zone at a time, so each
+//! gets one digest per period of their zone. Moving between zones keeps
+//! that promise: the cursor already says which case studies they have had
+//! (nothing twice, nothing skipped), and a zone's run holds back a
+//! subscriber whose last digest came inside that run's period (from their
+//! old zone, say Kolkata's 07:00 before Berlin's 07:00 the same morning);
+//! their cursor stays put, so what is new reaches them at the next period
+//! instead. Moving the other way (Berlin to Kolkata after Kolkata's 07:00)
+//! the last digest lies in the period before, so the next Kolkata run
+//! sends: no period of the new zone passes without its digest.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -20,7 +33,7 @@ use sqlx::Connection;
 use super::render::{self, DigestInput};
 use crate::config::{Edition, Settings};
 use crate::content::{CaseStudy, Catalog};
-use crate::store::editions::{self as store, DigestRow};
+use crate::store::editions::{self as store, DigestRow, ZoneFilter};
 use crate::store::{outbox, Db};
 
 /// Subscribers handled per transaction.
@@ -36,9 +49,26 @@ pub struct RunReport {
     pub nothing_new: u64,
     /// Distinct content sets rendered (a dry run: that a real run would render).
     pub rendered: u64,
+    /// Subscribers whose last digest already falls into this run's period
+    /// (they moved from a zone that fired earlier); they wait for the next.
+    pub held_back: u64,
 }
 
-/// Runs `edition` for `window` (e.g. the scheduled fire time, RFC 3339).
+/// Whom a run is for, and which scheduled window it is (if any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Audience<'a> {
+    /// Only this zone's subscribers (a `local_time` edition); None: all.
+    pub zone: Option<ZoneFilter<'a>>,
+    /// The fire time of the scheduled window, recorded for each subscriber
+    /// who gets its digest. None for runs started by hand.
+    pub fired_at: Option<DateTime<Utc>>,
+    /// The start of the window's period in its zone (the fire time before):
+    /// a subscriber whose last window fired after it is held back.
+    pub period_start: Option<DateTime<Utc>>,
+}
+
+/// Runs `edition` for `window` (e.g. the scheduled fire time, RFC 3339)
+/// for all of its subscribers.
 pub async fn run_edition(
     db: &Db,
     settings: &Settings,
@@ -48,13 +78,43 @@ pub async fn run_edition(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> anyhow::Result<RunReport> {
+    run_edition_for(
+        db,
+        settings,
+        catalog,
+        edition,
+        window,
+        Audience::default(),
+        now,
+        dry_run,
+    )
+    .await
+}
+
+/// Runs `edition` for `window` and the subscribers `audience` names.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_edition_for(
+    db: &Db,
+    settings: &Settings,
+    catalog: &Catalog,
+    edition: &Edition,
+    window: &str,
+    audience: Audience<'_>,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> anyhow::Result<RunReport> {
     let mut report = RunReport::default();
     let slug = edition.slug.as_str();
     let current = store::current_high_water(db).await?;
+    let run_zone = match audience.zone {
+        Some(z) if !z.includes_unset => z.zone,
+        _ => "",
+    };
+    let held_after = audience.period_start.map(crate::store::to_millis);
     let high_water = if dry_run {
         current
     } else {
-        let state = store::start_run(db, slug, window, now, current).await?;
+        let state = store::start_run(db, slug, window, run_zone, now, current).await?;
         if state.finished {
             report.already_done = true;
             return Ok(report);
@@ -87,14 +147,23 @@ pub async fn run_edition(
     // warmed (and held in memory) one per connection.
     let mut conn = db.pool.acquire().await?;
     loop {
-        let batch = store::subscriber_batch(&mut conn, slug, high_water, after_id, BATCH).await?;
+        let batch =
+            store::subscriber_batch(&mut conn, slug, audience.zone, high_water, after_id, BATCH)
+                .await?;
         let Some(last) = batch.last() else { break };
         after_id = last.id;
         report.subscribers += batch.len() as u64;
         // Bodies first rendered in this batch, stored with its rows.
         let mut new_bodies: Vec<(String, render::Digest)> = Vec::new();
         let mut rows: Vec<(String, DigestRow)> = Vec::with_capacity(batch.len());
+        // Whose cursor moves (all but the held back), and who gets a digest.
+        let mut covered: Vec<i64> = Vec::with_capacity(batch.len());
         for sub in &batch {
+            if held_after.is_some_and(|p| sub.last_window_at.is_some_and(|l| l > p)) {
+                report.held_back += 1;
+                continue;
+            }
+            covered.push(sub.id);
             let matching: Vec<&(i64, Arc<CaseStudy>)> = events
                 .iter()
                 .filter(|(id, s)| {
@@ -171,9 +240,12 @@ pub async fn run_edition(
                 row
             })
             .collect();
+        let got: Vec<i64> = rows.iter().map(|r| r.subscriber_id).collect();
         store::enqueue_digests(&mut tx, slug, &rows, now).await?;
-        let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
-        store::advance_cursors(&mut tx, slug, &ids, high_water).await?;
+        store::advance_cursors(&mut tx, slug, &covered, high_water).await?;
+        if let Some(fired_at) = audience.fired_at {
+            store::record_window(&mut tx, slug, &got, fired_at).await?;
+        }
         tx.commit().await?;
     }
     if !dry_run {
@@ -186,6 +258,7 @@ pub async fn run_edition(
         subscribers = report.subscribers,
         enqueued = report.enqueued,
         nothing_new = report.nothing_new,
+        held_back = report.held_back,
         rendered = report.rendered,
         dry_run,
         "edition run finished"

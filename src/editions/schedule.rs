@@ -82,6 +82,29 @@ impl CronSchedule {
         None
     }
 
+    /// The last fire time strictly before `before`: where the period that
+    /// ends at `before` begins. Searched backwards in growing steps, so a
+    /// minutely schedule costs a few dozen steps and a Feb-29 one a few more.
+    pub fn previous_before(&self, before: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let mut lookback = Duration::hours(1);
+        while lookback <= Duration::days(9 * 366) {
+            let mut cursor = before - lookback;
+            let mut last = None;
+            while let Some(next) = self.next_after(cursor, tz) {
+                if next >= before {
+                    break;
+                }
+                last = Some(next);
+                cursor = next;
+            }
+            if last.is_some() {
+                return last;
+            }
+            lookback = lookback * 4;
+        }
+        None
+    }
+
     /// The next `n` fire times after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, tz: Tz, n: usize) -> Vec<DateTime<Utc>> {
         let mut out = Vec::with_capacity(n);
@@ -210,6 +233,36 @@ mod tests {
                 .upcoming(utc("2026-03-28T23:00:00Z"), Berlin, 2);
         assert_eq!(q[0], utc("2026-03-29T01:00:00Z"));
         assert_eq!(q[1], utc("2026-03-30T00:00:00Z"));
+    }
+
+    #[test]
+    fn the_previous_fire_time_starts_the_period() {
+        let daily = parse_cron("0 7 * * *").unwrap();
+        let ny = chrono_tz::America::New_York;
+        // 2026-03-08: New York springs forward; 07:00 EDT is 11:00 UTC, the day before 12:00 UTC.
+        assert_eq!(
+            daily.previous_before(utc("2026-03-08T11:00:00Z"), ny),
+            Some(utc("2026-03-07T12:00:00Z"))
+        );
+        assert_eq!(
+            daily.previous_before(utc("2026-03-08T11:00:01Z"), ny),
+            Some(utc("2026-03-08T11:00:00Z"))
+        );
+        let weekly = parse_cron("0 8 * * MON").unwrap();
+        assert_eq!(
+            weekly.previous_before(utc("2026-11-23T07:00:00Z"), Berlin),
+            Some(utc("2026-11-16T07:00:00Z"))
+        );
+        let leap = parse_cron("0 0 29 2 *").unwrap();
+        assert_eq!(
+            leap.previous_before(utc("2028-02-29T00:00:00Z"), chrono_tz::UTC),
+            Some(utc("2024-02-29T00:00:00Z"))
+        );
+        let minutely = parse_cron("* * * * *").unwrap();
+        assert_eq!(
+            minutely.previous_before(utc("2026-01-01T00:00:00Z"), chrono_tz::UTC),
+            Some(utc("2025-12-31T23:59:00Z"))
+        );
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! downtime only the latest missed window runs: one catch-up, not one per
 //! missed period (DESIGN.md invariant 8). With PostgreSQL, one daemon at a
 //! time holds an advisory lock and schedules; the others stand by.
+//!
+//! An edition with `local_time` is scheduled per time zone in use: one
+//! query finds the zones of its confirmed subscribers, and each zone has
+//! its own windows (keys ending in `@zone`), its own catch-up and its own
+//! run, which reads only that zone's subscribers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +18,12 @@ use chrono_tz::Tz;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::run::run_edition;
+use super::run::{run_edition, run_edition_for, Audience};
 use super::schedule::CronSchedule;
 use crate::config::{Edition, ScheduleSpec};
 use crate::publisher::Snapshot;
 use crate::signals::Signals;
-use crate::store::editions as store;
+use crate::store::editions::{self as store, ZoneFilter};
 use crate::store::{Backend, Db};
 
 /// Lock id of the scheduler's PostgreSQL advisory lock.
@@ -113,26 +118,41 @@ impl Scheduler {
             let ran = match &edition.schedule {
                 ScheduleSpec::Instant => self.instant(&snapshot, edition, now).await?,
                 ScheduleSpec::Cron(schedule) => {
-                    let since = self.since(edition, now).await?;
-                    let ran = match due_window(schedule, edition.timezone, since, now) {
-                        Some(window) => {
-                            tracing::info!(edition = %edition.slug, window = %window.to_rfc3339(), "edition due");
-                            let report = run_edition(
-                                &self.db,
-                                &snapshot.settings,
-                                &snapshot.catalog,
-                                edition,
-                                &window_key(window),
-                                now,
-                                false,
-                            )
-                            .await?;
-                            report.enqueued > 0
-                        }
-                        None => false,
+                    let latest =
+                        store::latest_cron_windows(&self.db, edition.slug.as_str()).await?;
+                    let zones = if edition.local_time {
+                        store::zones_in_use(
+                            &self.db,
+                            edition.slug.as_str(),
+                            edition.timezone.name(),
+                        )
+                        .await?
+                    } else {
+                        Vec::new()
                     };
-                    if let Some(n) = schedule.next_after(now, edition.timezone) {
-                        next = Some(next.map_or(n, |m| m.min(n)));
+                    let mut ran = false;
+                    // The edition's own zone always has its windows (key zone
+                    // ''), so `schedule` and wake-ups work before anyone subscribes.
+                    let mut groups: Vec<(&str, Tz)> = vec![("", edition.timezone)];
+                    for (name, _) in &zones {
+                        match name.parse::<Tz>() {
+                            Ok(tz) if tz == edition.timezone => {}
+                            Ok(tz) => groups.push((name.as_str(), tz)),
+                            Err(_) => {
+                                tracing::warn!(edition = %edition.slug, zone = %name, "subscribers have a time zone this build does not know; they get no digest until it is fixed (casewire subscribers list)")
+                            }
+                        }
+                    }
+                    let newly = self.note_zones_in_use(edition, &groups).await?;
+                    for (zone, tz) in groups {
+                        let last = latest.iter().find(|l| l.zone == zone);
+                        let new = newly.iter().any(|z| z == zone);
+                        ran |= self
+                            .cron_zone(&snapshot, edition, schedule, (zone, tz, new), last, now)
+                            .await?;
+                        if let Some(n) = schedule.next_after(now, tz) {
+                            next = Some(next.map_or(n, |m| m.min(n)));
+                        }
                     }
                     ran
                 }
@@ -144,17 +164,120 @@ impl Scheduler {
         Ok(next)
     }
 
-    /// The last window run for `edition`, or when it was first scheduled.
-    async fn since(&self, edition: &Edition, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
-        let last = store::last_cron_window(&self.db, edition.slug.as_str()).await?;
-        if let Some(t) = last
-            .as_deref()
-            .and_then(|k| k.strip_prefix("cron:"))
-            .and_then(|k| DateTime::parse_from_rfc3339(k).ok())
-        {
-            return Ok(t.with_timezone(&Utc));
+    /// Records which zones of a `local_time` edition are in use now and
+    /// returns those that were not at the last tick (stored, so downtime
+    /// does not make every zone look new). A zone that comes (back) into
+    /// use starts its windows now, like a new edition: its subscribers get
+    /// their first digest at its next local fire time, not a late catch-up
+    /// for a window fired while nobody was in it. Written before any run,
+    /// so a run that fails does not make the zone new again.
+    async fn note_zones_in_use(
+        &self,
+        edition: &Edition,
+        groups: &[(&str, Tz)],
+    ) -> anyhow::Result<Vec<String>> {
+        let key = format!("edition_zones:{}", edition.slug);
+        let before = self.db.get_meta(&key).await?.unwrap_or_default();
+        let before: Vec<&str> = before.split(',').collect();
+        let now: Vec<&str> = groups
+            .iter()
+            .map(|(z, _)| *z)
+            .filter(|z| !z.is_empty())
+            .collect();
+        let newly: Vec<String> = now
+            .iter()
+            .filter(|z| !before.contains(z))
+            .map(|z| z.to_string())
+            .collect();
+        let joined = now.join(",");
+        if before.join(",") != joined {
+            self.db.set_meta(&key, &joined).await?;
         }
-        let key = format!("edition_anchor:{}", edition.slug);
+        Ok(newly)
+    }
+
+    /// Runs the window of one zone of a cron edition that is due at `now`,
+    /// or resumes its latest window when a crash left it unfinished and no
+    /// newer one is due (a newer one covers everything the old one would
+    /// have, as cursors only move with the digests they queue). The zone is
+    /// '' for the edition's own zone, which also holds every subscriber who
+    /// chose none; `new` when it was not in use at the last tick. Returns
+    /// whether digests were queued.
+    async fn cron_zone(
+        &self,
+        snapshot: &Snapshot,
+        edition: &Edition,
+        schedule: &CronSchedule,
+        (zone, tz, new): (&str, Tz, bool),
+        last: Option<&store::LatestWindow>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let last_fired = last.and_then(|l| window_time(&l.window_key));
+        // A zone back in use has a fresh anchor, later than its old windows.
+        let anchor = self.anchor(edition, zone, now, new).await?;
+        let since = last_fired.map_or(anchor, |t| t.max(anchor));
+        let window = match due_window(schedule, tz, since, now) {
+            Some(w) => w,
+            None => match (last, last_fired) {
+                (Some(l), Some(t)) if !l.finished && t >= anchor => {
+                    tracing::info!(edition = %edition.slug, window = %l.window_key, "resuming an unfinished edition run");
+                    t
+                }
+                _ => return Ok(false),
+            },
+        };
+        let key = zone_window_key(window, zone);
+        tracing::info!(edition = %edition.slug, window = %key, "edition due");
+        let audience = Audience {
+            zone: edition.local_time.then_some(ZoneFilter {
+                zone: if zone.is_empty() {
+                    edition.timezone.name()
+                } else {
+                    zone
+                },
+                includes_unset: zone.is_empty(),
+            }),
+            fired_at: Some(window),
+            period_start: if edition.local_time {
+                schedule.previous_before(window, tz)
+            } else {
+                None
+            },
+        };
+        let report = run_edition_for(
+            &self.db,
+            &snapshot.settings,
+            &snapshot.catalog,
+            edition,
+            &key,
+            audience,
+            now,
+            false,
+        )
+        .await?;
+        Ok(report.enqueued > 0)
+    }
+
+    /// When the windows of `edition` in `zone` start counting: stored the
+    /// first time the zone is scheduled (and again, with `reset`, when it
+    /// comes back into use), so a new edition or a zone newly in use does
+    /// not fire for a time before it existed.
+    async fn anchor(
+        &self,
+        edition: &Edition,
+        zone: &str,
+        now: DateTime<Utc>,
+        reset: bool,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        let key = if zone.is_empty() {
+            format!("edition_anchor:{}", edition.slug)
+        } else {
+            format!("edition_anchor:{}@{zone}", edition.slug)
+        };
+        if reset {
+            self.db.set_meta(&key, &now.to_rfc3339()).await?;
+            return Ok(now);
+        }
         match self.db.get_meta(&key).await? {
             Some(v) => Ok(DateTime::parse_from_rfc3339(&v)
                 .map(|t| t.with_timezone(&Utc))
@@ -209,4 +332,50 @@ async fn settings_changed(snapshot: &mut watch::Receiver<Arc<Snapshot>>) {
 /// Window keys sort in time order: "cron:" + RFC 3339 UTC with a fixed width.
 pub fn window_key(t: DateTime<Utc>) -> String {
     format!("cron:{}", t.format("%Y-%m-%dT%H:%M:%SZ"))
+}
+
+/// The key of a window of one zone of a `local_time` edition:
+/// `cron:2026-03-08T01:30:00Z@Asia/Kolkata`. The edition's own zone ('')
+/// keeps the plain [`window_key`], so turning `local_time` on or off keeps
+/// that zone's windows. Keys of one zone share the suffix, so they still
+/// sort in time order; the subscriber id completes each digest's dedupe key.
+pub fn zone_window_key(t: DateTime<Utc>, zone: &str) -> String {
+    if zone.is_empty() {
+        window_key(t)
+    } else {
+        format!("{}@{zone}", window_key(t))
+    }
+}
+
+/// The fire time a window key names.
+pub fn window_time(key: &str) -> Option<DateTime<Utc>> {
+    let time = key.strip_prefix("cron:")?;
+    let time = time.split_once('@').map_or(time, |(t, _)| t);
+    DateTime::parse_from_rfc3339(time)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_window_keys_name_their_fire_time_and_sort_by_it() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let a = zone_window_key(t("2026-03-08T01:30:00Z"), "Asia/Kolkata");
+        let b = zone_window_key(t("2026-03-09T01:30:00Z"), "Asia/Kolkata");
+        assert_eq!(a, "cron:2026-03-08T01:30:00Z@Asia/Kolkata");
+        assert!(a < b);
+        assert_eq!(window_time(&a), Some(t("2026-03-08T01:30:00Z")));
+        assert_eq!(
+            zone_window_key(t("2026-03-08T01:30:00Z"), ""),
+            "cron:2026-03-08T01:30:00Z"
+        );
+        assert_eq!(
+            window_time("cron:2026-03-08T01:30:00Z"),
+            Some(t("2026-03-08T01:30:00Z"))
+        );
+        assert_eq!(window_time("events:12"), None);
+    }
 }

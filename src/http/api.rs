@@ -157,6 +157,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         name: fields.get("name").unwrap_or("").to_owned(),
         categories: fields.all("categories"),
         editions,
+        timezone: fields.get("timezone").unwrap_or("").to_owned(),
     };
     match subscribers::add(
         &r.settings,
@@ -173,6 +174,51 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             state.signals.outbox_queued();
             r.json(StatusCode::CREATED, serde_json::json!(s))
         }
+        Err(e) => r.problem(Problem::from_service(e)),
+    }
+}
+
+/// `PATCH /api/v1/subscribers/{key}` with a JSON object: `{"timezone":
+/// "Asia/Kolkata"}` sets the subscriber's zone, `{"timezone": null}` (or
+/// `""`) goes back to each edition's own zone. The answer is the subscriber.
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    let r = responder(&state);
+    if let Some(resp) = refuse(&r, &headers) {
+        return resp;
+    }
+    let bad = |message: String| r.problem(Problem::new(StatusCode::BAD_REQUEST, message));
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(&body)
+    else {
+        return bad(
+            "send a JSON object with Content-Type: application/json, e.g. {\"timezone\": \"Asia/Kolkata\"}".into(),
+        );
+    };
+    if let Some(other) = map.keys().find(|k| k.as_str() != "timezone") {
+        let shown: String = other.chars().take(40).collect();
+        return bad(format!(
+            "{shown:?} cannot be changed here: only \"timezone\" can (categories and editions change on the subscriber's preferences page)"
+        ));
+    }
+    let timezone = match map.get("timezone") {
+        None => {
+            return bad(
+                "nothing to change: send {\"timezone\": \"Europe/Berlin\"} or {\"timezone\": null}"
+                    .into(),
+            )
+        }
+        Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.as_str()),
+        Some(_) => {
+            return bad("timezone: expected a zone name such as \"Asia/Kolkata\", or null".into())
+        }
+    };
+    match subscribers::set_timezone(&state.db, &key, timezone).await {
+        Ok(s) => r.json(StatusCode::OK, serde_json::json!(s)),
         Err(e) => r.problem(Problem::from_service(e)),
     }
 }
@@ -214,7 +260,7 @@ pub async fn import_csv(
     {
         return r.problem(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the CSV with Content-Type: text/csv (header: email,name,categories,editions,status)",
+            "send the CSV with Content-Type: text/csv (header: email,name,categories,editions,status,timezone)",
         ));
     }
     match import::import(

@@ -105,7 +105,7 @@ pub fn subscriber_routes() -> Router<AppState> {
         .route("/api/v1/subscribers/import", post(api::import_csv))
         .route(
             "/api/v1/subscribers/{key}",
-            get(api::get_one).delete(api::delete),
+            get(api::get_one).patch(api::update).delete(api::delete),
         )
         .layer(axum::Extension(limiter))
 }

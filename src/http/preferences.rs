@@ -20,6 +20,7 @@ fn view(r: &Responder, s: &Subscriber, token: &str, saved: bool) -> Response {
                 "status": s.status,
                 "categories": s.categories,
                 "editions": s.editions,
+                "timezone": s.timezone,
                 "saved": saved,
             }),
         );
@@ -30,7 +31,10 @@ fn view(r: &Responder, s: &Subscriber, token: &str, saved: bool) -> Response {
         email => s.email,
         status => s.status.as_str(),
         saved => saved,
-        ..views::choices_context(&r.settings, &s.categories, s.editions.first().map(String::as_str))
+        ..minijinja::context! {
+            ..views::choices_context(&r.settings, &s.categories, s.editions.first().map(String::as_str)),
+            ..views::zone_context(&r.settings, s.timezone.as_deref(), s.editions.first().map(String::as_str), false)
+        }
     };
     r.page(StatusCode::OK, "pages/preferences.html", ctx)
 }
@@ -78,6 +82,9 @@ pub async fn submit(
     let mut editions = fields.all("edition");
     editions.extend(fields.all("editions"));
     let categories = fields.all("categories");
+    // A client that sends no zone keeps the stored one.
+    let sent_zone = fields.get("timezone").is_some() || fields.get("timezone_search").is_some();
+    let timezone = super::subscribe::zone_field(&fields);
     match subscribers::update_preferences(
         &r.settings,
         &state.db,
@@ -85,6 +92,7 @@ pub async fn submit(
         &token,
         &categories,
         &editions,
+        sent_zone.then_some(timezone.as_str()),
         now,
     )
     .await

@@ -75,12 +75,12 @@ pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response
         let editions: Vec<_> = settings
             .editions
             .iter()
-            .map(|e| serde_json::json!({"slug": e.slug, "name": e.name}))
+            .map(|e| serde_json::json!({"slug": e.slug, "name": e.name, "timezone": e.timezone.name(), "local_time": e.local_time}))
             .collect();
         return r.json(
             StatusCode::OK,
             serde_json::json!({
-                "fields": ["email", "name", "categories", "edition", abuse::STAMP_FIELD],
+                "fields": ["email", "name", "categories", "edition", "timezone", abuse::STAMP_FIELD],
                 "categories": categories,
                 "editions": editions,
                 // Send it back unchanged, no sooner than `min_seconds` later.
@@ -100,6 +100,8 @@ fn render_form(
     stamp: &str,
 ) -> Response {
     let edition = req.editions.first().map(String::as_str);
+    // A form sent back with a zone keeps it; a fresh one lets the browser say.
+    let chosen = Some(req.timezone.as_str()).filter(|z| !z.trim().is_empty());
     let ctx = minijinja::context! {
         action => "subscribe",
         error => error,
@@ -107,7 +109,10 @@ fn render_form(
         name => req.name,
         form_stamp => stamp,
         honeypot => abuse::HONEYPOT_FIELD,
-        ..views::choices_context(&r.settings, &req.categories, edition)
+        ..minijinja::context! {
+            ..views::choices_context(&r.settings, &req.categories, edition),
+            ..views::zone_context(&r.settings, chosen, edition, chosen.is_none())
+        }
     };
     r.page(status, "pages/subscribe.html", ctx)
 }
@@ -170,6 +175,7 @@ pub async fn submit(
         name: fields.get("name").unwrap_or("").to_owned(),
         categories: fields.all("categories"),
         editions,
+        timezone: zone_field(&fields),
     };
     if verdict == StampVerdict::Stale {
         let text =
@@ -195,6 +201,7 @@ pub async fn submit(
                 "name" => "Name",
                 "categories" => "Categories",
                 "edition" => "How often",
+                "timezone" => "Time zone",
                 other => other,
             };
             let text = format!("{label}: {message}");
@@ -214,12 +221,25 @@ pub async fn submit(
                     .collect(),
                 categories: req.categories,
                 editions: req.editions,
+                // Only a valid zone is selected again; the rest is dropped.
+                timezone: req.timezone,
             };
             render_form(&r, StatusCode::BAD_REQUEST, Some(&text), &safe, &stamp)
         }
         Err(e) => r.problem(Problem::from_service(e)),
     }
     .into_response()
+}
+
+/// The zone a form sends: what was typed into the search box when anything
+/// was (it works without script), else the select's choice.
+pub(super) fn zone_field(fields: &super::respond::Fields) -> String {
+    fields
+        .get("timezone_search")
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| fields.get("timezone"))
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// The answer to every accepted sign-up, and to every one dropped as

@@ -1,5 +1,8 @@
 //! Edition runs: windows, high-water marks, subscriber batches, per-edition
 //! cursors, and queueing a batch of digests in a few multi-row statements.
+//! An edition with `local_time` has windows per time zone in use
+//! (`edition_runs.zone`), and a run of one zone reads only that zone's
+//! subscribers.
 
 use chrono::{DateTime, Utc};
 
@@ -26,6 +29,26 @@ pub struct EditionSubscriber {
     pub follows: Vec<Slug>,
     /// Signs their manage link (see `subscribers::links`).
     pub link_version: u32,
+    /// Fire time of the scheduled window of their last digest in this
+    /// edition (milliseconds, UTC), if any.
+    pub last_window_at: Option<i64>,
+}
+
+/// The subscribers of one time zone: those whose `timezone` is `zone`, and
+/// with `includes_unset` (the edition's own zone) those who chose none.
+#[derive(Debug, Clone, Copy)]
+pub struct ZoneFilter<'a> {
+    pub zone: &'a str,
+    pub includes_unset: bool,
+}
+
+/// The newest scheduled window of one zone of an edition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestWindow {
+    /// `''` for an edition that fires in its own zone only.
+    pub zone: String,
+    pub window_key: String,
+    pub finished: bool,
 }
 
 /// One digest to queue.
@@ -51,18 +74,22 @@ pub async fn current_high_water(db: &Db) -> Result<i64, StoreError> {
 
 /// Records the start of `window` (idempotent) and returns its state: a
 /// window already started keeps the high-water mark it started with.
+/// `zone` is `''` unless the window belongs to one zone of a `local_time`
+/// edition.
 pub async fn start_run(
     db: &Db,
     edition: &str,
     window: &str,
+    zone: &str,
     now: DateTime<Utc>,
     high_water: i64,
 ) -> Result<RunState, StoreError> {
-    sqlx::query("INSERT INTO edition_runs (edition, window_key, started_at, high_water) VALUES ($1, $2, $3, $4) ON CONFLICT (edition, window_key) DO NOTHING")
+    sqlx::query("INSERT INTO edition_runs (edition, window_key, started_at, high_water, zone) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (edition, window_key) DO NOTHING")
         .bind(edition)
         .bind(window)
         .bind(to_millis(now))
         .bind(high_water)
+        .bind(zone)
         .execute(&db.pool)
         .await?;
     let (high_water, finished): (i64, Option<i64>) = sqlx::query_as(
@@ -133,29 +160,38 @@ pub async fn subscriber_count(db: &Db, edition: &str) -> Result<u64, StoreError>
 
 /// The next `limit` confirmed, unsuppressed subscribers of `edition` with
 /// `id > after_id` whose cursor is below `high_water` (keyset pagination: the
-/// list is never loaded whole).
+/// list is never loaded whole); with `zone`, only that zone's subscribers
+/// (read through the `subscribers (timezone, id)` index).
 pub async fn subscriber_batch(
     conn: &mut sqlx::AnyConnection,
     edition: &str,
+    zone: Option<ZoneFilter<'_>>,
     high_water: i64,
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<EditionSubscriber>, StoreError> {
-    let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT s.id, s.email, se.cursor_event_id, s.link_version
+    let zone_sql = match zone {
+        None => "$4 = ''",
+        Some(z) if z.includes_unset => "(s.timezone = $4 OR s.timezone IS NULL)",
+        Some(_) => "s.timezone = $4",
+    };
+    let sql = format!(
+        "SELECT s.id, s.email, se.cursor_event_id, s.link_version, se.last_window_at
          FROM subscriber_editions se
          JOIN subscribers s ON s.id = se.subscriber_id
          LEFT JOIN suppressions sp ON sp.email = s.email
          WHERE se.edition = $1 AND s.status = 'confirmed' AND sp.email IS NULL
-           AND se.cursor_event_id < $2 AND s.id > $3
-         ORDER BY s.id LIMIT $4",
-    )
-    .bind(edition)
-    .bind(high_water)
-    .bind(after_id)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+           AND se.cursor_event_id < $2 AND s.id > $3 AND {zone_sql}
+         ORDER BY s.id LIMIT $5"
+    );
+    let rows: Vec<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(&sql)
+        .bind(edition)
+        .bind(high_water)
+        .bind(after_id)
+        .bind(zone.map_or("", |z| z.zone))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(Vec::new());
     };
@@ -172,7 +208,7 @@ pub async fn subscriber_batch(
     }
     Ok(rows
         .into_iter()
-        .filter_map(|(id, email, cursor, version)| {
+        .filter_map(|(id, email, cursor, version, last_window_at)| {
             // Written through EmailAddress; a row that is not (a hand edit)
             // gets no digest, and the log says which.
             let email = EmailAddress::parse(&email)
@@ -182,6 +218,7 @@ pub async fn subscriber_batch(
                 id,
                 email,
                 cursor,
+                last_window_at,
                 link_version: u32::try_from(version).unwrap_or(u32::MAX),
                 follows: follows.remove(&id).unwrap_or_default(),
             })
@@ -265,13 +302,82 @@ pub async fn advance_cursors(
     Ok(())
 }
 
-/// The latest scheduled window run for `edition` ("cron:…" keys sort in time order).
+/// Records, with the cursor move of the same batch, that `subscriber_ids`
+/// got the digest of the scheduled window fired at `fired_at`.
+pub async fn record_window(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    edition: &str,
+    subscriber_ids: &[i64],
+    fired_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if subscriber_ids.is_empty() {
+        return Ok(());
+    }
+    // Ids are integers from the database, so inlining them is safe.
+    let ids = subscriber_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    sqlx::query(&format!("UPDATE subscriber_editions SET last_window_at = $1 WHERE edition = $2 AND subscriber_id IN ({ids})"))
+        .bind(to_millis(fired_at))
+        .bind(edition)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The latest scheduled window run for `edition` in its own zone ("cron:…"
+/// keys sort in time order).
 pub async fn last_cron_window(db: &Db, edition: &str) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT MAX(window_key) FROM edition_runs WHERE edition = $1 AND window_key LIKE 'cron:%'",
+        "SELECT MAX(window_key) FROM edition_runs WHERE edition = $1 AND zone = '' AND window_key LIKE 'cron:%'",
     )
     .bind(edition)
     .fetch_one(&db.pool)
+    .await?)
+}
+
+/// The newest scheduled window of each zone of `edition`, in one query.
+pub async fn latest_cron_windows(db: &Db, edition: &str) -> Result<Vec<LatestWindow>, StoreError> {
+    let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT r.zone, r.window_key, r.finished_at FROM edition_runs r
+         JOIN (SELECT zone, MAX(window_key) AS k FROM edition_runs
+               WHERE edition = $1 AND window_key LIKE 'cron:%' GROUP BY zone) m
+           ON m.zone = r.zone AND m.k = r.window_key
+         WHERE r.edition = $1",
+    )
+    .bind(edition)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(zone, window_key, finished)| LatestWindow {
+            zone,
+            window_key,
+            finished: finished.is_some(),
+        })
+        .collect())
+}
+
+/// The time zones of `edition`'s confirmed subscribers with how many are in
+/// each, by zone name; a subscriber without one counts as `edition_zone`.
+/// One query over the edition's subscribers, however many zones there are.
+pub async fn zones_in_use(
+    db: &Db,
+    edition: &str,
+    edition_zone: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE(s.timezone, $2) AS zone, COUNT(*) FROM subscriber_editions se
+         JOIN subscribers s ON s.id = se.subscriber_id
+         WHERE se.edition = $1 AND s.status = 'confirmed'
+         GROUP BY COALESCE(s.timezone, $2)
+         ORDER BY 1",
+    )
+    .bind(edition)
+    .bind(edition_zone)
+    .fetch_all(&db.pool)
     .await?)
 }
 

@@ -85,6 +85,9 @@ pub struct Subscriber {
     /// Part of every link made for them; raised to invalidate all of them.
     #[serde(skip)]
     pub link_version: u32,
+    /// Their IANA time zone (checked by `domain::TimeZone` before it is
+    /// stored); None: each edition's own zone. Used by `local_time` editions.
+    pub timezone: Option<String>,
     pub categories: Vec<String>,
     pub editions: Vec<String>,
 }
@@ -98,6 +101,8 @@ pub struct NewSubscriber<'a> {
     pub status: Status,
     /// form | api | cli | import
     pub source: &'a str,
+    /// A name `domain::TimeZone` accepted; None: the editions' zones.
+    pub timezone: Option<&'a str>,
     pub categories: &'a [String],
     pub editions: &'a [String],
 }
@@ -113,9 +118,10 @@ type Row = (
     Option<i64>,
     Option<i64>,
     i64,
+    Option<String>,
 );
 
-const COLUMNS: &str = "id, email, name, status, source, created_at, confirmed_at, unsubscribed_at, last_confirmation_sent_at, link_version";
+const COLUMNS: &str = "id, email, name, status, source, created_at, confirmed_at, unsubscribed_at, last_confirmation_sent_at, link_version, timezone";
 
 fn from_row(r: Row) -> Subscriber {
     Subscriber {
@@ -129,6 +135,7 @@ fn from_row(r: Row) -> Subscriber {
         unsubscribed_at: r.7.map(from_millis),
         last_confirmation_sent_at: r.8.map(from_millis),
         link_version: u32::try_from(r.9).unwrap_or(u32::MAX),
+        timezone: r.10,
         categories: Vec::new(),
         editions: Vec::new(),
     }
@@ -234,8 +241,8 @@ pub async fn insert(
     let confirmed_at = (new.status == Status::Confirmed).then(|| to_millis(now));
     let unsubscribed_at = (new.status == Status::Unsubscribed).then(|| to_millis(now));
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO subscribers (email, name, status, source, created_at, confirmed_at, unsubscribed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (email) DO NOTHING RETURNING id",
+        "INSERT INTO subscribers (email, name, status, source, created_at, confirmed_at, unsubscribed_at, timezone)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (email) DO NOTHING RETURNING id",
     )
     .bind(new.email)
     .bind(new.name)
@@ -244,6 +251,7 @@ pub async fn insert(
     .bind(to_millis(now))
     .bind(confirmed_at)
     .bind(unsubscribed_at)
+    .bind(new.timezone)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else { return Ok(None) };
@@ -307,6 +315,27 @@ pub async fn reset_pending(
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE subscribers SET status = 'pending', name = $1, unsubscribed_at = NULL WHERE id = $2 AND status <> 'confirmed'")
         .bind(name)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets a subscriber's time zone (None: each edition's own zone).
+///
+/// Changing it needs nothing else to keep DESIGN.md invariants 2 and 8: the
+/// next run of the new zone's group picks them up (their edition cursors
+/// still say which case studies they have had, so none comes twice and none
+/// is skipped), and that run skips them when their last digest already falls
+/// into its period (`subscriber_editions.last_window_at`, see
+/// `editions::run`), so a move never brings two digests in one period.
+pub async fn set_timezone(
+    conn: &mut AnyConnection,
+    id: i64,
+    timezone: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE subscribers SET timezone = $1 WHERE id = $2")
+        .bind(timezone)
         .bind(id)
         .execute(&mut *conn)
         .await?;
@@ -564,26 +593,18 @@ pub async fn insert_many(
     rows: &[NewSubscriber<'_>],
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
-    // 7 parameters per row; 400 rows stay far below both engines' limits.
+    // 8 parameters per row; 400 rows stay far below both engines' limits.
     let mut inserted = 0;
     let cursor = current_event_id(conn).await?;
     for chunk in rows.chunks(400) {
-        let mut sql = String::from("INSERT INTO subscribers (email, name, status, source, created_at, confirmed_at, unsubscribed_at) VALUES ");
+        let mut sql = String::from("INSERT INTO subscribers (email, name, status, source, created_at, confirmed_at, unsubscribed_at, timezone) VALUES ");
         for i in 0..chunk.len() {
-            let b = i * 7;
+            let b = i * 8;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7
-            ));
+            let params: Vec<String> = (1..=8).map(|k| format!("${}", b + k)).collect();
+            sql.push_str(&format!("({})", params.join(", ")));
         }
         sql.push_str(" ON CONFLICT (email) DO NOTHING RETURNING id, email");
         let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
@@ -595,7 +616,8 @@ pub async fn insert_many(
                 .bind(r.source)
                 .bind(to_millis(now))
                 .bind((r.status == Status::Confirmed).then(|| to_millis(now)))
-                .bind((r.status == Status::Unsubscribed).then(|| to_millis(now)));
+                .bind((r.status == Status::Unsubscribed).then(|| to_millis(now)))
+                .bind(r.timezone);
         }
         let ids: HashMap<String, i64> = q
             .fetch_all(&mut *conn)

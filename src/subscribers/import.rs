@@ -1,5 +1,7 @@
 //! CSV import and export of the subscriber list (`email,name,categories,
-//! editions,status`; categories and editions separated by `;`). Import checks
+//! editions,status,timezone`; categories and editions separated by `;`, an
+//! empty timezone meaning each edition's own zone; every column but `email`
+//! may be left out). Import checks
 //! every row, reports bad ones by line number, keeps the good ones, and never
 //! changes an address that is already present, so importing a file twice
 //! changes nothing (and never re-subscribes someone who left).
@@ -13,13 +15,20 @@ use std::io::{Read, Write};
 
 use chrono::{DateTime, Utc};
 
-use super::{parse_choices, parse_name, SubscriberError};
+use super::{parse_choices, parse_name, parse_timezone, SubscriberError};
 use crate::config::Settings;
 use crate::domain::EmailAddress;
 use crate::store::subscribers::{self as store, NewSubscriber, Status, Subscriber};
 use crate::store::Db;
 
-pub const HEADER: [&str; 5] = ["email", "name", "categories", "editions", "status"];
+pub const HEADER: [&str; 6] = [
+    "email",
+    "name",
+    "categories",
+    "editions",
+    "status",
+    "timezone",
+];
 
 /// Rows written per transaction.
 const BATCH: usize = 2000;
@@ -46,6 +55,7 @@ struct Row {
     categories: Vec<String>,
     editions: Vec<String>,
     status: Status,
+    timezone: Option<&'static str>,
 }
 
 fn split(field: &str) -> Vec<String> {
@@ -99,11 +109,12 @@ pub async fn import<R: Read>(
             ),
         });
     }
-    let (name_col, cat_col, ed_col, status_col) = (
+    let (name_col, cat_col, ed_col, status_col, tz_col) = (
         col("name"),
         col("categories"),
         col("editions"),
         col("status"),
+        col("timezone"),
     );
 
     let mut report = ImportReport::default();
@@ -139,12 +150,14 @@ pub async fn import<R: Read>(
                     format!("status: {status_text:?} is not a status (expected confirmed, pending or unsubscribed)")
                 })?
             };
+            let timezone = parse_timezone(get(tz_col)).map_err(|e| e.to_string())?;
             Ok::<_, String>(Row {
                 email: email.to_string(),
                 name,
                 categories: choices.categories,
                 editions: choices.editions,
                 status,
+                timezone: timezone.map(|z| z.name()),
             })
         })();
         match parsed {
@@ -184,6 +197,7 @@ async fn write_batch(
             name: &r.name,
             status: r.status,
             source,
+            timezone: r.timezone,
             categories: &r.categories,
             editions: &r.editions,
         })
@@ -221,13 +235,14 @@ pub async fn export<W: Write>(db: &Db, out: W) -> Result<usize, SubscriberError>
     Ok(count)
 }
 
-fn record(s: &Subscriber) -> [String; 5] {
+fn record(s: &Subscriber) -> [String; 6] {
     [
         s.email.clone(),
         s.name.clone(),
         s.categories.join(";"),
         s.editions.join(";"),
         s.status.as_str().to_owned(),
+        s.timezone.clone().unwrap_or_default(),
     ]
     .map(escape_cell)
 }

@@ -15,7 +15,7 @@ use sqlx::AnyConnection;
 
 use crate::config::Settings;
 use crate::delivery::compose::ComposeError;
-use crate::domain::{EmailAddress, Slug, Token};
+use crate::domain::{EmailAddress, Slug, TimeZone, Token};
 use crate::store::outbox::{enqueue, Kind, NewMessage};
 use crate::store::subscribers::{
     self as store, NewSubscriber, Purpose, Resolved, Status, Subscriber, CONFIRM_TOKEN_TTL,
@@ -72,6 +72,9 @@ pub struct SignUp {
     pub name: String,
     pub categories: Vec<String>,
     pub editions: Vec<String>,
+    /// An IANA zone name (or a city, see `domain::TimeZone::parse`); empty:
+    /// each edition's own zone.
+    pub timezone: String,
 }
 
 /// Validated categories and editions. An empty `categories` means all.
@@ -102,6 +105,16 @@ pub fn parse_name(name: &str) -> Result<String, SubscriberError> {
         ));
     }
     Ok(name.to_owned())
+}
+
+/// A time zone as typed: empty means none (each edition's own zone).
+pub fn parse_timezone(text: &str) -> Result<Option<TimeZone>, SubscriberError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    TimeZone::parse(text)
+        .map(Some)
+        .map_err(|e| invalid("timezone", e.to_string()))
 }
 
 /// Checks categories and editions against the settings. Duplicates collapse;
@@ -200,6 +213,7 @@ pub async fn sign_up(
     let email = EmailAddress::parse(&req.email).map_err(|e| invalid("email", e.to_string()))?;
     let name = parse_name(&req.name)?;
     let choices = parse_choices(settings, &req.categories, &req.editions)?;
+    let zone = parse_timezone(&req.timezone)?.map(TimeZone::name);
 
     let mut tx = store::begin_write(db).await?;
     let existing = match store::find_by_email(&mut tx, email.as_str()).await? {
@@ -210,6 +224,7 @@ pub async fn sign_up(
                 name: &name,
                 status: Status::Pending,
                 source: "form",
+                timezone: zone,
                 categories: &choices.categories,
                 editions: &choices.editions,
             };
@@ -225,6 +240,7 @@ pub async fn sign_up(
         Some(s) => {
             store::reset_pending(&mut tx, s.id, &name).await?;
             store::set_choices(&mut tx, s.id, &choices.categories, &choices.editions).await?;
+            store::set_timezone(&mut tx, s.id, zone).await?;
             store::find_by_id(&mut tx, s.id)
                 .await?
                 .ok_or_else(|| SubscriberError::NotFound(email.to_string()))?
@@ -500,7 +516,10 @@ pub async fn confirm(
     Ok((s, manage))
 }
 
-/// Saves new choices for the subscriber of a manage token.
+/// Saves new choices for the subscriber of a manage token. `timezone` None
+/// keeps their zone (a client that does not send the field); `Some("")`
+/// goes back to each edition's own zone.
+#[allow(clippy::too_many_arguments)]
 pub async fn update_preferences(
     settings: &Settings,
     db: &Db,
@@ -508,13 +527,18 @@ pub async fn update_preferences(
     token: &str,
     categories: &[String],
     editions: &[String],
+    timezone: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Subscriber, SubscriberError> {
     Token::parse(token).map_err(|_| SubscriberError::UnknownToken)?;
     let choices = parse_choices(settings, categories, editions)?;
+    let zone = timezone.map(parse_timezone).transpose()?;
     let mut tx = store::begin_write(db).await?;
     let id = resolve_for_change(&mut tx, key, token, Purpose::Manage, now).await?;
     store::set_choices(&mut tx, id, &choices.categories, &choices.editions).await?;
+    if let Some(zone) = zone {
+        store::set_timezone(&mut tx, id, zone.map(TimeZone::name)).await?;
+    }
     let s = store::find_by_id(&mut tx, id)
         .await?
         .ok_or(SubscriberError::UnknownToken)?;
@@ -571,12 +595,14 @@ pub async fn add(
     let email = EmailAddress::parse(&req.email).map_err(|e| invalid("email", e.to_string()))?;
     let name = parse_name(&req.name)?;
     let choices = parse_choices(settings, &req.categories, &req.editions)?;
+    let zone = parse_timezone(&req.timezone)?;
     let mut tx = store::begin_write(db).await?;
     let new = NewSubscriber {
         email: email.as_str(),
         name: &name,
         status,
         source,
+        timezone: zone.map(TimeZone::name),
         categories: &choices.categories,
         editions: &choices.editions,
     };
@@ -675,6 +701,24 @@ pub async fn find(db: &Db, key: &str) -> Result<Subscriber, SubscriberError> {
         store::find_by_email(&mut conn, email.as_str()).await?
     };
     found.ok_or_else(|| SubscriberError::NotFound(key.chars().take(80).collect()))
+}
+
+/// Sets the time zone of a subscriber found by id or address (operator:
+/// admin API); None goes back to each edition's own zone.
+pub async fn set_timezone(
+    db: &Db,
+    key: &str,
+    timezone: Option<&str>,
+) -> Result<Subscriber, SubscriberError> {
+    let zone = timezone.map(parse_timezone).transpose()?.flatten();
+    let s = find(db, key).await?;
+    let mut tx = store::begin_write(db).await?;
+    store::set_timezone(&mut tx, s.id, zone.map(TimeZone::name)).await?;
+    let s = store::find_by_id(&mut tx, s.id)
+        .await?
+        .ok_or_else(|| SubscriberError::NotFound(key.chars().take(80).collect()))?;
+    tx.commit().await?;
+    Ok(s)
 }
 
 /// Erases a subscriber's personal data (see [`store::erase`]).

@@ -78,3 +78,81 @@ pub fn choices_context(settings: &Settings, categories: &[String], edition: Opti
         .collect();
     minijinja::context! { categories => Value::from_serialize(cats), editions => Value::from_serialize(eds) }
 }
+
+/// The zone a form shows when the reader has chosen none: the zone of
+/// `edition` when it sends at local time, else of the first edition that
+/// does (what such a subscriber gets).
+pub fn default_zone(settings: &Settings, edition: Option<&str>) -> Option<chrono_tz::Tz> {
+    let local = |e: &&crate::config::Edition| e.local_time;
+    edition
+        .and_then(|slug| settings.edition(slug))
+        .filter(local)
+        .or_else(|| settings.editions.iter().find(local))
+        .map(|e| e.timezone)
+}
+
+/// The time zone field of the sign-up and preferences forms: shown only when
+/// an edition sends at local time. `chosen` is selected (else
+/// [`default_zone`]); with `detect`, a few lines of script in the page select
+/// the browser's zone instead, and without script the default stays.
+pub fn zone_context(
+    settings: &Settings,
+    chosen: Option<&str>,
+    edition: Option<&str>,
+    detect: bool,
+) -> Value {
+    let local: Vec<&str> = settings
+        .editions
+        .iter()
+        .filter(|e| e.local_time)
+        .map(|e| e.name.as_str())
+        .collect();
+    if local.is_empty() {
+        return minijinja::context! { zone_field => false };
+    }
+    zone_values(settings, chosen, edition, detect, &local)
+}
+
+/// The zone field's values, shown for `local` (names of editions); `check`
+/// renders the field with them even when no edition sends at local time.
+pub fn zone_values(
+    settings: &Settings,
+    chosen: Option<&str>,
+    edition: Option<&str>,
+    detect: bool,
+    local: &[&str],
+) -> Value {
+    let chosen = chosen
+        .and_then(|c| crate::domain::TimeZone::parse(c).ok())
+        .map(|z| z.tz())
+        .or_else(|| default_zone(settings, edition))
+        .unwrap_or(chrono_tz::UTC);
+    let now = chrono::Utc::now();
+    let mut zones: Vec<chrono_tz::Tz> = crate::domain::listed_time_zones().collect();
+    if !zones.contains(&chosen) {
+        zones.insert(0, chosen);
+    }
+    let zones: Vec<_> = zones
+        .into_iter()
+        .map(|tz| {
+            use chrono::Offset;
+            let offset = now.with_timezone(&tz).offset().fix().local_minus_utc();
+            let sign = if offset < 0 { '-' } else { '+' };
+            let (h, m) = (offset.abs() / 3600, offset.abs() % 3600 / 60);
+            // Names from the tz database hold only letters, digits and
+            // `/_+-`: nothing to escape, and `/` stays readable.
+            minijinja::context! {
+                name => Value::from_safe_string(tz.name().to_owned()),
+                label => Value::from_safe_string(format!("{} (UTC{sign}{h:02}:{m:02})", tz.name().replace('_', " "))),
+                selected => tz == chosen,
+            }
+        })
+        .collect();
+    minijinja::context! {
+        zone_field => true,
+        zones => zones,
+        zone_chosen => chosen.name(),
+        zone_detect => detect,
+        zone_editions => local.join(", "),
+    }
+}
