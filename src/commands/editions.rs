@@ -152,6 +152,8 @@ pub fn preview(
             studies,
             follows: &follows,
             name: &name,
+            // A preview belongs to no run, so it has no archive page.
+            archive_url: None,
         },
     )?;
     // What a real send derives from a reader's token, with a stand-in token.

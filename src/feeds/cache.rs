@@ -21,6 +21,10 @@ pub struct CachedFeed {
     /// Strong validator of the gzip encoding, quoted (another representation, another tag).
     pub etag_gzip: String,
     pub last_modified: DateTime<Utc>,
+    /// A full archive document, served as immutable.
+    pub immutable: bool,
+    /// Of the inputs of an archive document (see `FeedFile::fingerprint`).
+    pub fingerprint: Option<[u8; 16]>,
 }
 
 /// Path (e.g. "databases/rss.xml") to feed. Replaced whole on change.
@@ -32,6 +36,18 @@ pub struct FeedCache {
 impl FeedCache {
     pub fn get(&self, path: &str) -> Option<&Arc<CachedFeed>> {
         self.feeds.get(path)
+    }
+
+    /// Every path held.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.feeds.keys().map(String::as_str)
+    }
+
+    /// Drops `paths` (archive documents that no longer exist).
+    pub fn retire(&mut self, paths: &[String]) {
+        for p in paths {
+            self.feeds.remove(p);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -60,6 +76,25 @@ impl FeedCache {
         for f in files {
             let prev = self.feeds.get(&f.path);
             if prev.is_some_and(|p| p.body.as_ref() == f.body.as_ref()) {
+                // Same bytes; a page that just filled up is now immutable.
+                if prev
+                    .is_some_and(|p| p.immutable != f.immutable || p.fingerprint != f.fingerprint)
+                {
+                    let p = prev.expect("checked");
+                    feeds.insert(
+                        f.path.clone(),
+                        Arc::new(CachedFeed {
+                            format: p.format,
+                            body: p.body.clone(),
+                            gzip: p.gzip.clone(),
+                            etag: p.etag.clone(),
+                            etag_gzip: p.etag_gzip.clone(),
+                            last_modified: p.last_modified,
+                            immutable: f.immutable,
+                            fingerprint: f.fingerprint,
+                        }),
+                    );
+                }
                 continue;
             }
             let last_modified = match prev {
@@ -92,6 +127,8 @@ impl CachedFeed {
             // HTTP dates have whole seconds; comparisons must agree with what we send.
             last_modified: DateTime::from_timestamp(last_modified.timestamp(), 0)
                 .unwrap_or(last_modified),
+            immutable: file.immutable,
+            fingerprint: file.fingerprint,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `BIGINT` milliseconds since the Unix epoch in UTC (DESIGN.md invariant 8),
 //! and the few statements that differ (row claiming) branch on [`Backend`].
 
+pub mod archive;
 pub mod bounces;
 pub mod edition_pauses;
 pub mod editions;
