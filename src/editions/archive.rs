@@ -72,7 +72,7 @@ pub async fn record(
     }
     // The events above the edition's previous run; for its first run, those
     // its longest-standing subscriber is about to get.
-    let lower = match store::previous_high_water(db, slug, high_water).await? {
+    let lower = match store::previous_high_water(db, slug, window, high_water).await? {
         Some(h) => h,
         None => match runs::min_cursor(db, slug).await? {
             Some(c) => c,

@@ -186,17 +186,20 @@ pub async fn count(db: &Db, edition: &str) -> Result<i64, StoreError> {
     )
 }
 
-/// The high-water mark of the latest run of `edition` before one at
-/// `high_water`: an issue holds the events above it.
+/// The highest high-water mark of the other runs of `edition` that cover no
+/// more than `high_water`: the issue of `window` holds the events above it
+/// (none, when an earlier run already reached `high_water`).
 pub async fn previous_high_water(
     db: &Db,
     edition: &str,
+    window: &str,
     high_water: i64,
 ) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT MAX(high_water) FROM edition_runs WHERE edition = $1 AND high_water < $2",
+        "SELECT MAX(high_water) FROM edition_runs WHERE edition = $1 AND window_key <> $2 AND high_water <= $3",
     )
     .bind(edition)
+    .bind(window)
     .bind(high_water)
     .fetch_one(&db.pool)
     .await?)
