@@ -386,7 +386,12 @@ fn drafts_and_future_case_studies_are_left_out_until_their_time() {
     let files = feeds::build_all(&site.settings, &catalog, later);
     for f in &files {
         let feed = feed_rs::parser::parse(&f.body[..]).unwrap();
-        let category = f.path.split_once('/').map(|(c, _)| c);
+        // Archive page 1 of a scope (`archive/{all|category}/1.*`) holds the
+        // same as its current feed here: fewer case studies than a page.
+        let category = match f.path.strip_prefix("archive/") {
+            Some(rest) => rest.split('/').next().filter(|s| *s != "all"),
+            None => f.path.split_once('/').map(|(c, _)| c),
+        };
         let want: Vec<String> = expected_in(&fixtures, category, later, 50)
             .iter()
             .map(|e| permalink(e.slug))
