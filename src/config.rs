@@ -1238,6 +1238,29 @@ timezone = "Europe/Berlin"
     }
 
     #[test]
+    fn feed_archive_page_size_defaults_to_50_and_is_checked() {
+        assert_eq!(parse(MINIMAL, &[]).unwrap().feeds.archive_page_size, 50);
+        let text = MINIMAL.to_owned() + "\n[feeds]\narchive_page_size = 0\n";
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("[feeds] archive_page_size: 0 is out of range (expected 1 to 1000)"),
+            "{err}"
+        );
+        let text = MINIMAL.to_owned() + "\n[feeds]\narchive_page_size = 7\n";
+        assert_eq!(parse(&text, &[]).unwrap().feeds.archive_page_size, 7);
+    }
+
+    #[test]
+    fn a_category_cannot_take_the_name_of_the_feed_archive_of_everything() {
+        let text = MINIMAL.to_owned() + "\n[[categories]]\nslug = \"all\"\nname = \"All\"\n";
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("[[categories]] #2 slug") && err.contains("\"all\" is reserved"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = MINIMAL.replace("[mail]", "[mail]\nfrmo = 1");
         let err = parse(&text, &[]).unwrap_err().to_string();

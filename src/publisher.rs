@@ -97,6 +97,13 @@ impl Publisher {
         }
         metrics::gauge!("casewire_content_errors").set(files.problems.len() as f64);
         write_out(&settings, &all).await;
+        let gone = feeds::output::remove_unlisted_archive_files(&settings.feeds.out_dir, &all);
+        if gone > 0 {
+            tracing::info!(
+                removed = gone,
+                "removed archive documents that no longer exist"
+            );
+        }
         let (cache, _) = FeedCache::default().with(&all, now, None);
         let report = ledger.sync(&files, now).await?;
         if report.seeded > 0 {

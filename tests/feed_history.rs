@@ -518,3 +518,50 @@ on_both_engines!(
     archived_feeds_are_served_with_long_cache_lifetimes_and_lead_back_to_the_first_entry,
     archived_feeds_are_served_with_long_cache_lifetimes_and_lead_back_to_the_first_entry
 );
+
+#[test]
+fn pages_that_no_longer_exist_leave_the_cache_and_the_folder() {
+    let site = site_with(10);
+    let files = build(&site);
+    assert!(site.out_dir.join("archive/all/4.xml").is_file());
+    // Two case studies go: everything fits on pages 1-3 again.
+    std::fs::remove_file(site.path("study-10.md")).unwrap();
+    std::fs::remove_file(site.path("study-09.md")).unwrap();
+    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let (cache, _) = FeedCache::default().with(&files, now(), None);
+    let rebuilt = feeds::build_since(
+        &site.settings,
+        &catalog,
+        &feeds::Scope::all(&site.settings),
+        now(),
+        Some(&cache),
+    );
+    let mut retired = rebuilt.retired.clone();
+    retired.sort();
+    // Everything: 8 case studies, 3 pages; databases (3, 6): 1 page.
+    assert_eq!(
+        retired,
+        [
+            "archive/all/4.json",
+            "archive/all/4.xml",
+            "archive/databases/2.json",
+            "archive/databases/2.xml"
+        ]
+    );
+    // Another page size renumbers the history; a full build and the
+    // clean-up leave only the new pages in the folder.
+    let mut site = site;
+    site.settings.feeds.archive_page_size = 5;
+    let files = build(&site);
+    let removed = output::remove_unlisted_archive_files(&site.out_dir, &files);
+    // Written at size 3 with 10 case studies: everything 4 pages, databases
+    // 2, performance 3. At size 5 with 8: everything and performance 2,
+    // databases 1. Each page is two files (Atom and JSON).
+    assert_eq!(removed, 2 * (2 + 1 + 1));
+    assert!(!site.out_dir.join("archive/all/3.xml").exists());
+    assert!(site.out_dir.join("archive/all/2.xml").is_file());
+    assert!(
+        site.out_dir.join("atom.xml").is_file(),
+        "current feeds stay"
+    );
+}
