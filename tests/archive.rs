@@ -48,7 +48,7 @@ async fn publish(app: &TestApp, studies: &[(&str, &str, &str)]) {
     let content = app.settings.content.dir.clone();
     for (slug, title, category) in studies {
         let text = format!(
-            "---\ntitle: \"{title}\"\ndate: 2026-11-20T09:00:00Z\ncategories: [{category}]\nsummary: \"What happened in {title}.\"\n---\n\nThe story of {title}.\n"
+            "---\ntitle: \"{title}\"\ndate: 2026-11-20T09:00:00Z\ncategories: [{category}]\nsummary: \"What happened in {title}.\"\n---\n\nThe story of {title}.\n\n## Root cause\n\nThe limit in {title} was too small. Nobody had measured it.\n\n## Impact\n\nForty minutes of errors in {title}.\n"
         );
         std::fs::write(content.join(format!("{slug}.md")), text).unwrap();
     }

@@ -175,8 +175,17 @@ pub fn issue_content(
         &edition.subject,
         subject_context(settings, edition, &studies),
     )?;
-    let groups = serde_json::to_value(groups(settings, &studies, &[]))
+    let mut groups = serde_json::to_value(groups(settings, &studies, &[]))
         .context("serializing the archive issue")?;
+    // The page shows each case study's teaser, not its whole text: the
+    // sections stay out of the stored issue (the one-line root cause stays).
+    for group in groups.as_array_mut().into_iter().flatten() {
+        for item in group["items"].as_array_mut().into_iter().flatten() {
+            if let Some(item) = item.as_object_mut() {
+                item.remove("sections");
+            }
+        }
+    }
     Ok(IssueContent {
         subject,
         count: studies.len(),
