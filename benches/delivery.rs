@@ -23,7 +23,8 @@ mod corpus;
 
 use casewire::config::Settings;
 use casewire::delivery::{drain, Progress};
-use casewire::store::outbox::{self, NewMessage};
+use casewire::domain::EmailAddress;
+use casewire::store::outbox::{self, Kind, NewMessage};
 use casewire::store::Db;
 use chrono::Utc;
 use corpus::postfix::{free_port, smtp_source, start_sink};
@@ -69,14 +70,14 @@ async fn ours(n: usize, size: usize, concurrency: usize) -> (f64, f64) {
     let vars = serde_json::json!({});
     let mut tx = db.pool.begin().await.unwrap();
     for i in 0..n {
-        let to = format!("user{i}@example.org");
+        let to = EmailAddress::parse(&format!("user{i}@example.org")).unwrap();
         let key = format!("bench:{i}");
         let m = message(i, size);
         outbox::enqueue(
             &mut *tx,
             &NewMessage {
                 dedupe_key: &key,
-                kind: "confirmation",
+                kind: Kind::Confirmation,
                 edition: None,
                 subscriber_id: None,
                 recipient: &to,

@@ -412,10 +412,12 @@ impl RunningApp {
 /// `casewire run`: start, then serve until SIGTERM or SIGINT; SIGHUP reloads.
 pub async fn run(config_path: PathBuf, settings: Settings) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut app = start(settings).await?;
+    // Before anything serves: a SIGHUP that arrives while the daemon starts
+    // (a service manager's reload right after start) must reload, not kill it.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut app = start(settings).await?;
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -150,6 +150,9 @@ pub enum SubscribersCommand {
     },
     /// Remove a subscriber and erase their personal data.
     Remove { email: String },
+    /// Log a subscriber out everywhere: every link sent to them so far stops
+    /// working (messages sent from now on carry new ones).
+    RevokeLinks { email: String },
     /// List subscribers.
     List {
         /// Only addresses or names containing this text.

@@ -4,15 +4,14 @@
 //! a DSN whose VERP signature is forged) stays in the inbox. New mail is
 //! picked up by IMAP IDLE, not by the hour-long poll. Both engines.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use casewire::config::Settings;
 use casewire::store::subscribers::Status;
-use common::imap::ImapServer;
-use common::{Engine, TestDb};
 use futures::StreamExt as _;
+use support::imap::ImapServer;
+use support::{prepare, AppOptions, Engine};
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(
@@ -41,27 +40,23 @@ async fn suppressed(db: &casewire::store::Db, email: &str) -> Option<String> {
 
 async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Engine) {
     let imap = ImapServer::start();
-    let db = TestDb::new(engine).await;
-    let port = common::smtp::free_port();
-    let text = common::subs::config_text(&db, port, None)
-        .replace("[mail]\n", "[mail]\nbounce_domain = \"casewire.test\"\n")
-        + &format!(
-            "\n[bounces]\nimap_url = \"{}\"\ndone_folder = \"Processed\"\npoll_seconds = 3600\n",
-            imap.url("bounces", "INBOX")
-        );
-    let path = db.path().join("casewire.toml");
-    std::fs::write(&path, &text).unwrap();
-    let settings = Settings::from_toml(&path, &text, Vec::new()).expect("settings");
-    assert!(
-        text.contains("bounce_domain"),
-        "the [mail] section was found"
+    let site = prepare(
+        AppOptions::new(engine)
+            .self_links()
+            .no_admin_token()
+            .mail("bounce_domain = \"casewire.test\"")
+            .toml(format!(
+                "[bounces]\nimap_url = \"{}\"\ndone_folder = \"Processed\"\npoll_seconds = 3600",
+                imap.url("bounces", "INBOX")
+            )),
     );
+    let settings = site.settings().clone();
 
     // Subscribers, and a sent message to the one whose DSN comes back signed.
     for email in ["gone@example.net", "reader@example.com", "full@example.org"] {
         casewire::subscribers::add(
             &settings,
-            &casewire::store::Db::open(&db.url).await.unwrap(),
+            &casewire::store::Db::open(&site.db.url).await.unwrap(),
             &casewire::subscribers::SignUp {
                 email: email.into(),
                 name: String::new(),
@@ -75,13 +70,11 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
         .await
         .unwrap();
     }
-    let app = casewire::app::start(settings.clone())
-        .await
-        .expect("app starts");
+    let app = site.start().await;
     let client = reqwest::Client::new();
     // A confirmed subscriber's sign-up gets an "already subscribed" note: a real sent row.
     client
-        .post(format!("http://127.0.0.1:{port}/subscribe"))
+        .post(app.url("/subscribe"))
         .form(&[("email", "gone@example.net")])
         .send()
         .await
@@ -91,7 +84,7 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
         let r: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM outbox WHERE recipient = 'gone@example.net' AND state = 'sent'",
         )
-        .fetch_optional(&app.db.pool)
+        .fetch_optional(&app.app().db.pool)
         .await
         .unwrap();
         if let Some(r) = r {
@@ -138,27 +131,31 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(count(&mut mail, "INBOX").await, 2);
-    let reason = suppressed(&app.db, "gone@example.net")
+    let reason = suppressed(&app.app().db, "gone@example.net")
         .await
         .expect("the hard bounce suppressed");
     assert!(reason.contains("5.1.1"), "{reason}");
     assert!(
-        suppressed(&app.db, "reader@example.com").await.is_some(),
+        suppressed(&app.app().db, "reader@example.com")
+            .await
+            .is_some(),
         "the complaint suppressed"
     );
     assert!(
-        suppressed(&app.db, "full@example.org").await.is_none(),
+        suppressed(&app.app().db, "full@example.org")
+            .await
+            .is_none(),
         "a forged DSN suppressed nobody"
     );
     let status: String =
         sqlx::query_scalar("SELECT status FROM subscribers WHERE email = 'reader@example.com'")
-            .fetch_one(&app.db.pool)
+            .fetch_one(&app.app().db.pool)
             .await
             .unwrap();
     assert_eq!(status, "unsubscribed");
     let events: Vec<(String, String, Option<i64>)> =
         sqlx::query_as("SELECT email, kind, outbox_id FROM bounce_events ORDER BY id")
-            .fetch_all(&app.db.pool)
+            .fetch_all(&app.app().db.pool)
             .await
             .unwrap();
     assert_eq!(
@@ -200,7 +197,10 @@ async fn bounce_mailbox_records_moves_and_leaves_what_it_cannot_read(engine: Eng
     .await
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
-    while suppressed(&app.db, "full@example.org").await.is_none() {
+    while suppressed(&app.app().db, "full@example.org")
+        .await
+        .is_none()
+    {
         assert!(
             Instant::now() < deadline,
             "new mail was not noticed by IDLE"

@@ -4,15 +4,13 @@
 //! an X.509 certificate made by openssl and served over loopback HTTP for
 //! SNS), and the policy checked in the database on both engines.
 
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use casewire::config::Settings;
 use casewire::store::subscribers::Status;
-use common::subs::TestApp;
-use common::{Engine, TestDb};
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 const POSTMARK_USER: &str = "postmark-hook";
 const POSTMARK_PASS: &str = "a-long-postmark-password";
@@ -20,37 +18,20 @@ const MAILGUN_KEY: &str = "key-0123456789abcdef0123456789abcdef";
 
 /// The app with `bounces` as its `[bounces]` section.
 async fn spawn(engine: Engine, bounces: &str) -> TestApp {
-    spawn_edited(engine, bounces, |t| t).await
+    spawn_app(options(engine, bounces)).await
 }
 
-/// [`spawn`], with the rest of the configuration text changed by `edit`.
-async fn spawn_edited(engine: Engine, bounces: &str, edit: impl Fn(String) -> String) -> TestApp {
-    let db = TestDb::new(engine).await;
-    let port = common::smtp::free_port();
-    let text = edit(common::subs::config_text(
-        &db,
-        port,
-        Some(common::subs::ADMIN_TOKEN),
-    )) + &format!("\n[bounces]\n{bounces}\n");
-    let path = db.path().join("casewire.toml");
-    std::fs::write(&path, &text).unwrap();
-    let settings = Settings::from_toml(&path, &text, Vec::new()).expect("test settings");
-    let app = casewire::app::start(settings.clone())
-        .await
-        .expect("app starts");
-    TestApp {
-        base: format!("http://127.0.0.1:{port}"),
-        app,
-        client: reqwest::Client::new(),
-        db,
-        settings,
-    }
+/// The options of [`spawn`], for tests that add to them.
+fn options(engine: Engine, bounces: &str) -> AppOptions {
+    AppOptions::new(engine)
+        .self_links()
+        .toml(format!("[bounces]\n{bounces}"))
 }
 
 async fn subscriber(app: &TestApp, email: &str) {
     casewire::subscribers::add(
         &app.settings,
-        &app.app.db,
+        &app.app().db,
         &casewire::subscribers::SignUp {
             email: email.into(),
             name: "Reader".into(),
@@ -68,7 +49,7 @@ async fn subscriber(app: &TestApp, email: &str) {
 async fn suppressed(app: &TestApp, email: &str) -> bool {
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM suppressions WHERE email = $1")
         .bind(email)
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap()
         > 0
@@ -76,7 +57,7 @@ async fn suppressed(app: &TestApp, email: &str) -> bool {
 
 async fn events(app: &TestApp) -> Vec<(String, String, Option<String>, String)> {
     sqlx::query_as("SELECT email, kind, status, source FROM bounce_events ORDER BY id")
-        .fetch_all(&app.app.db.pool)
+        .fetch_all(&app.app().db.pool)
         .await
         .unwrap()
 }
@@ -608,7 +589,7 @@ async fn operators_list_bounces_manage_suppressions_and_see_the_rates(engine: En
     app.subscribe("reader@example.org").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap()
         == 0
@@ -629,7 +610,7 @@ async fn operators_list_bounces_manage_suppressions_and_see_the_rates(engine: En
         outbox_id: None,
         at: chrono::Utc::now(),
     };
-    let applied = casewire::bounces::record(&app.app.db, &app.settings.bounces, &event)
+    let applied = casewire::bounces::record(&app.app().db, &app.settings.bounces, &event)
         .await
         .unwrap();
     assert_eq!(applied, casewire::bounces::Applied::Unsubscribed);
@@ -684,21 +665,34 @@ on_both_engines!(
 // ---------------------------------------------------------------------------
 
 async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: Engine) {
-    let app = spawn_edited(
-        engine,
-        &format!("[bounces.webhooks.mailgun]\nsigning_key = \"{MAILGUN_KEY}\""),
-        |t| {
-            t.replace("[mail]\n", "[mail]\nbounce_domain = \"casewire.test\"\n").replace(
-                "schedule = \"0 8 * * MON\"",
-                "schedule = \"0 8 * * MON\"\npause_above = { complaint_rate = 0.1, min_sent = 3 }",
-            )
-        },
+    let app = spawn_app(
+        options(
+            engine,
+            &format!("[bounces.webhooks.mailgun]\nsigning_key = \"{MAILGUN_KEY}\""),
+        )
+        .mail("bounce_domain = \"casewire.test\"")
+        .editions(
+            r#"
+[[editions]]
+slug = "weekly"
+name = "Weekly digest"
+schedule = "0 8 * * MON"
+pause_above = { complaint_rate = 0.1, min_sent = 3 }
+timezone = "Europe/Berlin"
+
+[[editions]]
+slug = "daily"
+name = "Daily digest"
+schedule = "0 7 * * *"
+timezone = "UTC"
+"#,
+        ),
     )
     .await;
     for who in ["a@example.org", "b@example.org", "c@example.org"] {
         casewire::subscribers::add(
             &app.settings,
-            &app.app.db,
+            &app.app().db,
             &casewire::subscribers::SignUp {
                 email: who.into(),
                 name: String::new(),
@@ -721,7 +715,7 @@ async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: E
     .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM publication_events")
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap()
         == 0
@@ -737,7 +731,7 @@ async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: E
     let rows: Vec<(i64, String)> = sqlx::query_as(
         "SELECT id, recipient FROM outbox WHERE kind = 'digest' AND state = 'sent' ORDER BY id",
     )
-    .fetch_all(&app.app.db.pool)
+    .fetch_all(&app.app().db.pool)
     .await
     .unwrap();
     assert_eq!(rows.len(), 3, "{err}");
@@ -759,7 +753,7 @@ async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: E
     .await;
     assert_eq!(status, 200, "{reply}");
     let outbox_id: Option<i64> = sqlx::query_scalar("SELECT outbox_id FROM bounce_events")
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap();
     assert_eq!(
@@ -769,7 +763,7 @@ async fn an_edition_pauses_itself_when_a_run_draws_too_many_complaints(engine: E
     );
     let reason: Option<String> =
         sqlx::query_scalar("SELECT reason FROM edition_pauses WHERE edition = 'weekly'")
-            .fetch_optional(&app.app.db.pool)
+            .fetch_optional(&app.app().db.pool)
             .await
             .unwrap();
     let reason = reason.expect("the edition paused itself");

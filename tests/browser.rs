@@ -3,14 +3,13 @@
 //! change preferences, unsubscribe; the database is checked after each step.
 //! A missing chromedriver or Chromium fails the test: it never skips.
 
-mod common;
+mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::subs::spawn_app;
-use common::Engine;
 use fantoccini::{Client, ClientBuilder, Locator};
+use support::{spawn_app, AppOptions, Engine};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -118,7 +117,7 @@ async fn click(client: &Client, css: &str) {
 }
 
 async fn subscribe_confirm_manage_unsubscribe_in_a_browser(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let driver = start_chromedriver().await;
     let profile = tempfile::tempdir().unwrap();
     let c = browser(&driver, profile.path()).await;

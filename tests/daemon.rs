@@ -2,15 +2,14 @@
 //! feeds over HTTP with conditional requests, WebSub and metrics. Each test
 //! runs on SQLite and on PostgreSQL.
 
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::routing::post;
-use common::daemon::{study, TestApp};
-use common::Engine;
 use reqwest::header;
+use support::{permalink, prepare, spawn_app, study, AppOptions, Engine, TestApp};
 
 fn two_studies() -> Vec<(&'static str, String)> {
     vec![
@@ -35,8 +34,21 @@ fn two_studies() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The daemon of these tests, without editions, with `files` in its content folder.
+async fn spawn(engine: Engine, files: &[(&str, String)]) -> TestApp {
+    spawn_app(options(engine, files)).await
+}
+
+fn options(engine: Engine, files: &[(&str, String)]) -> AppOptions {
+    files
+        .iter()
+        .fold(AppOptions::new(engine).editions(""), |o, (name, body)| {
+            o.file(name, body.clone())
+        })
+}
+
 async fn serves_complete_feeds_and_seeds_silently(engine: Engine) {
-    let app = TestApp::spawn(engine, &two_studies(), "").await;
+    let app = spawn(engine, &two_studies()).await;
     for path in [
         "/feeds/rss.xml",
         "/feeds/atom.xml",
@@ -44,13 +56,13 @@ async fn serves_complete_feeds_and_seeds_silently(engine: Engine) {
         "/feeds/databases/rss.xml",
         "/feeds/performance/atom.xml",
     ] {
-        let r = app.get(path).await;
+        let r = app.fetch(path).await;
         assert_eq!(r.status(), 200, "{path}");
     }
-    let rss = app.get("/feeds/rss.xml").await.text().await.unwrap();
+    let rss = app.fetch("/feeds/rss.xml").await.text().await.unwrap();
     assert!(rss.contains("Pool exhaustion") && rss.contains("GC pauses"));
     let db_feed = app
-        .get("/feeds/databases/rss.xml")
+        .fetch("/feeds/databases/rss.xml")
         .await
         .text()
         .await
@@ -63,7 +75,7 @@ async fn serves_complete_feeds_and_seeds_silently(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(seeded, 2);
-    assert_eq!(app.get("/feeds/nope.xml").await.status(), 404);
+    assert_eq!(app.fetch("/feeds/nope.xml").await.status(), 404);
     app.stop().await;
 }
 on_both_engines!(
@@ -72,8 +84,8 @@ on_both_engines!(
 );
 
 async fn conditional_requests_gzip_head_and_content_types(engine: Engine) {
-    let app = TestApp::spawn(engine, &two_studies(), "").await;
-    let r = app.get("/feeds/rss.xml").await;
+    let app = spawn(engine, &two_studies()).await;
+    let r = app.fetch("/feeds/rss.xml").await;
     assert_eq!(
         r.headers()[header::CONTENT_TYPE],
         "application/rss+xml; charset=utf-8"
@@ -175,9 +187,9 @@ on_both_engines!(
 );
 
 async fn new_file_is_published_once_and_survives_restart(engine: Engine) {
-    let mut app = TestApp::spawn(engine, &two_studies(), "").await;
+    let mut app = spawn(engine, &two_studies()).await;
     // An old front-matter date: the file is new to us, so it is newly published.
-    app.write(
+    app.save(
         "2026/new.md",
         &study(
             "Fresh failure",
@@ -196,7 +208,7 @@ async fn new_file_is_published_once_and_survives_restart(engine: Engine) {
 
     app.restart().await;
     assert!(app
-        .get("/feeds/rss.xml")
+        .fetch("/feeds/rss.xml")
         .await
         .text()
         .await
@@ -215,8 +227,8 @@ on_both_engines!(
 );
 
 async fn editing_updates_the_entry_without_announcing(engine: Engine) {
-    let app = TestApp::spawn(engine, &two_studies(), "").await;
-    let before = app.get("/feeds/atom.xml").await.text().await.unwrap();
+    let app = spawn(engine, &two_studies()).await;
+    let before = app.fetch("/feeds/atom.xml").await.text().await.unwrap();
     let body = study(
         "Pool exhaustion, revisited",
         "pool-exhaustion",
@@ -224,13 +236,14 @@ async fn editing_updates_the_entry_without_announcing(engine: Engine) {
         &["databases"],
     )
     .replace("---\n\n", "updated: 2025-06-01T10:00:00Z\n---\n\n");
-    app.write("2025/pool.md", &body);
+    app.save("2025/pool.md", &body);
     let after = app
         .wait_for_feed("/feeds/atom.xml", 10, |b| {
             b.contains("Pool exhaustion, revisited")
         })
         .await;
-    let id = "<id>https://notes.example.com/case-studies/pool-exhaustion/</id>";
+    let id = format!("<id>{}</id>", permalink("pool-exhaustion"));
+    let id = id.as_str();
     assert!(
         before.contains(id) && after.contains(id),
         "the entry id comes from the slug"
@@ -251,8 +264,8 @@ on_both_engines!(
 );
 
 async fn broken_file_keeps_its_last_good_version(engine: Engine) {
-    let app = TestApp::spawn(engine, &two_studies(), "").await;
-    app.write(
+    let app = spawn(engine, &two_studies()).await;
+    app.save(
         "2025/pool.md",
         "---\ntitle: \"Pool exhaustion BROKEN\"\ndate: next tuesday\n---\nbody\n",
     );
@@ -278,15 +291,15 @@ async fn broken_file_keeps_its_last_good_version(engine: Engine) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rss = app.get("/feeds/rss.xml").await.text().await.unwrap();
+    let rss = app.fetch("/feeds/rss.xml").await.text().await.unwrap();
     assert!(
         rss.contains("Pool exhaustion") && !rss.contains("BROKEN"),
         "last good version stays"
     );
-    let health: serde_json::Value = app.get("/healthz").await.json().await.unwrap();
+    let health: serde_json::Value = app.fetch("/healthz").await.json().await.unwrap();
     assert_eq!(health["content_problems"], 1);
 
-    app.write(
+    app.save(
         "2025/pool.md",
         &study(
             "Pool exhaustion fixed",
@@ -314,9 +327,9 @@ async fn future_case_study_is_published_on_time(engine: Engine) {
         "2026/soon.md",
         study("Scheduled study", "scheduled-study", &soon, &["databases"]),
     ));
-    let app = TestApp::spawn(engine, &files, "").await;
+    let app = spawn(engine, &files).await;
     assert!(!app
-        .get("/feeds/rss.xml")
+        .fetch("/feeds/rss.xml")
         .await
         .text()
         .await
@@ -338,8 +351,8 @@ on_both_engines!(
 );
 
 async fn removed_file_leaves_the_feeds(engine: Engine) {
-    let app = TestApp::spawn(engine, &two_studies(), "").await;
-    std::fs::remove_file(app.content.join("2025/gc.md")).unwrap();
+    let app = spawn(engine, &two_studies()).await;
+    std::fs::remove_file(app.content_dir.join("2025/gc.md")).unwrap();
     app.wait_for_feed("/feeds/rss.xml", 10, |b| !b.contains("GC pauses"))
         .await;
     app.wait_for_feed("/feeds/performance/rss.xml", 10, |b| {
@@ -377,13 +390,11 @@ async fn spawn_hub() -> (String, Arc<Mutex<Vec<String>>>) {
 
 async fn websub_hub_is_advertised_and_notified(engine: Engine) {
     let (hub, seen) = spawn_hub().await;
-    let mut app = TestApp::spawn(engine, &two_studies(), "").await;
+    let mut app = spawn(engine, &two_studies()).await;
     // Reconfigure with the hub: websub_hub lives in [feeds].
-    app.settings_text = app
-        .settings_text
-        .replace("items = 20", &format!("items = 20\nwebsub_hub = \"{hub}\""));
-    app.restart().await;
-    let r = app.get("/feeds/rss.xml").await;
+    app.restart_with(app.options().feeds(format!("websub_hub = \"{hub}\"")))
+        .await;
+    let r = app.fetch("/feeds/rss.xml").await;
     let link = r.headers()[header::LINK].to_str().unwrap().to_owned();
     assert!(
         link.contains(&format!("<{hub}>; rel=\"hub\"")) && link.contains("rel=\"self\""),
@@ -395,7 +406,7 @@ async fn websub_hub_is_advertised_and_notified(engine: Engine) {
         "hub link in the feed"
     );
 
-    app.write(
+    app.save(
         "2026/hubbed.md",
         &study(
             "Hub news",
@@ -432,12 +443,12 @@ on_both_engines!(
 );
 
 async fn health_and_metrics(engine: Engine) {
-    let app = TestApp::spawn(engine, &two_studies(), "").await;
-    let h: serde_json::Value = app.get("/healthz").await.json().await.unwrap();
+    let app = spawn(engine, &two_studies()).await;
+    let h: serde_json::Value = app.fetch("/healthz").await.json().await.unwrap();
     assert_eq!(h["status"], "ok");
     assert_eq!(h["case_studies"], 2);
-    app.get("/feeds/rss.xml").await;
-    let m = app.get("/metrics").await;
+    app.fetch("/feeds/rss.xml").await;
+    let m = app.fetch("/metrics").await;
     assert!(m.headers()[header::CONTENT_TYPE]
         .to_str()
         .unwrap()
@@ -460,14 +471,13 @@ on_both_engines!(health_and_metrics, health_and_metrics);
 /// was announced as new. Now the start fails, naming the folder, and touches
 /// neither the feeds nor the ledger.
 async fn missing_content_folder_fails_the_start_and_seeds_nothing(engine: Engine) {
-    let db = common::TestDb::new(engine).await;
-    let text = common::daemon::config_text(&db.url, &db.path(), "");
-    let feeds = db.path().join("feeds");
+    let site = prepare(options(engine, &[]).no_content_dir());
+    let feeds = site.out_dir.clone();
     std::fs::create_dir_all(&feeds).unwrap();
     let good = "<rss>the last good feed</rss>";
     std::fs::write(feeds.join("rss.xml"), good).unwrap();
-    let content = db.path().join("content");
-    let err = match casewire::app::start(common::daemon::settings(&text)).await {
+    let content = site.content_dir.clone();
+    let err = match casewire::app::start(site.settings().clone()).await {
         Ok(app) => {
             app.stop().await;
             panic!("started without a content folder")
@@ -480,7 +490,7 @@ async fn missing_content_folder_fails_the_start_and_seeds_nothing(engine: Engine
         std::fs::read_to_string(feeds.join("rss.xml")).unwrap(),
         good
     );
-    let dbh = casewire::store::Db::open(&db.url).await.unwrap();
+    let dbh = casewire::store::Db::open(&site.db.url).await.unwrap();
     assert_eq!(
         dbh.get_meta("ledger_seeded_at").await.unwrap(),
         None,
@@ -495,9 +505,7 @@ async fn missing_content_folder_fails_the_start_and_seeds_nothing(engine: Engine
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, body).unwrap();
     }
-    let app = casewire::app::start(common::daemon::settings(&text))
-        .await
-        .unwrap();
+    let app = casewire::app::start(site.settings().clone()).await.unwrap();
     let events: Vec<String> = sqlx::query_scalar("SELECT slug FROM publication_events")
         .fetch_all(&app.db.pool)
         .await
@@ -520,9 +528,9 @@ on_both_engines!(
 /// Issue 13.2a: a content folder that disappears while the daemon runs
 /// keeps the last good feeds and shows as degraded health until it is back.
 async fn vanished_content_folder_keeps_feeds_and_reports_degraded_health(engine: Engine) {
-    let app = TestApp::spawn(engine, &two_studies(), "").await;
-    let aside = app.content.with_file_name("content-moved");
-    std::fs::rename(&app.content, &aside).unwrap();
+    let app = spawn(engine, &two_studies()).await;
+    let aside = app.content_dir.with_file_name("content-moved");
+    std::fs::rename(&app.content_dir, &aside).unwrap();
     app.app()
         .publisher
         .send(casewire::publisher::Command::Rescan)
@@ -530,7 +538,7 @@ async fn vanished_content_folder_keeps_feeds_and_reports_degraded_health(engine:
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let health = loop {
-        let h: serde_json::Value = app.get("/healthz").await.json().await.unwrap();
+        let h: serde_json::Value = app.fetch("/healthz").await.json().await.unwrap();
         if h["status"] == "degraded" {
             break h;
         }
@@ -546,20 +554,20 @@ async fn vanished_content_folder_keeps_feeds_and_reports_degraded_health(engine:
         problem["message"]
             .as_str()
             .unwrap()
-            .contains(&app.content.display().to_string()),
+            .contains(&app.content_dir.display().to_string()),
         "{health}"
     );
     assert_eq!(health["case_studies"], 2, "{health}");
-    let rss = app.get("/feeds/rss.xml").await.text().await.unwrap();
+    let rss = app.fetch("/feeds/rss.xml").await.text().await.unwrap();
     assert!(
         rss.contains("Pool exhaustion") && rss.contains("GC pauses"),
         "{rss}"
     );
-    let on_disk = std::fs::read_to_string(app.db.path().join("feeds/rss.xml")).unwrap();
+    let on_disk = std::fs::read_to_string(app.out_dir.join("rss.xml")).unwrap();
     assert!(on_disk.contains("Pool exhaustion"), "{on_disk}");
 
     // Back: healthy again.
-    std::fs::rename(&aside, &app.content).unwrap();
+    std::fs::rename(&aside, &app.content_dir).unwrap();
     app.app()
         .publisher
         .send(casewire::publisher::Command::Rescan)
@@ -567,7 +575,7 @@ async fn vanished_content_folder_keeps_feeds_and_reports_degraded_health(engine:
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let h: serde_json::Value = app.get("/healthz").await.json().await.unwrap();
+        let h: serde_json::Value = app.fetch("/healthz").await.json().await.unwrap();
         if h["status"] == "ok" {
             break;
         }
@@ -587,8 +595,8 @@ on_both_engines!(
 /// Issue 13.9: a kill -9 during a feed write left a truncated `.casewire-*`
 /// temp file in out_dir forever. The next start removes them.
 async fn stale_feed_temp_files_are_removed_at_start(engine: Engine) {
-    let mut app = TestApp::spawn(engine, &two_studies(), "").await;
-    let feeds = app.db.path().join("feeds");
+    let mut app = spawn(engine, &two_studies()).await;
+    let feeds = app.out_dir.clone();
     let stale = [
         feeds.join(".casewire-AbC123"),
         feeds.join("databases/.casewire-x9"),

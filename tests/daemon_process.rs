@@ -2,19 +2,13 @@
 //! content without dropping the listener, a bad new config is rejected and the
 //! old one stays in force, and SIGTERM stops it promptly with exit code 0.
 
-mod common;
+mod support;
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{prepare, study, AppOptions};
 
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
@@ -38,19 +32,12 @@ async fn wait_until(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_sigterm_stops() {
-    let db = common::TestDb::new(common::Engine::Sqlite).await;
-    let root = db.path();
-    std::fs::create_dir_all(root.join("content")).unwrap();
-    std::fs::write(
-        root.join("content/a.md"),
-        common::daemon::study("First", "first", "2025-01-01T00:00:00Z", &["databases"]),
-    )
-    .unwrap();
-    let port = free_port();
-    let config = root.join("casewire.toml");
-    let text = common::daemon::config_text(&db.url, &root, "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    std::fs::write(&config, &text).unwrap();
+    let mut site = prepare(AppOptions::sqlite().self_links().editions("").file(
+        "a.md",
+        study("First", "first", "2025-01-01T00:00:00Z", &["databases"]),
+    ));
+    let port = site.port;
+    let config = site.config_path.clone();
     let mut child = Command::new(env!("CARGO_BIN_EXE_casewire"))
         .args(["--config", config.to_str().unwrap(), "run"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -62,16 +49,13 @@ async fn sighup_reloads_and_sigterm_stops() {
     wait_until(20, "the daemon serves feeds", async || {
         get(&feed)
             .await
-            .is_some_and(|b| b.contains("<title>Test Notes</title>"))
+            .is_some_and(|b| b.contains("<title>Casewire Test</title>"))
     })
     .await;
 
     // A good new config: the title changes, the same listener keeps serving.
-    std::fs::write(
-        &config,
-        text.replace("title = \"Test Notes\"", "title = \"Renamed Notes\""),
-    )
-    .unwrap();
+    let first = site.options();
+    site.rewrite(first.clone().site("title = \"Renamed Notes\""));
     signal(&child, "HUP");
     wait_until(10, "the reloaded title", async || {
         get(&feed)
@@ -81,7 +65,8 @@ async fn sighup_reloads_and_sigterm_stops() {
     .await;
 
     // A bad new config: rejected, the running one stays in force.
-    std::fs::write(&config, text.replace("items = 20", "items = 0")).unwrap();
+    // (With the first title: were it applied, the title would change back.)
+    site.rewrite(first.feeds("items = 0"));
     signal(&child, "HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let body = get(&feed).await.expect("still serving");

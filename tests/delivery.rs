@@ -3,7 +3,7 @@
 //! at send time, DKIM, the file transport, and kill -9 safety. Every test
 //! runs on SQLite and PostgreSQL.
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,40 +14,29 @@ use casewire::delivery::{DeliveryWorker, Mailer, Progress, WorkerOptions};
 use casewire::store::outbox::{self, NewMessage};
 use casewire::store::Db;
 use chrono::Utc;
-use common::smtp::SmtpServer;
-use common::{Engine, TestDb};
+use support::smtp::SmtpServer;
+use support::{prepare, AppOptions, Engine, TestSite};
 use tokio_util::sync::CancellationToken;
 
-fn settings_toml(db_url: &str, mail: &str) -> String {
-    format!(
-        r#"
-[site]
-title = "Casewire"
-base_url = "https://example.com/"
-
-[database]
-url = "{db_url}"
-
-[mail]
-from = "Casewire <digest@example.com>"
-{mail}
-"#
-    )
+/// These tests' site, named as the messages they queue name it ("Casewire"
+/// at https://example.com/), without editions, delivering with the file
+/// transport unless [`smtp_options`] is used.
+fn options(engine: Engine) -> AppOptions {
+    AppOptions::new(engine)
+        .editions("")
+        .site("title = \"Casewire\"\nbase_url = \"https://example.com/\"")
+        .mail("from = \"Casewire <digest@example.com>\"")
 }
 
-fn settings(db: &TestDb, mail: &str) -> Arc<Settings> {
-    let text = settings_toml(&db.url, mail);
-    Arc::new(
-        Settings::from_toml(Path::new("test.toml"), &text, std::iter::empty())
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
+/// [`options`] delivering through `server` with 4 connections and a 10 s timeout.
+fn smtp_options(engine: Engine, server: &SmtpServer) -> AppOptions {
+    options(engine)
+        .smtp(server)
+        .mail("concurrency = 4\ntimeout_seconds = 10")
 }
 
-fn smtp_mail(server: &SmtpServer, extra: &str) -> String {
-    format!(
-        "transport = \"smtp\"\nsmtp_url = \"{}\"\nconcurrency = 4\ntimeout_seconds = 10\n{extra}",
-        server.url()
-    )
+fn settings(site: &TestSite) -> Arc<Settings> {
+    Arc::new(site.settings().clone())
 }
 
 fn raw_message(to: &str, marker: &str) -> String {
@@ -145,8 +134,8 @@ async fn add_subscriber(db: &Db, email: &str, status: &str) -> i64 {
 
 async fn queued_raw_message_is_delivered_once(engine: Engine) {
     let server = SmtpServer::start(&[]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let tdb = prepare(smtp_options(engine, &server));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue_raw(&db, "confirm:1", "ada@example.org", None).await;
 
@@ -172,8 +161,8 @@ on_both_engines!(
 
 async fn temporary_failure_is_retried_and_received_exactly_once(engine: Engine) {
     let server = SmtpServer::start(&["--tempfail", "grace@example.org:2"]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, "max_attempts = 5"));
+    let tdb = prepare(smtp_options(engine, &server).mail("max_attempts = 5"));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue_raw(&db, "confirm:g", "grace@example.org", None).await;
 
@@ -207,8 +196,8 @@ on_both_engines!(
 
 async fn permanent_failure_suppresses_the_address(engine: Engine) {
     let server = SmtpServer::start(&["--reject", "gone@example.org"]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let tdb = prepare(smtp_options(engine, &server));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue_raw(&db, "confirm:gone1", "gone@example.org", None).await;
     queue_raw(&db, "confirm:ok", "ok@example.org", None).await;
@@ -244,8 +233,8 @@ on_both_engines!(
 
 async fn exhausted_attempts_make_the_row_dead(engine: Engine) {
     let server = SmtpServer::start(&["--tempfail", "slow@example.org:100"]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, "max_attempts = 3"));
+    let tdb = prepare(smtp_options(engine, &server).mail("max_attempts = 3"));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue_raw(&db, "confirm:slow", "slow@example.org", None).await;
 
@@ -280,8 +269,8 @@ on_both_engines!(
 
 async fn queued_message_is_not_sent_after_unsubscribe(engine: Engine) {
     let server = SmtpServer::start(&[]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let tdb = prepare(smtp_options(engine, &server));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let left = add_subscriber(&db, "left@example.org", "confirmed").await;
     let stays = add_subscriber(&db, "stays@example.org", "confirmed").await;
@@ -375,8 +364,10 @@ fn header(message: &str, name: &str) -> Option<String> {
 
 async fn digest_is_personalised_and_dkim_signed(engine: Engine) {
     let server = SmtpServer::start(&[]);
-    let tdb = TestDb::new(engine).await;
-    let key_file = tdb.path().join("dkim.pem");
+    let tdb = prepare(smtp_options(engine, &server).mail(
+        "dkim = { selector = \"cw1\", domain = \"example.com\", key_file = \"{root}/dkim.pem\" }",
+    ));
+    let key_file = tdb.root.join("dkim.pem");
     let out = std::process::Command::new("openssl")
         .args(["genrsa", "-traditional", "-out"])
         .arg(&key_file)
@@ -388,16 +379,7 @@ async fn digest_is_personalised_and_dkim_signed(engine: Engine) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = settings(
-        &tdb,
-        &smtp_mail(
-            &server,
-            &format!(
-                "dkim = {{ selector = \"cw1\", domain = \"example.com\", key_file = \"{}\" }}",
-                key_file.display()
-            ),
-        ),
-    );
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let body = insert_body(&db).await;
     let k1 = queue_digest(&db, body, "ada@example.org", 1).await;
@@ -460,12 +442,13 @@ on_both_engines!(
 );
 
 async fn file_transport_writes_eml_files(engine: Engine) {
-    let tdb = TestDb::new(engine).await;
-    let dir = tdb.path().join("mail-out");
-    let s = settings(
-        &tdb,
-        &format!("transport = \"file\"\nfile_dir = \"{}\"", dir.display()),
+    let tdb = prepare(
+        options(engine)
+            .file_transport()
+            .mail("file_dir = \"{root}/mail-out\""),
     );
+    let dir = tdb.root.join("mail-out");
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue_raw(&db, "confirm:f", "file@example.org", None).await;
     let body = insert_body(&db).await;
@@ -494,8 +477,8 @@ on_both_engines!(
 
 async fn rate_limited_delivery_delivers_everything(engine: Engine) {
     let server = SmtpServer::start(&[]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, "rate_per_second = 40"));
+    let tdb = prepare(smtp_options(engine, &server).mail("rate_per_second = 40"));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     for i in 0..30 {
         queue_raw(&db, &format!("r:{i}"), &format!("r{i}@example.org"), None).await;
@@ -541,12 +524,9 @@ async fn kill_9_loses_nothing_and_duplicates_at_most_in_flight(engine: Engine) {
     const N: usize = 5000;
     const CONCURRENCY: usize = 4;
     let server = SmtpServer::start(&[]);
-    let tdb = TestDb::new(engine).await;
-    let mail =
-        smtp_mail(&server, "").replace("concurrency = 4", &format!("concurrency = {CONCURRENCY}"));
-    let config = tdb.path().join("casewire.toml");
-    std::fs::write(&config, settings_toml(&tdb.url, &mail)).unwrap();
-    let s = settings(&tdb, &mail);
+    let tdb = prepare(smtp_options(engine, &server).mail(format!("concurrency = {CONCURRENCY}")));
+    let config = tdb.config_path.clone();
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let mut tx = db.pool.begin().await.unwrap();
     let vars = serde_json::json!({});
@@ -615,8 +595,8 @@ on_both_engines!(
 
 async fn drain_sends_one_edition_and_reports(engine: Engine) {
     let server = SmtpServer::start(&["--reject", "bounce@example.org"]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let tdb = prepare(smtp_options(engine, &server));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue_raw(&db, "confirm:t", "t@example.org", None).await;
     let body = insert_body(&db).await;
@@ -661,8 +641,8 @@ on_both_engines!(
 
 async fn shutdown_finishes_in_flight_and_requeues_the_rest(engine: Engine) {
     let server = SmtpServer::start(&[]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, "rate_per_second = 5"));
+    let tdb = prepare(smtp_options(engine, &server).mail("rate_per_second = 5"));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     for i in 0..20 {
         queue_raw(&db, &format!("s:{i}"), &format!("s{i}@example.org"), None).await;
@@ -707,8 +687,8 @@ on_both_engines!(
 
 async fn enqueuers_wake_an_idle_worker(engine: Engine) {
     let server = SmtpServer::start(&[]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &smtp_mail(&server, ""));
+    let tdb = prepare(smtp_options(engine, &server));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut options = WorkerOptions::new(&s);

@@ -5,9 +5,8 @@
 //! test runs on SQLite and PostgreSQL and checks the database and the
 //! delivered mail.
 
-mod common;
+mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,53 +15,36 @@ use casewire::delivery::{DeliveryWorker, Mailer, Progress, WorkerOptions};
 use casewire::store::outbox::{self, NewMessage};
 use casewire::store::Db;
 use chrono::Utc;
-use common::smtp::SmtpServer;
-use common::{Engine, TestDb};
+use support::smtp::SmtpServer;
+use support::{prepare, spawn_app, AppOptions, Engine, TestSite};
 use tokio_util::sync::CancellationToken;
 
-fn settings(db: &TestDb, server: &SmtpServer, url: Option<&str>, extra: &str) -> Arc<Settings> {
-    let mut defaults = String::new();
-    for (key, default) in [("concurrency", 4), ("timeout_seconds", 10)] {
-        if !extra.contains(key) {
-            defaults.push_str(&format!("{key} = {default}\n"));
-        }
-    }
-    let extra = format!("{defaults}{extra}");
-    let text = format!(
-        r#"
-[site]
-title = "Casewire"
-base_url = "https://example.com/"
-
-[database]
-url = "{db_url}"
-
-[mail]
-from = "Casewire <digest@example.com>"
-transport = "smtp"
-smtp_url = "{url}"
-{extra}
-"#,
-        db_url = db.url,
-        url = url.map(str::to_owned).unwrap_or_else(|| server.url()),
-    );
-    std::fs::write(db.path().join("casewire.toml"), &text).unwrap();
-    Arc::new(
-        Settings::from_toml(Path::new("test.toml"), &text, std::iter::empty())
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
+/// These tests' site, named as the messages they queue name it ("Casewire"
+/// at https://example.com/), without editions, delivering through `server`
+/// with 4 connections and a 10 s timeout unless lines of the test say otherwise.
+fn options(engine: Engine, server: &SmtpServer) -> AppOptions {
+    AppOptions::new(engine)
+        .editions("")
+        .site("title = \"Casewire\"\nbase_url = \"https://example.com/\"")
+        .mail("from = \"Casewire <digest@example.com>\"")
+        .smtp(server)
+        .mail("concurrency = 4\ntimeout_seconds = 10")
 }
 
-/// `casewire status` on the real binary, for the config [`settings`] wrote.
-fn status(db: &TestDb) -> String {
-    casewire(db, &["status"])
+fn settings(site: &TestSite) -> Arc<Settings> {
+    Arc::new(site.settings().clone())
 }
 
-/// Runs the real binary on the config [`settings`] wrote; returns stdout.
-fn casewire(db: &TestDb, args: &[&str]) -> String {
+/// `casewire status` on the real binary, for the site's config.
+fn status(site: &TestSite) -> String {
+    casewire(site, &["status"])
+}
+
+/// Runs the real binary on the site's config; returns stdout.
+fn casewire(site: &TestSite, args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_casewire"))
         .arg("--config")
-        .arg(db.path().join("casewire.toml"))
+        .arg(&site.config_path)
         .args(args)
         .output()
         .unwrap();
@@ -192,9 +174,12 @@ async fn relay_fault_loses_nothing(
     accepted_before: usize,
 ) -> String {
     let server = SmtpServer::start(server_args);
-    let tdb = TestDb::new(engine).await;
-    let url = url.map(|u| u(&server));
-    let s = settings(&tdb, &server, url.as_deref(), extra);
+    let mut options = options(engine, &server).mail(extra);
+    if let Some(url) = url.map(|u| u(&server)) {
+        options = options.smtp_url(&url);
+    }
+    let tdb = prepare(options);
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let to = recipients(6);
     queue(&db, &to, None).await;
@@ -363,8 +348,8 @@ async fn rcpt_451_retries_that_row_with_backoff(engine: Engine) {
     let to = recipients(4);
     let reply = format!("{}:451 4.7.1 Greylisted, try again later", to[1]);
     let server = SmtpServer::start(&["--rcpt-reply", &reply]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &server, None, "max_attempts = 5");
+    let tdb = prepare(options(engine, &server).mail("max_attempts = 5"));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue(&db, &to, None).await;
 
@@ -407,8 +392,8 @@ on_both_engines!(
 async fn rcpt_550_5_1_1_suppresses_that_address_alone(engine: Engine) {
     let to = recipients(6);
     let server = SmtpServer::start(&["--reject", &to[2]]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &server, None, "");
+    let tdb = prepare(options(engine, &server));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue(&db, &to, None).await;
 
@@ -438,8 +423,8 @@ on_both_engines!(
 
 async fn content_554_5_7_1_kills_the_row_without_suppressing(engine: Engine) {
     let server = SmtpServer::start(&["--data-reply", "554 5.7.1 Message content rejected"]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(&tdb, &server, None, "");
+    let tdb = prepare(options(engine, &server));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let to = recipients(3);
     queue(&db, &to, None).await;
@@ -488,47 +473,18 @@ async fn relay_outage_of_two_minutes_loses_nothing(engine: Engine) {
         "--greeting-reply",
         "421 4.3.2 Service not available, closing",
     ]);
-    let tdb = TestDb::new(engine).await;
-    let root = tdb.path();
-    std::fs::create_dir_all(root.join("content")).unwrap();
-    let text = format!(
-        r#"
-[site]
-title = "Casewire"
-base_url = "https://example.com/"
-
-[content]
-dir = "{content}"
-
-[feeds]
-out_dir = "{feeds}"
-
-[database]
-url = "{db_url}"
-
-[http]
-listen = "127.0.0.1:0"
-
-[mail]
-from = "Casewire <digest@example.com>"
-transport = "smtp"
-smtp_url = "{smtp}"
-concurrency = 4
-timeout_seconds = 5
-"#,
-        content = root.join("content").display(),
-        feeds = root.join("feeds").display(),
-        db_url = tdb.url,
-        smtp = server.url(),
-    );
-    let s = Settings::from_toml(Path::new("test.toml"), &text, std::iter::empty()).unwrap();
-    let app = casewire::app::start(s).await.expect("app starts");
+    let app = spawn_app(
+        options(engine, &server)
+            .no_admin_token()
+            .mail("timeout_seconds = 5"),
+    )
+    .await;
     let to = recipients(20);
-    queue(&app.db, &to, Some("weekly")).await;
-    app.outbox_wake.notify_one();
+    queue(&app.app().db, &to, Some("weekly")).await;
+    app.app().outbox_wake.notify_one();
 
     let client = reqwest::Client::new();
-    let base = format!("http://{}", app.addr);
+    let base = app.base.clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     let health = loop {
         let r = client.get(format!("{base}/healthz")).send().await.unwrap();
@@ -566,10 +522,10 @@ timeout_seconds = 5
     // Two minutes of outage: the breaker probes, nothing else moves.
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(server.received_count(), 0);
-    for r in rows(&app.db).await {
+    for r in rows(&app.app().db).await {
         assert_eq!((r.state.as_str(), r.attempts), ("queued", 0), "{r:?}");
     }
-    assert_eq!(suppressions(&app.db).await, vec![]);
+    assert_eq!(suppressions(&app.app().db).await, vec![]);
 
     server.heal(true);
     let healed = Instant::now();
@@ -586,13 +542,13 @@ timeout_seconds = 5
     );
     // Their results commit right after the server accepted them.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while rows(&app.db).await.iter().any(|r| r.state != "sent") {
-        assert!(Instant::now() < deadline, "{:?}", rows(&app.db).await);
+    while rows(&app.app().db).await.iter().any(|r| r.state != "sent") {
+        assert!(Instant::now() < deadline, "{:?}", rows(&app.app().db).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_each_received_once(&server, &to);
-    assert!(rows(&app.db).await.iter().all(|r| r.attempts == 1));
-    assert_eq!(suppressions(&app.db).await, vec![]);
+    assert!(rows(&app.app().db).await.iter().all(|r| r.attempts == 1));
+    assert_eq!(suppressions(&app.app().db).await, vec![]);
     let body: serde_json::Value = client
         .get(format!("{base}/healthz"))
         .send()
@@ -602,7 +558,7 @@ timeout_seconds = 5
         .await
         .unwrap();
     assert_eq!(body["status"], "ok", "{body}");
-    let (paused, _, pauses) = relay_state(&app.db).await.unwrap();
+    let (paused, _, pauses) = relay_state(&app.app().db).await.unwrap();
     assert_eq!((paused, pauses), (0, 1));
     app.stop().await;
 }
@@ -616,8 +572,8 @@ on_both_engines!(
 /// `mail.allow_plaintext_auth = true`; the refusal is a relay fault (delivery
 /// pauses, nobody is suppressed) and says why.
 async fn plaintext_auth_without_tls_was_sent_in_clear(engine: Engine) {
-    let tdb = TestDb::new(engine).await;
-    let auth_log = tdb.path().join("auth.log");
+    let mut tdb = prepare(AppOptions::new(engine));
+    let auth_log = tdb.root.join("auth.log");
     let server = SmtpServer::start(&[
         "--auth",
         "casewire:right",
@@ -625,7 +581,8 @@ async fn plaintext_auth_without_tls_was_sent_in_clear(engine: Engine) {
         auth_log.to_str().unwrap(),
     ]);
     let url = format!("smtp://casewire:right@127.0.0.1:{}", server.port);
-    let s = settings(&tdb, &server, Some(&url), "");
+    tdb.rewrite(options(engine, &server).smtp_url(&url));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let to = recipients(3);
     queue(&db, &to, None).await;
@@ -665,7 +622,12 @@ async fn plaintext_auth_without_tls_was_sent_in_clear(engine: Engine) {
     }
 
     // An operator who accepts a clear login on this path says so.
-    let s = settings(&tdb, &server, Some(&url), "allow_plaintext_auth = true");
+    tdb.rewrite(
+        options(engine, &server)
+            .smtp_url(&url)
+            .mail("allow_plaintext_auth = true"),
+    );
+    let s = settings(&tdb);
     let (p, after) = run_worker(&db, &s).await;
     assert_eq!(after, None);
     assert_eq!(p.sent() as usize, to.len());
@@ -680,14 +642,11 @@ on_both_engines!(
 
 async fn ten_refused_messages_in_a_row_pause_the_edition_until_resumed(engine: Engine) {
     let server = SmtpServer::start(&["--data-reply", "554 5.7.1 Message content rejected"]);
-    let tdb = TestDb::new(engine).await;
     // One connection: "in a row" is the order of the queue.
-    let s = settings(
-        &tdb,
-        &server,
-        None,
-        "concurrency = 1\n[[editions]]\nslug = \"weekly\"\nname = \"Weekly\"\nschedule = \"0 8 * * MON\"\n",
-    );
+    let tdb = prepare(options(engine, &server).mail("concurrency = 1").editions(
+        "[[editions]]\nslug = \"weekly\"\nname = \"Weekly\"\nschedule = \"0 8 * * MON\"\n",
+    ));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let to = recipients(14);
     queue(&db, &to, Some("weekly")).await;
@@ -761,13 +720,10 @@ on_both_engines!(
 /// fresh rows and transactional mail are sent.
 async fn digests_past_expire_after_end_expired_instead_of_arriving_late(engine: Engine) {
     let server = SmtpServer::start(&[]);
-    let tdb = TestDb::new(engine).await;
-    let s = settings(
-        &tdb,
-        &server,
-        None,
+    let tdb = prepare(options(engine, &server).editions(
         "[[editions]]\nslug = \"daily\"\nname = \"Daily\"\nschedule = \"@daily\"\nexpire_after = \"1h\"\n",
-    );
+    ));
+    let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let to = recipients(3);
     queue(&db, &to, Some("daily")).await;

@@ -2,13 +2,12 @@
 //! preview`, `schedule` and `status` on the real binary, SQLite and PostgreSQL,
 //! with the file transport.
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::daemon::{config_text, study};
-use common::{Engine, TestDb};
+use support::{prepare, study, AppOptions, Engine, BASE_URL};
 
 const EDITION: &str = r#"
 [[editions]]
@@ -52,9 +51,8 @@ fn mails(dir: &Path) -> Vec<String> {
 }
 
 async fn digest_send_delivers_only_what_is_new(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let root = db.path();
-    std::fs::create_dir_all(root.join("content")).unwrap();
+    let site = prepare(AppOptions::new(engine).editions(EDITION));
+    let root = site.root.clone();
     std::fs::write(
         root.join("content/old.md"),
         study(
@@ -65,9 +63,8 @@ async fn digest_send_delivers_only_what_is_new(engine: Engine) {
         ),
     )
     .unwrap();
-    let config = root.join("casewire.toml");
-    std::fs::write(&config, config_text(&db.url, &root, EDITION)).unwrap();
-    let outbox = root.join("outbox");
+    let config = site.config_path.clone();
+    let outbox = site.outbox_dir.clone();
 
     // First run on an existing store: the ledger is seeded, nothing is sent.
     ok(&casewire(&config, &["digest", "send", "weekly"]));
@@ -115,7 +112,7 @@ async fn digest_send_delivers_only_what_is_new(engine: Engine) {
     let m = &sent[0];
     assert!(m.contains("To: reader@example.com"), "{m}");
     assert!(m.contains("Fresh replica lag story") && !m.contains("Old pool story"));
-    assert!(m.contains("List-Unsubscribe: <https://notes.example.com/unsubscribe/"));
+    assert!(m.contains(&format!("List-Unsubscribe: <{BASE_URL}unsubscribe/")));
     assert!(m.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
     assert!(
         m.contains("?subject=unsubscribe%20"),
@@ -180,10 +177,14 @@ on_both_engines!(
 /// Issue 13.9: `digest send` exited 0 when nothing was sent because every
 /// message failed (here the relay refuses the only recipient, 550 5.1.1).
 async fn digest_send_exits_1_when_every_message_failed(engine: Engine) {
-    let smtp = common::smtp::SmtpServer::start(&["--reject", "gone@example.com"]);
-    let db = TestDb::new(engine).await;
-    let root = db.path();
-    std::fs::create_dir_all(root.join("content")).unwrap();
+    let smtp = support::smtp::SmtpServer::start(&["--reject", "gone@example.com"]);
+    let site = prepare(AppOptions::new(engine).editions(EDITION).smtp(&smtp));
+    assert!(
+        site.config_text.contains("smtp_url"),
+        "{}",
+        site.config_text
+    );
+    let root = site.root.clone();
     std::fs::write(
         root.join("content/old.md"),
         study(
@@ -194,13 +195,7 @@ async fn digest_send_exits_1_when_every_message_failed(engine: Engine) {
         ),
     )
     .unwrap();
-    let config = root.join("casewire.toml");
-    let text = config_text(&db.url, &root, EDITION).replace(
-        "transport = \"file\"",
-        &format!("transport = \"smtp\"\nsmtp_url = \"{}\"", smtp.url()),
-    );
-    assert!(text.contains("smtp_url"), "{text}");
-    std::fs::write(&config, text).unwrap();
+    let config = site.config_path.clone();
     ok(&casewire(&config, &["digest", "send", "weekly"]));
     ok(&casewire(
         &config,

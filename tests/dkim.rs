@@ -4,15 +4,14 @@
 //! mail captured by a real SMTP server (aiosmtpd), and dkimpy, an
 //! independent implementation, verifying each message. SQLite and PostgreSQL.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::daemon::{config_text, study};
-use common::dkim::{assert_signed, dkimpy_verify, openssl_key, published_record, KEY_KINDS};
-use common::smtp::SmtpServer;
-use common::{Engine, TestDb};
+use support::dkim::{assert_signed, dkimpy_verify, openssl_key, published_record, KEY_KINDS};
+use support::smtp::SmtpServer;
+use support::{prepare, study, AppOptions, Engine, TestDb, TestSite};
 
 const EDITION: &str = r#"
 [[editions]]
@@ -43,48 +42,39 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn key_config(server: &SmtpServer, key_file: &Path) -> String {
-    format!(
-        "transport = \"smtp\"\nsmtp_url = \"{}\"\ntimeout_seconds = 10\ndkim = {{ selector = \"cw1\", domain = \"notes.example.com\", key_file = \"{}\" }}\n",
-        server.url(),
-        key_file.display()
-    )
+/// The sites of these tests: the default test site with the weekly edition.
+fn options(engine: Engine) -> AppOptions {
+    AppOptions::new(engine).editions(EDITION)
 }
 
-/// The config file of `root`, sending through `server` and signing with `key_file`.
-fn write_config(db: &TestDb, root: &Path, server: &SmtpServer, key_file: &Path) -> PathBuf {
-    let text = config_text(&db.url, root, EDITION).replace(
-        &format!(
-            "transport = \"file\"\nfile_dir = \"{}\"\n",
-            root.join("outbox").display()
-        ),
-        &key_config(server, key_file),
+/// Rewrites the site's config to send through `server` and sign with
+/// `key_file`; returns the config file.
+fn write_config(site: &mut TestSite, server: &SmtpServer, key_file: &Path) -> PathBuf {
+    let signing = options(site.options().engine())
+        .smtp(server)
+        .mail("timeout_seconds = 10")
+        .mail(format!(
+            "dkim = {{ selector = \"cw1\", domain = \"notes.example.com\", key_file = \"{}\" }}",
+            key_file.display()
+        ))
+        // PostgreSQL keeps no file of its own: the link key goes in the test's folder.
+        .database("key_file = \"{root}/links.key\"");
+    site.rewrite(signing);
+    assert!(
+        site.config_text.contains("dkim = "),
+        "the mail section has the key"
     );
-    assert!(text.contains("dkim = "), "the mail section was replaced");
-    // PostgreSQL keeps no file of its own: the link key goes in the test's folder.
-    let text = text.replace(
-        "[database]\n",
-        &format!(
-            "[database]\nkey_file = {:?}\n",
-            root.join("links.key").display().to_string()
-        ),
-    );
-    // Sign-ups from the test client come at once and without a form stamp.
-    let text = text.replace("[http]\n", "[http]\nsignup_min_seconds = 0\n");
-    let config = root.join("casewire.toml");
-    std::fs::write(&config, text).unwrap();
-    config
+    site.config_path.clone()
 }
 
 async fn digests_verify_with_every_key_form(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let root = db.path();
+    let mut site = prepare(options(engine));
+    let root = site.root.clone();
     let server = SmtpServer::start(&[]);
-    std::fs::create_dir_all(root.join("content")).unwrap();
     for (n, (kind, args)) in KEY_KINDS.iter().enumerate() {
         let key_file = root.join(format!("{kind}.pem"));
         openssl_key(args, &key_file);
-        let config = write_config(&db, &root, &server, &key_file);
+        let config = write_config(&mut site, &server, &key_file);
         let (name, record) = published_record(&ok(&casewire(&config, &["check"])));
         assert_eq!(name, "cw1._domainkey.notes.example.com");
         let k = if *kind == "ed25519" { "ed25519" } else { "rsa" };
@@ -144,24 +134,16 @@ on_both_engines!(
 /// A key that cannot sign is a configuration error `check` reports with the file.
 #[test]
 fn check_names_a_key_it_cannot_use() {
-    let root = tempfile::tempdir().unwrap();
-    let key_file = root.path().join("dsa.pem");
+    let site = prepare(options(Engine::Sqlite).mail(
+        "dkim = { selector = \"cw1\", domain = \"notes.example.com\", key_file = \"{root}/dsa.pem\" }",
+    ));
+    let key_file = site.root.join("dsa.pem");
     std::fs::write(
         &key_file,
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    let url = format!("sqlite://{}", root.path().join("x.db").display());
-    let text = config_text(&url, root.path(), EDITION).replace(
-        "transport = \"file\"",
-        &format!(
-            "dkim = {{ selector = \"cw1\", domain = \"notes.example.com\", key_file = \"{}\" }}\ntransport = \"file\"",
-            key_file.display()
-        ),
-    );
-    std::fs::create_dir_all(root.path().join("content")).unwrap();
-    let config = root.path().join("casewire.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = &site.config_path;
     let out = casewire(&config, &["check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -243,10 +225,9 @@ async fn everything_stored(db: &TestDb, root: &Path) -> Vec<u8> {
 /// `digest send` command, with each key form: every message verifies with
 /// dkimpy, and no link token of any delivered message is stored anywhere.
 async fn all_mail_is_signed_and_no_link_is_stored(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let root = db.path();
+    let mut site = prepare(options(engine));
+    let root = site.root.clone();
     let server = SmtpServer::start(&[]);
-    std::fs::create_dir_all(root.join("content")).unwrap();
     std::fs::write(
         root.join("content/old.md"),
         study("Old story", "old", "2025-01-01T00:00:00Z", &["databases"]),
@@ -259,7 +240,7 @@ async fn all_mail_is_signed_and_no_link_is_stored(engine: Engine) {
     for (kind, args) in KEY_KINDS {
         let key_file = root.join(format!("{kind}.pem"));
         openssl_key(args, &key_file);
-        config = write_config(&db, &root, &server, &key_file);
+        config = write_config(&mut site, &server, &key_file);
         record = published_record(&ok(&casewire(&config, &["check"])));
         let text = std::fs::read_to_string(&config).unwrap();
         let settings =
@@ -339,7 +320,7 @@ async fn all_mail_is_signed_and_no_link_is_stored(engine: Engine) {
 
     // 3 confirmation tokens, and one manage token per reader.
     assert_eq!(tokens.len(), 6, "{tokens:?}");
-    let stored = everything_stored(&db, &root).await;
+    let stored = everything_stored(&site.db, &root).await;
     let present = b"reader-ed25519@example.org";
     assert!(
         stored.windows(present.len()).any(|w| w == present),
@@ -351,7 +332,7 @@ async fn all_mail_is_signed_and_no_link_is_stored(engine: Engine) {
             "the link token {t} is stored in the database"
         );
     }
-    let store = casewire::store::Db::open(&db.url).await.unwrap();
+    let store = casewire::store::Db::open(&site.db.url).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
         .fetch_one(&store.pool)
         .await
@@ -369,12 +350,10 @@ on_both_engines!(
 #[test]
 fn check_warns_about_a_readable_link_key() {
     use std::os::unix::fs::PermissionsExt;
-    let root = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", root.path().join("x.db").display());
-    std::fs::create_dir_all(root.path().join("content")).unwrap();
-    let config = root.path().join("casewire.toml");
-    std::fs::write(&config, config_text(&url, root.path(), EDITION)).unwrap();
-    let key = root.path().join("x.key");
+    let site = prepare(options(Engine::Sqlite));
+    let config = &site.config_path;
+    // Beside the SQLite file, as the default link key is.
+    let key = site.root.join("casewire.key");
     let out = casewire(&config, &["check"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no link key yet"));
     std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();

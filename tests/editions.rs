@@ -3,7 +3,7 @@
 //! idempotent windows and scheduler catch-up with an injected clock. Each
 //! database test runs on SQLite and PostgreSQL.
 
-mod common;
+mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -14,14 +14,15 @@ use casewire::editions::scheduler::{due_window, Scheduler};
 use casewire::store::ledger::Ledger;
 use casewire::store::Db;
 use chrono::{DateTime, Utc};
-use common::daemon::{config_text, settings, study};
-use common::{Engine, TestDb};
+use support::{prepare, study, AppOptions, Engine, TestSite, BASE_URL};
 
+/// An edition run's surroundings, on a [`prepare`]d site: the database
+/// opened, and the ledger seeded on an empty catalog.
 struct World {
     db: Db,
     settings: casewire::config::Settings,
     ledger: Ledger,
-    _tdb: TestDb,
+    site: TestSite,
 }
 
 const EDITIONS: &str = r#"
@@ -40,12 +41,9 @@ categories = ["performance"]
 "#;
 
 async fn world(engine: Engine) -> World {
-    let tdb = TestDb::new(engine).await;
-    std::fs::create_dir_all(tdb.path().join("content")).unwrap();
-    let text = config_text(&tdb.url, &tdb.path(), EDITIONS).replace("dir = \"templates\"", "");
-    let mut s = settings(&text);
-    s.templates.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let db = Db::open(&tdb.url).await.unwrap();
+    let site = prepare(options(engine));
+    let s = site.settings().clone();
+    let db = Db::open(&site.db.url).await.unwrap();
     let mut ledger = Ledger::load(db.clone()).await.unwrap();
     // First start: seeds nothing announced.
     ledger.sync(&Catalog::default(), Utc::now()).await.unwrap();
@@ -53,13 +51,18 @@ async fn world(engine: Engine) -> World {
         db,
         settings: s,
         ledger,
-        _tdb: tdb,
+        site,
     }
+}
+
+/// The site of these tests: the editions above, no others.
+fn options(engine: Engine) -> AppOptions {
+    AppOptions::new(engine).editions(EDITIONS)
 }
 
 impl World {
     fn content(&self) -> std::path::PathBuf {
-        self.settings.content.dir.clone()
+        self.site.content_dir.clone()
     }
 
     /// Adds case study files and records them as published (events).
@@ -144,7 +147,7 @@ impl World {
                 let slugs = text
                     .lines()
                     .filter_map(|l| {
-                        l.split_once("https://notes.example.com/case-studies/")
+                        l.split_once(&format!("{BASE_URL}case-studies/"))
                             .map(|(_, rest)| rest)
                     })
                     .map(|s| s.trim_end_matches('/').to_owned())
@@ -307,9 +310,7 @@ on_both_engines!(one_body_per_content_set, one_body_per_content_set);
 
 #[test]
 fn digest_html_is_inlined_and_dark_mode_ready() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = settings(&config_text("sqlite://x.db", dir.path(), EDITIONS));
-    s.templates.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let s = prepare(options(Engine::Sqlite)).settings().clone();
     let d = casewire::editions::render::sample(&s).unwrap();
     assert!(d.html.contains("style=\""), "CSS is inlined");
     assert!(!d.html.contains("<link"), "no remote stylesheets");

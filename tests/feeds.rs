@@ -13,7 +13,7 @@ use casewire::content::{Catalog, DirectoryStore};
 use casewire::feeds::{self, output, FeedFile, Format};
 use chrono::{DateTime, Utc};
 use feed_rs::model::Feed;
-use support::{permalink, toml_study, utc, yaml_study, Options, TestSite, CATEGORIES};
+use support::{permalink, prepare, toml_study, utc, yaml_study, AppOptions, TestSite, CATEGORIES};
 
 /// What a fixture file must turn into.
 struct Expected {
@@ -36,11 +36,20 @@ impl Expected {
     }
 }
 
+/// The sites of these tests: no database engine choice, no editions.
+fn options() -> AppOptions {
+    AppOptions::sqlite().editions("")
+}
+
+fn site() -> TestSite {
+    prepare(options())
+}
+
 fn category_name(slug: &str) -> &'static str {
     CATEGORIES
         .iter()
-        .find(|(s, _)| *s == slug)
-        .map(|(_, n)| *n)
+        .find(|(s, _, _)| *s == slug)
+        .map(|(_, n, _)| *n)
         .unwrap_or_else(|| panic!("unknown category {slug}"))
 }
 
@@ -198,8 +207,8 @@ categories: [security]"#,
 
 /// Scans the site's content and builds every feed.
 fn build(site: &TestSite, at: DateTime<Utc>) -> (Catalog, Vec<FeedFile>) {
-    let catalog = DirectoryStore::new(&site.settings).scan(None);
-    let files = feeds::build_all(&site.settings, &catalog, at);
+    let catalog = DirectoryStore::new(&site.settings()).scan(None);
+    let files = feeds::build_all(&site.settings(), &catalog, at);
     (catalog, files)
 }
 
@@ -214,7 +223,11 @@ fn build_and_write(site: &TestSite, at: DateTime<Utc>) -> Vec<FeedFile> {
 /// Scope folders: "" for everything, then "slug/" per category.
 fn scope_dirs() -> Vec<(Option<&'static str>, String)> {
     std::iter::once((None, String::new()))
-        .chain(CATEGORIES.iter().map(|(s, _)| (Some(*s), format!("{s}/"))))
+        .chain(
+            CATEGORIES
+                .iter()
+                .map(|(s, _, _)| (Some(*s), format!("{s}/"))),
+        )
         .collect()
 }
 
@@ -260,7 +273,7 @@ fn xml_files() -> Vec<String> {
 
 #[test]
 fn every_feed_parses_back_with_feed_rs_and_matches_the_sources() {
-    let site = TestSite::new();
+    let site = site();
     let fixtures = write_fixtures(&site);
     build_and_write(&site, now());
 
@@ -335,7 +348,7 @@ fn every_feed_parses_back_with_feed_rs_and_matches_the_sources() {
 
 #[test]
 fn authors_and_summaries_come_from_each_generators_keys() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
     build_and_write(&site, now());
     let feed = parse_file(&site.out_dir.join("atom.xml"));
@@ -369,7 +382,7 @@ fn authors_and_summaries_come_from_each_generators_keys() {
 
 #[test]
 fn drafts_and_future_case_studies_are_left_out_until_their_time() {
-    let site = TestSite::new();
+    let site = site();
     let fixtures = write_fixtures(&site);
     let (catalog, files) = build(&site, now());
     assert_eq!(catalog.drafts, 1);
@@ -383,7 +396,7 @@ fn drafts_and_future_case_studies_are_left_out_until_their_time() {
     assert!(!all.iter().any(|id| id.ends_with("/_index/")), "{all:?}");
 
     let later = future_date() + chrono::Duration::minutes(1);
-    let files = feeds::build_all(&site.settings, &catalog, later);
+    let files = feeds::build_all(&site.settings(), &catalog, later);
     for f in &files {
         let feed = feed_rs::parser::parse(&f.body[..]).unwrap();
         // Archive page 1 of a scope (`archive/{all|category}/1.*`) holds the
@@ -406,7 +419,7 @@ fn drafts_and_future_case_studies_are_left_out_until_their_time() {
 
 #[test]
 fn entry_ids_stay_the_same_when_a_title_changes() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
     let before: Vec<(String, Vec<String>)> = build(&site, now())
         .1
@@ -448,10 +461,7 @@ fn entry_ids_stay_the_same_when_a_title_changes() {
 
 #[test]
 fn category_feeds_hold_exactly_their_category_and_respect_the_item_limit() {
-    let site = TestSite::with(&Options {
-        items: 2,
-        ..Options::default()
-    });
+    let site = prepare(options().feeds("items = 2"));
     let fixtures = write_fixtures(&site);
     build_and_write(&site, now());
     for (category, dir) in scope_dirs() {
@@ -483,7 +493,7 @@ fn category_feeds_hold_exactly_their_category_and_respect_the_item_limit() {
 
 #[test]
 fn json_feed_is_version_1_1_with_ids_and_html_content() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
     build_and_write(&site, now());
     for (_, dir) in scope_dirs() {
@@ -523,7 +533,7 @@ fn feedparser_reads_every_xml_feed_without_errors() {
         &["-c", "import feedparser"],
         "python3 with the feedparser module is required: pip install feedparser",
     );
-    let site = TestSite::new();
+    let site = site();
     let fixtures = write_fixtures(&site);
     build_and_write(&site, now());
     const SCRIPT: &str = "import feedparser,sys
@@ -718,7 +728,7 @@ fn xml_feeds_pass_the_checks_the_w3c_validator_makes() {
         &["--version"],
         "xmllint is required: apt-get install libxml2-utils",
     );
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
     build_and_write(&site, now());
     for rel in xml_files() {
@@ -744,7 +754,7 @@ fn xml_feeds_pass_the_checks_the_w3c_validator_makes() {
 
 #[test]
 fn markdown_links_become_absolute_and_scripts_are_removed() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
     build_and_write(&site, now());
     let feed = parse_file(&site.out_dir.join("atom.xml"));
@@ -801,7 +811,7 @@ fn markdown_links_become_absolute_and_scripts_are_removed() {
 #[test]
 fn files_are_replaced_atomically_and_unchanged_files_are_not_rewritten() {
     use std::os::unix::fs::MetadataExt;
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
     let (catalog, files) = build(&site, now());
     let first = output::write_all(&site.out_dir, &files).unwrap();
@@ -818,7 +828,7 @@ fn files_are_replaced_atomically_and_unchanged_files_are_not_rewritten() {
     std::thread::sleep(std::time::Duration::from_millis(20));
 
     // Same catalog, built again: byte-identical, nothing written.
-    let again = feeds::build_all(&site.settings, &catalog, now());
+    let again = feeds::build_all(&site.settings(), &catalog, now());
     let second = output::write_all(&site.out_dir, &again).unwrap();
     assert_eq!(second.written, 0);
     assert_eq!(second.unchanged, files.len());
@@ -975,17 +985,14 @@ fn write_broken_folder(site: &TestSite) -> Vec<(PathBuf, usize, &'static str)> {
 }
 
 fn broken_site() -> TestSite {
-    TestSite::with(&Options {
-        max_file_kb: 1,
-        ..Options::default()
-    })
+    prepare(options().content("max_file_kb = 1"))
 }
 
 #[test]
 fn every_broken_file_is_named_with_its_line_and_the_valid_ones_still_publish() {
     let site = broken_site();
     let broken = write_broken_folder(&site);
-    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let catalog = DirectoryStore::new(&site.settings()).scan(None);
 
     let named: BTreeSet<&Path> = catalog.problems.iter().map(|p| p.path.as_path()).collect();
     let want: BTreeSet<&Path> = broken.iter().map(|(p, _, _)| p.as_path()).collect();
@@ -1013,7 +1020,7 @@ fn every_broken_file_is_named_with_its_line_and_the_valid_ones_still_publish() {
 
     let slugs: Vec<&str> = catalog.all().iter().map(|s| s.slug.as_str()).collect();
     assert_eq!(slugs, ["good-two", "good-one"]);
-    let files = feeds::build_all(&site.settings, &catalog, now());
+    let files = feeds::build_all(&site.settings(), &catalog, now());
     let everything = files.iter().find(|f| f.path == "atom.xml").unwrap();
     let feed = feed_rs::parser::parse(&everything.body[..]).unwrap();
     assert_eq!(
@@ -1075,7 +1082,7 @@ fn cli_check_lists_every_broken_file_and_exits_1() {
 
 #[test]
 fn cli_check_on_clean_content_exits_0() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
     let out = casewire(&site, &["check"]);
     assert_eq!(
@@ -1095,9 +1102,9 @@ fn cli_check_on_clean_content_exits_0() {
 
 #[test]
 fn cli_feeds_build_writes_every_scope() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
-    let out_dir = site.root.path().join("elsewhere");
+    let out_dir = site.root.join("elsewhere");
     let out = casewire(
         &site,
         &["feeds", "build", "--out", out_dir.to_str().unwrap()],
@@ -1121,11 +1128,7 @@ fn cli_feeds_build_writes_every_scope() {
 
 #[test]
 fn cli_bad_config_value_exits_2_and_names_the_key() {
-    let site = TestSite::new();
-    let text_ = std::fs::read_to_string(&site.config_path)
-        .unwrap()
-        .replace("items = 50", "items = 0");
-    std::fs::write(&site.config_path, text_).unwrap();
+    let site = prepare(options().feeds("items = 0"));
     for args in [&["check"][..], &["feeds", "build"][..]] {
         let out = casewire(&site, args);
         let stderr = text(&out.stderr);
@@ -1186,9 +1189,9 @@ fn cli_help_works_for_every_subcommand() {
 
 #[test]
 fn problem_of_a_broken_file_survives_an_update_of_another_file() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
-    let store = DirectoryStore::new(&site.settings);
+    let store = DirectoryStore::new(&site.settings());
     let catalog = store.scan(None);
     assert!(catalog.problems.is_empty());
 
@@ -1213,7 +1216,7 @@ fn problem_of_a_broken_file_survives_an_update_of_another_file() {
         [&broken],
         "the broken file's problem must not vanish when another file changes"
     );
-    let files = feeds::build_all(&site.settings, &catalog, now());
+    let files = feeds::build_all(&site.settings(), &catalog, now());
     let security = files
         .iter()
         .find(|f| f.path == "security/atom.xml")
@@ -1224,9 +1227,9 @@ fn problem_of_a_broken_file_survives_an_update_of_another_file() {
 
 #[test]
 fn update_after_one_edit_equals_a_full_scan() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
-    let store = DirectoryStore::new(&site.settings);
+    let store = DirectoryStore::new(&site.settings());
     let mut catalog = store.scan(None);
     let edits: [(&str, &str, &str); 5] = [
         // A title change, a category change, a slug change, a new file.
@@ -1286,12 +1289,12 @@ fn update_after_one_edit_equals_a_full_scan() {
         let problems =
             |c: &Catalog| -> Vec<String> { c.problems.iter().map(|p| p.to_string()).collect() };
         assert_eq!(problems(&updated), problems(&full), "{rel}");
-        let scopes = feeds::affected_scopes(&site.settings, &catalog, &updated, now(), now());
+        let scopes = feeds::affected_scopes(&site.settings(), &catalog, &updated, now(), now());
         assert!(scopes.contains(&feeds::Scope::All), "{rel}: {scopes:?}");
         // Every feed outside the affected scopes is byte-identical; every
         // affected category feed really changed.
-        let old_files = feeds::build_all(&site.settings, &catalog, now());
-        let new_files = feeds::build_all(&site.settings, &updated, now());
+        let old_files = feeds::build_all(&site.settings(), &catalog, now());
+        let new_files = feeds::build_all(&site.settings(), &updated, now());
         for (o, n) in old_files.iter().zip(&new_files) {
             assert_eq!(o.path, n.path);
             if !scopes.contains(&n.scope) {
@@ -1314,9 +1317,9 @@ fn update_after_one_edit_equals_a_full_scan() {
 
 #[test]
 fn update_with_a_path_named_twice_reads_it_once() {
-    let site = TestSite::new();
+    let site = site();
     write_fixtures(&site);
-    let store = DirectoryStore::new(&site.settings);
+    let store = DirectoryStore::new(&site.settings());
     let catalog = store.scan(None);
     let path = site.path("ci-token.md");
     let text = std::fs::read_to_string(&path).unwrap();

@@ -14,7 +14,12 @@ use casewire::domain::Slug;
 use casewire::feeds::{self, FeedFile, Format};
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
-use support::{require_tool, utc, yaml_study, TestSite};
+use support::{prepare, require_tool, utc, yaml_study, AppOptions, TestSite};
+
+/// The sites of these tests: no database engine choice, no editions.
+fn site() -> TestSite {
+    prepare(AppOptions::sqlite().editions(""))
+}
 
 fn now() -> DateTime<Utc> {
     utc(2026, 6, 1, 0, 0)
@@ -87,7 +92,7 @@ fn xmllint(path: &Path) {
 #[test]
 fn control_character_in_a_case_study_no_longer_breaks_rss_and_atom() {
     require_tool("xmllint", &["--version"], "apt-get install libxml2-utils");
-    let site = TestSite::new();
+    let site = site();
     let mut raw = yaml_study(
         "title: \"Pool\\x01 exhaustion\\e\"\ndate: 2026-03-14T09:00:00Z\nslug: pool\nsummary: \"Ran \\x0b dry\"\nauthor: \"Mara\\x01\"\ncategories: [databases]",
         "Body with a raw \u{1} and \u{b} byte.\n\nA reference &#1; and &#x1b; too.",
@@ -102,7 +107,7 @@ fn control_character_in_a_case_study_no_longer_breaks_rss_and_atom() {
         ),
     );
 
-    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let catalog = DirectoryStore::new(&site.settings()).scan(None);
     assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
     let pool = catalog.get("pool").expect("the file is published, cleaned");
     assert_eq!(pool.title, "Pool exhaustion");
@@ -126,7 +131,7 @@ fn control_character_in_a_case_study_no_longer_breaks_rss_and_atom() {
         );
     }
 
-    let files = feeds::build_all(&site.settings, &catalog, now());
+    let files = feeds::build_all(&site.settings(), &catalog, now());
     assert_well_formed(&files);
     feeds::output::write_all(&site.out_dir, &files).unwrap();
     for f in [
@@ -208,12 +213,17 @@ proptest! {
         site_title in hostile_text(),
         site_description in hostile_text(),
     ) {
-        let site = TestSite::new();
-        let mut settings = site.settings.clone();
+        let site = site();
+        let mut settings = site.settings().clone();
         settings.site.title = site_title;
         settings.site.description = site_description;
         settings.site.author = author.clone();
-        settings.categories[1].name = format!("DB {}", summary);
+        settings
+            .categories
+            .iter_mut()
+            .find(|c| c.slug.as_str() == "databases")
+            .expect("the databases category")
+            .name = format!("DB {}", summary);
         let link = url::Url::parse("https://example.com/cases/case-studies/x/").unwrap();
         let study = CaseStudy::with_html(
             Slug::parse("x").unwrap(),
@@ -292,13 +302,13 @@ proptest! {
                 quote(&title), quote(&summary), quote(&extra))
         };
         let text = format!("{front}\n{}", body.concat());
-        let site = TestSite::new();
+        let site = site();
         let path = site.write("case.md", &text);
-        match CaseStudy::from_file(&path, text.as_bytes(), &site.settings) {
+        match CaseStudy::from_file(&path, text.as_bytes(), &site.settings()) {
             Ok(Parsed::Study(study)) => {
                 prop_assert!(study.title.chars().all(xml_char));
                 prop_assert!(study.summary.chars().all(xml_char));
-                let files = feeds_of(&site.settings, vec![Arc::from(study)]);
+                let files = feeds_of(&site.settings(), vec![Arc::from(study)]);
                 assert_well_formed(&files);
             }
             Ok(_) => {}
@@ -315,25 +325,20 @@ proptest! {
 /// now refuse with exit 2 and name the folder.
 #[test]
 fn missing_content_folder_is_a_usage_error_for_run_check_and_feeds_build() {
-    let site = TestSite::new();
+    let site = site();
     std::fs::remove_dir(&site.content_dir).unwrap();
     std::fs::create_dir_all(&site.out_dir).unwrap();
     let good = "<rss>the last good feed</rss>";
     std::fs::write(site.out_dir.join("rss.xml"), good).unwrap();
-    let config = site.root.path().join("run.toml");
-    let db = site.root.path().join("casewire.db");
-    let text = std::fs::read_to_string(&site.config_path).unwrap()
-        + &format!(
-            "\n[http]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = \"sqlite://{}\"\n",
-            db.display()
-        );
-    std::fs::write(&config, text).unwrap();
+    // The site's config has a database and listens on a port of the system's choice.
+    let config = site.config_path.clone();
+    let db = site.root.join("casewire.db");
     for args in [&["check"][..], &["feeds", "build"], &["run"]] {
         let mut child = bin()
             .arg("--config")
             .arg(&config)
             .args(args)
-            .current_dir(site.root.path())
+            .current_dir(&site.root)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -370,7 +375,7 @@ fn missing_content_folder_is_a_usage_error_for_run_check_and_feeds_build() {
 /// is checked before parsing, with the line it goes too deep on.
 #[test]
 fn deeply_nested_front_matter_is_refused_before_parsing() {
-    let site = TestSite::new();
+    let site = site();
     let deep = "[".repeat(200 * 1024);
     let yaml = site.write(
         "deep.md",
@@ -384,7 +389,7 @@ fn deeply_nested_front_matter_is_refused_before_parsing() {
         "fine.md",
         &yaml_study("title: Fine\ndate: 2026-01-01", "ok"),
     );
-    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let catalog = DirectoryStore::new(&site.settings()).scan(None);
     let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
     assert_eq!(problems.len(), 2, "{problems:#?}");
     for (path, line) in [(&yaml, 4), (&toml, 5)] {
@@ -405,12 +410,12 @@ fn deeply_nested_front_matter_is_refused_before_parsing() {
 /// version. (A zero budget makes any watched parse overrun.)
 #[test]
 fn a_file_over_the_parse_budget_is_skipped_and_keeps_its_last_good_version() {
-    let site = TestSite::new();
+    let site = site();
     let path = site.write(
         "big.md",
         &yaml_study("title: First\ndate: 2026-01-01\nslug: big", "ok"),
     );
-    let store = DirectoryStore::new(&site.settings);
+    let store = DirectoryStore::new(&site.settings());
     let first = store.scan(None);
     assert_eq!(first.get("big").unwrap().title, "First");
 
@@ -424,7 +429,7 @@ fn a_file_over_the_parse_budget_is_skipped_and_keeps_its_last_good_version() {
     );
     assert!(big.len() > 100 * 1024);
     std::fs::write(&path, &big).unwrap();
-    let strict = DirectoryStore::new(&site.settings).with_parse_budget(std::time::Duration::ZERO);
+    let strict = DirectoryStore::new(&site.settings()).with_parse_budget(std::time::Duration::ZERO);
     let second = strict.update(&first, &[path.clone()]);
     assert_eq!(
         second.get("big").unwrap().title,
@@ -454,16 +459,14 @@ fn a_file_over_the_parse_budget_is_skipped_and_keeps_its_last_good_version() {
     assert_eq!(third.get("big").unwrap().title, "Second");
 }
 
-/// A site config with a database and an edition, for commands that need them.
+/// The site's config with the weekly edition on `schedule`, for commands
+/// that need an edition (the site's config already has a database).
 fn full_config(site: &TestSite, schedule: &str) -> std::path::PathBuf {
-    let config = site.root.path().join("full.toml");
-    let db = site.root.path().join("casewire.db");
-    let text = std::fs::read_to_string(&site.config_path).unwrap()
-        + &format!(
-            "\n[http]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = \"sqlite://{}\"\n\n[[editions]]\nslug = \"weekly\"\nname = \"Weekly\"\nschedule = \"{schedule}\"\ntimezone = \"Europe/Berlin\"\n",
-            db.display()
-        );
-    std::fs::write(&config, text).unwrap();
+    let config = site.root.join("full.toml");
+    let edition = format!(
+        "[[editions]]\nslug = \"weekly\"\nname = \"Weekly\"\nschedule = \"{schedule}\"\ntimezone = \"Europe/Berlin\"\n"
+    );
+    std::fs::write(&config, site.config_for(&site.options().editions(edition))).unwrap();
     config
 }
 
@@ -472,7 +475,7 @@ fn full_config(site: &TestSite, schedule: &str) -> std::path::PathBuf {
 /// reader has gone (the read end is closed before the command starts).
 #[test]
 fn commands_exit_quietly_when_stdout_is_a_broken_pipe() {
-    let site = TestSite::new();
+    let site = site();
     // A broken file gives `check` a line to print; a good one gives `digest
     // preview` a case study.
     site.write("broken.md", "no front matter\n");
@@ -496,7 +499,7 @@ fn commands_exit_quietly_when_stdout_is_a_broken_pipe() {
             .arg("--config")
             .arg(&config)
             .args(args)
-            .current_dir(site.root.path())
+            .current_dir(&site.root)
             .stdout(writer)
             .stderr(std::process::Stdio::piped())
             .output()
@@ -516,7 +519,7 @@ fn commands_exit_quietly_when_stdout_is_a_broken_pipe() {
 /// `check` warns with the config line; a warning does not fail the check.
 #[test]
 fn a_schedule_that_never_fires_is_a_check_warning() {
-    let site = TestSite::new();
+    let site = site();
     site.write(
         "fine.md",
         &yaml_study("title: Fine\ndate: 2026-01-01", "ok"),
@@ -559,12 +562,12 @@ fn a_schedule_that_never_fires_is_a_check_warning() {
 #[test]
 fn symlinks_out_of_the_content_folder_are_not_followed_and_loops_are_named() {
     use std::os::unix::fs::symlink;
-    let site = TestSite::new();
+    let site = site();
     site.write(
         "inside.md",
         &yaml_study("title: Inside\ndate: 2026-01-01", "ok"),
     );
-    let outside = site.root.path().join("elsewhere");
+    let outside = site.root.join("elsewhere");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(
         outside.join("secret.md"),
@@ -581,7 +584,7 @@ fn symlinks_out_of_the_content_folder_are_not_followed_and_loops_are_named() {
     std::fs::create_dir_all(c.join("sub")).unwrap();
     symlink("..", c.join("sub/up")).unwrap();
 
-    let store = DirectoryStore::new(&site.settings);
+    let store = DirectoryStore::new(&site.settings());
     let catalog = store.scan(None);
     assert!(catalog.get("inside").is_some());
     assert!(

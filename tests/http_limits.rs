@@ -3,7 +3,7 @@
 //! deadlines, connections over the per-address and the total cap are refused,
 //! and the server keeps answering everyone else.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,22 +11,19 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use casewire::app::RunningApp;
-use common::{Engine, TestDb};
+use support::{spawn_app, AppOptions, TestApp};
 
 /// Long enough that only a server that never closes the connection hits it.
 const GUARD: Duration = Duration::from_secs(15);
 
-async fn spawn(db: &TestDb, http: &str) -> RunningApp {
-    let text = common::daemon::config_text(&db.url, &db.path(), "").replace(
-        "admin_token = \"test-admin-token-0123456789\"\n",
-        &format!("admin_token = \"test-admin-token-0123456789\"\n{http}\n"),
+/// The daemon with `http` lines in its `[http]` section.
+async fn spawn(http: &str) -> TestApp {
+    let app = spawn_app(AppOptions::sqlite().editions("").http(http)).await;
+    assert!(
+        app.config_text.contains(http),
+        "the [http] keys are in the config"
     );
-    assert!(text.contains(http), "the [http] keys are in the config");
-    std::fs::create_dir_all(db.path().join("content")).unwrap();
-    casewire::app::start(common::daemon::settings(&text))
-        .await
-        .expect("app starts")
+    app
 }
 
 /// A connection to `server` from the loopback address `from` (any of 127/8).
@@ -119,11 +116,10 @@ async fn request_or_refusal(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_held_connections_forever() {
-    let db = TestDb::new(Engine::Sqlite).await;
-    let app = spawn(&db, "header_timeout_seconds = 1\nidle_timeout_seconds = 1").await;
+    let app = spawn("header_timeout_seconds = 1\nidle_timeout_seconds = 1").await;
 
     // A request head that never ends is closed after the header deadline.
-    let mut half = connect_from("127.0.0.1", app.addr).await;
+    let mut half = connect_from("127.0.0.1", app.app().addr).await;
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ")
         .await
         .unwrap();
@@ -131,11 +127,11 @@ async fn slow_clients_held_connections_forever() {
     assert!(!got.contains("200 OK"), "{got}");
 
     // A connection that never says anything is closed as idle.
-    let mut silent = connect_from("127.0.0.1", app.addr).await;
+    let mut silent = connect_from("127.0.0.1", app.app().addr).await;
     read_until_closed(&mut silent, "a silent connection").await;
 
     // A kept-alive connection is closed once it idles after a response.
-    let mut kept = connect_from("127.0.0.1", app.addr).await;
+    let mut kept = connect_from("127.0.0.1", app.app().addr).await;
     let first = request(&mut kept, "/healthz").await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let second = request(&mut kept, "/healthz").await;
@@ -147,7 +143,7 @@ async fn slow_clients_held_connections_forever() {
     assert_eq!(after, "");
 
     // Normal requests are still answered.
-    let r = reqwest::get(format!("http://{}/healthz", app.addr))
+    let r = reqwest::get(format!("http://{}/healthz", app.app().addr))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -156,19 +152,18 @@ async fn slow_clients_held_connections_forever() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_from_one_address_exhausted_descriptors() {
-    let db = TestDb::new(Engine::Sqlite).await;
-    let app = spawn(&db, "max_connections_per_ip = 3\nidle_timeout_seconds = 60").await;
+    let app = spawn("max_connections_per_ip = 3\nidle_timeout_seconds = 60").await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(connect_from("127.0.0.1", app.addr).await);
+        held.push(connect_from("127.0.0.1", app.app().addr).await);
     }
     // The server accepts in order, so the fourth is counted after the three.
-    let mut fourth = connect_from("127.0.0.1", app.addr).await;
+    let mut fourth = connect_from("127.0.0.1", app.app().addr).await;
     let refused = read_until_closed(&mut fourth, "a connection over the per-address cap").await;
     assert!(refused.starts_with("HTTP/1.1 429"), "{refused:?}");
 
     // Another address is served meanwhile.
-    let mut other = connect_from("127.0.0.2", app.addr).await;
+    let mut other = connect_from("127.0.0.2", app.app().addr).await;
     let ok = request_or_refusal(&mut other).await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
 
@@ -176,26 +171,22 @@ async fn many_connections_from_one_address_exhausted_descriptors() {
     let r = request(&mut held[0], "/healthz").await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     drop(held);
-    answers("127.0.0.1", app.addr).await;
+    answers("127.0.0.1", app.app().addr).await;
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_total_cap_are_refused() {
-    let db = TestDb::new(Engine::Sqlite).await;
-    let app = spawn(
-        &db,
-        "max_connections = 4\nmax_connections_per_ip = 0\nidle_timeout_seconds = 60",
-    )
-    .await;
+    let app =
+        spawn("max_connections = 4\nmax_connections_per_ip = 0\nidle_timeout_seconds = 60").await;
     let mut held = Vec::new();
     for i in 0..4 {
-        held.push(connect_from(&format!("127.0.0.{}", 10 + i), app.addr).await);
+        held.push(connect_from(&format!("127.0.0.{}", 10 + i), app.app().addr).await);
     }
-    let mut fifth = connect_from("127.0.0.20", app.addr).await;
+    let mut fifth = connect_from("127.0.0.20", app.app().addr).await;
     let refused = read_until_closed(&mut fifth, "a connection over the total cap").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
     drop(held);
-    answers("127.0.0.20", app.addr).await;
+    answers("127.0.0.20", app.app().addr).await;
     app.stop().await;
 }

@@ -3,11 +3,10 @@
 //! known or not, mails a known one a fresh working preferences link, and at
 //! most once an hour.
 
-mod common;
+mod support;
 
 use casewire::subscribers::recovery::send_manage_link;
-use common::subs::{link_in, spawn_app, Reply, TestApp};
-use common::Engine;
+use support::{link_in, spawn_app, AppOptions, Engine, Reply, TestApp};
 
 fn visible(r: &Reply) -> (u16, Option<String>, String) {
     (
@@ -29,7 +28,7 @@ async fn link_mails(app: &TestApp, to: &str) -> Vec<String> {
 }
 
 async fn lost_link_is_mailed_once_an_hour_without_telling_who_subscribes(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let email = "ada@example.com";
     assert_eq!(app.subscribe(email).await.status, 200);
     let path = app.confirmation_path(email).await;
@@ -71,12 +70,14 @@ async fn lost_link_is_mailed_once_an_hour_without_telling_who_subscribes(engine:
 
     // An hour later another one goes out, with a different link.
     let later = chrono::Utc::now() + chrono::Duration::minutes(61);
-    assert!(send_manage_link(&app.settings, &app.app.db, email, later)
+    assert!(send_manage_link(&app.settings, &app.app().db, email, later)
         .await
         .unwrap());
-    assert!(!send_manage_link(&app.settings, &app.app.db, email, later)
-        .await
-        .unwrap());
+    assert!(
+        !send_manage_link(&app.settings, &app.app().db, email, later)
+            .await
+            .unwrap()
+    );
     let mails = link_mails(&app, email).await;
     assert_eq!(mails.len(), 2);
     // Links are signed, not stored: the same subscriber gets the same link.

@@ -2,13 +2,13 @@
 //! errors, database connection failures and upstream fetch failures name the
 //! URL with its password masked.
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Engine, TestDb};
+use support::{prepare, AppOptions, TestSite};
 
 const SECRET: &str = "s3cretpw";
 
@@ -22,33 +22,26 @@ fn casewire(config: &Path, args: &[&str]) -> Output {
         .expect("run casewire")
 }
 
-fn write_config(db: &TestDb, edit: impl Fn(String) -> String) -> std::path::PathBuf {
-    let text = common::daemon::config_text(&db.url, &db.path(), "");
-    let edited = edit(text.clone());
-    assert_ne!(edited, text, "the test's edit applies");
-    std::fs::create_dir_all(db.path().join("content")).unwrap();
-    let path = db.path().join("casewire.toml");
-    std::fs::write(&path, edited).unwrap();
-    path
+/// The test site of `options`, which put [`SECRET`] into its configuration.
+fn site_with_secret(options: AppOptions) -> TestSite {
+    let site = prepare(options.editions(""));
+    assert!(
+        site.config_text.contains(SECRET),
+        "the secret is in the config"
+    );
+    site
 }
 
 /// An smtp_url that does not parse printed its password in the error; so
 /// did an unsupported database URL.
 #[tokio::test]
 async fn unparseable_smtp_url_printed_its_password() {
-    let db = TestDb::new(Engine::Sqlite).await;
-    let config = write_config(&db, |t| {
-        t.replace(
-            "transport = \"file\"",
-            &format!(
-                "transport = \"smtp\"\nsmtp_url = \"smtp://relay:{SECRET}@mail.example.com:25x\""
-            ),
-        )
-        .replace(
-            &format!("url = \"{}\"", db.url),
-            &format!("url = \"mysql://app:{SECRET}@db.example.com/cw\""),
-        )
-    });
+    let site = site_with_secret(
+        AppOptions::sqlite()
+            .smtp_url(&format!("smtp://relay:{SECRET}@mail.example.com:25x"))
+            .database(format!("url = \"mysql://app:{SECRET}@db.example.com/cw\"")),
+    );
+    let config = &site.config_path;
     for args in [&["check"][..], &["run"][..]] {
         let out = casewire(&config, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -66,18 +59,15 @@ async fn unparseable_smtp_url_printed_its_password() {
 /// A database that cannot be reached is named without its password.
 #[tokio::test]
 async fn unreachable_database_is_named_without_its_password() {
-    let db = TestDb::new(Engine::Sqlite).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port(); // closed once the listener drops
-    let config = write_config(&db, |t| {
-        t.replace(
-            &format!("url = \"{}\"", db.url),
-            &format!("url = \"postgres://app:{SECRET}@127.0.0.1:{port}/cw\""),
-        )
-    });
+    let site = site_with_secret(AppOptions::sqlite().database(format!(
+        "url = \"postgres://app:{SECRET}@127.0.0.1:{port}/cw\""
+    )));
+    let config = &site.config_path;
     let out = casewire(&config, &["migrate"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
@@ -91,21 +81,16 @@ async fn unreachable_database_is_named_without_its_password() {
 /// A failing upstream feed was logged with its URL's password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_fetch_errors_logged_the_feed_password() {
-    let db = TestDb::new(Engine::Sqlite).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let config = write_config(&db, |t| {
-        t.replace(
-            "rescan_seconds = 3600",
-            &format!(
-                "rescan_seconds = 3600\nsources = [{{ feed = \"http://reader:{SECRET}@127.0.0.1:{closed}/feed.xml\", category = \"databases\" }}]"
-            ),
-        )
-    });
-    let log = db.path().join("daemon.log");
+    let site = site_with_secret(AppOptions::sqlite().content(format!(
+        "sources = [{{ feed = \"http://reader:{SECRET}@127.0.0.1:{closed}/feed.xml\", category = \"databases\" }}]"
+    )));
+    let config = &site.config_path;
+    let log = site.root.join("daemon.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_casewire"))
         .args(["--config", config.to_str().unwrap(), "run"])
         .env_remove("CASEWIRE_CONFIG")

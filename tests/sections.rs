@@ -11,27 +11,20 @@ use casewire::config::Settings;
 use casewire::content::DirectoryStore;
 use casewire::editions::render::{render, DigestInput};
 use casewire::feeds;
-use support::{utc, yaml_study, TestSite};
+use support::{prepare, utc, yaml_study, AppOptions, TestSite};
 
 const STRUCTURED: &str = "## Summary\n\nThe pool ran dry during the sale.\n\n## Root cause\n\nEvery request held a connection while it waited on the payment service. The pool had ten.\n\n```text\n# a comment, not a heading\n```\n\n## Impact\n\nCheckout failed for 40 minutes.\n\n## How experienced teams handle it\n\nThey bound the wait and shed load.\n\n## Why it is missed\n\nLoad tests never hit the slow dependency.\n";
 
+/// The sites of these tests: no database engine choice, no editions.
+fn options() -> AppOptions {
+    AppOptions::sqlite().editions("")
+}
+
 fn site_with_two_studies() -> TestSite {
-    let site = TestSite::new();
     // Expect the five sections the seeds are written in.
-    let text = std::fs::read_to_string(&site.config_path).unwrap().replace(
-        "max_file_kb",
-        "expected_sections = [\"summary\", \"root_cause\", \"impact\", \"how_to_handle\", \"why_teams_miss\"]\nmax_file_kb",
-    );
-    std::fs::write(&site.config_path, &text).unwrap();
-    let site = TestSite {
-        settings: casewire::config::Settings::from_toml(
-            &site.config_path,
-            &text,
-            std::iter::empty(),
-        )
-        .unwrap(),
-        ..site
-    };
+    let site = prepare(options().content(
+        "expected_sections = [\"summary\", \"root_cause\", \"impact\", \"how_to_handle\", \"why_teams_miss\"]",
+    ));
     site.write(
         "pool.md",
         &yaml_study("title: Pool exhaustion\ndate: 2026-03-14T09:00:00Z\nslug: pool\ncategories: [databases]", STRUCTURED),
@@ -49,9 +42,9 @@ fn site_with_two_studies() -> TestSite {
 #[test]
 fn json_feed_carries_sections_and_atom_rss_parse_unchanged() {
     let site = site_with_two_studies();
-    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let catalog = DirectoryStore::new(&site.settings()).scan(None);
     assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
-    let files = feeds::build_all(&site.settings, &catalog, utc(2026, 6, 1, 0, 0));
+    let files = feeds::build_all(&site.settings(), &catalog, utc(2026, 6, 1, 0, 0));
     let json = files
         .iter()
         .find(|f| f.path == "feed.json")
@@ -96,11 +89,9 @@ fn json_feed_carries_sections_and_atom_rss_parse_unchanged() {
 #[test]
 fn digest_shows_a_one_line_root_cause_under_each_title() {
     let site = site_with_two_studies();
-    let text = std::fs::read_to_string(&site.config_path).unwrap()
-        + &format!(
-            "\n[templates]\ndir = {:?}\n\n[[editions]]\nslug = \"weekly\"\nname = \"Weekly\"\nschedule = \"0 8 * * MON\"\n",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/templates")
-        );
+    let text = site.config_for(&site.options().editions(
+        "[[editions]]\nslug = \"weekly\"\nname = \"Weekly\"\nschedule = \"0 8 * * MON\"\n",
+    ));
     let settings = Settings::from_toml(&site.config_path, &text, std::iter::empty()).unwrap();
     let catalog = DirectoryStore::new(&settings).scan(None);
     let studies: Vec<_> = ["pool", "loose"]
@@ -150,7 +141,7 @@ fn digest_shows_a_one_line_root_cause_under_each_title() {
 
 #[test]
 fn check_warns_about_missing_expected_sections_and_still_passes() {
-    let site = site_with_two_studies();
+    let mut site = site_with_two_studies();
     let out = Command::new(env!("CARGO_BIN_EXE_casewire"))
         .arg("--config")
         .arg(&site.config_path)
@@ -177,14 +168,9 @@ fn check_warns_about_missing_expected_sections_and_still_passes() {
     );
 
     // A configured list replaces the defaults; only `expected` ones warn.
-    let text = std::fs::read_to_string(&site.config_path)
-        .unwrap()
-        .replace("expected_sections = [\"summary\", \"root_cause\", \"impact\", \"how_to_handle\", \"why_teams_miss\"]", "")
-        .replace(
-            "max_file_kb",
-            "sections = [{ key = \"lesson\", headings = [\"What we learned\"] }, { key = \"impact\", headings = [\"Impact\"] }]\nexpected_sections = [\"lesson\"]\nmax_file_kb",
-        );
-    std::fs::write(&site.config_path, text).unwrap();
+    site.rewrite(options().content(
+        "sections = [{ key = \"lesson\", headings = [\"What we learned\"] }, { key = \"impact\", headings = [\"Impact\"] }]\nexpected_sections = [\"lesson\"]",
+    ));
     let out = Command::new(env!("CARGO_BIN_EXE_casewire"))
         .arg("--config")
         .arg(&site.config_path)

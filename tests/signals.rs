@@ -2,76 +2,22 @@
 //! is queued, not at the worker's next poll (the poll is set to an hour, so
 //! a missing signal fails the test), and a reload reaches every task.
 
-mod common;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use casewire::config::Settings;
 use casewire::store::subscribers::Status;
 use casewire::subscribers::SignUp;
-use common::{Engine, TestDb};
+use support::{prepare, spawn_app, AppOptions, Engine};
 
-fn free_port() -> u16 {
-    common::smtp::free_port()
-}
-
-struct Paths {
-    content: PathBuf,
-    outbox: PathBuf,
-}
-
-fn config_text(db: &TestDb, port: u16, paths: &Paths, extra_editions: &str) -> String {
-    std::fs::create_dir_all(&paths.content).unwrap();
-    format!(
-        r#"
-[site]
-title = "Casewire Signals"
-base_url = "http://127.0.0.1:{port}/"
-
-[content]
-dir = "{content}"
-
-[feeds]
-out_dir = "{feeds}"
-
-[database]
-url = "{url}"
-
-[http]
-listen = "127.0.0.1:{port}"
-signup_min_seconds = 0
-form_key_file = "{form_key}"
-
-[mail]
-from = "Casewire Test <digest@casewire.test>"
-transport = "file"
-file_dir = "{outbox}"
-poll_seconds = 3600
-
-[templates]
-dir = "{templates}"
-
-[[categories]]
-slug = "databases"
-name = "Databases"
-
+const WEEKLY: &str = r#"
 [[editions]]
 slug = "weekly"
 name = "Weekly digest"
 schedule = "0 8 * * MON"
-{extra_editions}
-"#,
-        content = paths.content.display(),
-        feeds = db.path().join("feeds").display(),
-        url = db.url,
-        outbox = paths.outbox.display(),
-        form_key = db.path().join("form.key").display(),
-        templates = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("templates")
-            .display(),
-    )
-}
+"#;
 
 const INSTANT: &str = r#"
 [[editions]]
@@ -80,10 +26,16 @@ name = "As published"
 schedule = "instant"
 "#;
 
-fn settings(db: &TestDb, text: &str) -> Settings {
-    let path = db.path().join("casewire.toml");
-    std::fs::write(&path, text).unwrap();
-    Settings::from_toml(&path, text, Vec::new()).expect("test settings")
+/// The app of these tests: one category, the weekly edition, and a
+/// delivery poll of an hour, so only a wake-up delivers in time.
+fn options(engine: Engine) -> AppOptions {
+    AppOptions::new(engine)
+        .self_links()
+        .no_admin_token()
+        .site("title = \"Casewire Signals\"")
+        .mail("poll_seconds = 3600")
+        .categories(&[("databases", "Databases")])
+        .editions(WEEKLY)
 }
 
 fn eml_files(dir: &Path) -> Vec<String> {
@@ -161,22 +113,14 @@ async fn confirmed_subscriber(settings: &Settings, db: &casewire::store::Db, ema
 }
 
 async fn sign_up_confirmation_leaves_without_waiting_for_a_poll(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let port = free_port();
-    let paths = Paths {
-        content: db.path().join("content"),
-        outbox: db.path().join("outbox"),
-    };
-    let app = casewire::app::start(settings(&db, &config_text(&db, port, &paths, "")))
-        .await
-        .expect("app starts");
+    let app = spawn_app(options(engine)).await;
     // Let the worker finish its first claim and go idle.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sign_up(port, "first@example.org").await;
-    let mail =
-        tokio::task::spawn_blocking(move || wait_for_mail(&paths.outbox, "first@example.org"))
-            .await
-            .unwrap();
+    sign_up(app.port, "first@example.org").await;
+    let outbox = app.outbox_dir.clone();
+    let mail = tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "first@example.org"))
+        .await
+        .unwrap();
     assert!(mail.contains("/confirm/"), "a confirmation: {mail}");
     app.stop().await;
 }
@@ -186,25 +130,17 @@ on_both_engines!(
 );
 
 async fn instant_publication_is_delivered_without_waiting_for_a_poll(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let port = free_port();
-    let paths = Paths {
-        content: db.path().join("content"),
-        outbox: db.path().join("outbox"),
-    };
-    write_study(&paths.content, "old-news", "Old news");
-    let settings = settings(&db, &config_text(&db, port, &paths, INSTANT));
-    let app = casewire::app::start(settings.clone())
-        .await
-        .expect("app starts");
-    confirmed_subscriber(&settings, &app.db, "reader@example.org").await;
+    let site = prepare(options(engine).editions(format!("{WEEKLY}{INSTANT}")));
+    write_study(&site.content_dir, "old-news", "Old news");
+    let app = site.start().await;
+    confirmed_subscriber(&app.settings, &app.app().db, "reader@example.org").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     write_study(
-        &paths.content,
+        &app.content_dir,
         "replica-lag",
         "The replica that fell behind",
     );
-    let outbox = paths.outbox.clone();
+    let outbox = app.outbox_dir.clone();
     let mail = tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "reader@example.org"))
         .await
         .unwrap();
@@ -224,33 +160,30 @@ on_both_engines!(
 /// delivery worker, the watcher and the scheduler; `[http] listen` is named
 /// as needing a restart.
 async fn reload_reaches_mail_content_and_editions(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let port = free_port();
-    let before = Paths {
-        content: db.path().join("content"),
-        outbox: db.path().join("outbox"),
-    };
-    let mut app = casewire::app::start(settings(&db, &config_text(&db, port, &before, "")))
-        .await
-        .expect("app starts");
-    let after = Paths {
-        content: db.path().join("content-2"),
-        outbox: db.path().join("outbox-2"),
-    };
-    write_study(&after.content, "moved-store", "A study in the new folder");
-    let text = config_text(&db, port, &after, INSTANT);
-    let new = settings(&db, &text);
-    let restart = app.reload(new.clone()).await.expect("reload");
+    let mut app = spawn_app(options(engine)).await;
+    let port = app.port;
+    let before_outbox = app.outbox_dir.clone();
+    let after_content = app.root.join("content-2");
+    let after_outbox = app.root.join("outbox-2");
+    write_study(&after_content, "moved-store", "A study in the new folder");
+    let moved = app
+        .options()
+        .content("dir = \"{root}/content-2\"")
+        .mail("file_dir = \"{root}/outbox-2\"")
+        .editions(format!("{WEEKLY}{INSTANT}"));
+    app.site.rewrite(moved);
+    let new = app.site.settings().clone();
+    let restart = app.app_mut().reload(new.clone()).await.expect("reload");
     assert!(restart.is_empty(), "{restart:?}");
 
     // [mail]: the new worker writes into the new folder.
     sign_up(port, "second@example.org").await;
-    let outbox = after.outbox.clone();
+    let outbox = after_outbox.clone();
     tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "second@example.org"))
         .await
         .unwrap();
     assert!(
-        eml_files(&before.outbox).is_empty(),
+        eml_files(&before_outbox).is_empty(),
         "nothing in the old folder"
     );
 
@@ -275,20 +208,19 @@ async fn reload_reaches_mail_content_and_editions(engine: Engine) {
 
     // Editions: the instant edition added by the reload announces the next
     // publication in the new folder.
-    confirmed_subscriber(&new, &app.db, "reader@example.org").await;
-    write_study(&after.content, "after-reload", "Published after the reload");
-    let outbox = after.outbox.clone();
+    confirmed_subscriber(&new, &app.app().db, "reader@example.org").await;
+    write_study(&after_content, "after-reload", "Published after the reload");
+    let outbox = after_outbox.clone();
     let mail = tokio::task::spawn_blocking(move || wait_for_mail(&outbox, "reader@example.org"))
         .await
         .unwrap();
     assert!(mail.contains("Published after the reload"), "{mail}");
 
     // A key only a restart applies is named.
-    let moved = text.replace(
-        &format!("listen = \"127.0.0.1:{port}\""),
-        "listen = \"127.0.0.1:1\"",
-    );
-    let restart = app.reload(settings(&db, &moved)).await.expect("reload");
+    app.site
+        .rewrite(app.options().http("listen = \"127.0.0.1:1\""));
+    let listen_moved = app.site.settings().clone();
+    let restart = app.app_mut().reload(listen_moved).await.expect("reload");
     assert_eq!(restart, vec!["[http] listen"]);
     app.stop().await;
 }

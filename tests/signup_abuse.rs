@@ -3,12 +3,11 @@
 //! answered byte for byte like a real sign-up and store and send nothing;
 //! the per-IP limit follows forwarded headers from trusted proxies only.
 
-mod common;
+mod support;
 
 use casewire::keys::ServerKey;
 use casewire::subscribers::abuse;
-use common::subs::{spawn_app_http, Reply, TestApp, ADMIN_TOKEN};
-use common::Engine;
+use support::{spawn_app, AppOptions, Engine, Reply, TestApp};
 
 /// A stamp the server would have put in a form `secs_ago` seconds ago.
 fn stamp_from_past(app: &TestApp, secs_ago: i64) -> String {
@@ -39,7 +38,12 @@ fn visible(r: &Reply) -> (u16, Option<String>, String) {
 }
 
 async fn bots_get_the_same_answer_and_nothing_is_sent(engine: Engine) {
-    let app = spawn_app_http(engine, Some(ADMIN_TOKEN), "signup_min_seconds = 3").await;
+    let app = spawn_app(
+        AppOptions::new(engine)
+            .self_links()
+            .http("signup_min_seconds = 3"),
+    )
+    .await;
     let form = app.get("/subscribe").await;
     assert_eq!(form.status, 200);
     assert!(form.body.contains("name=\"website\""), "honeypot missing");
@@ -168,10 +172,10 @@ async fn post_as(app: &TestApp, email: &str, header: Option<(&str, &str)>) -> u1
 
 /// The limit allows a burst of 20 sign-ups per client address.
 async fn per_ip_limit_follows_trusted_proxies_only(engine: Engine) {
-    let app = spawn_app_http(
-        engine,
-        Some(ADMIN_TOKEN),
-        "signup_min_seconds = 0\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    let app = spawn_app(
+        AppOptions::new(engine)
+            .self_links()
+            .http("signup_min_seconds = 0\ntrusted_proxies = [\"127.0.0.0/8\"]"),
     )
     .await;
     // The client prepends a hop of its own choosing each time; the proxy
@@ -208,7 +212,12 @@ async fn per_ip_limit_follows_trusted_proxies_only(engine: Engine) {
     app.stop().await;
 
     // Without trusted proxies the headers are ignored: every request is the peer's.
-    let app = spawn_app_http(engine, Some(ADMIN_TOKEN), "signup_min_seconds = 0").await;
+    let app = spawn_app(
+        AppOptions::new(engine)
+            .self_links()
+            .http("signup_min_seconds = 0"),
+    )
+    .await;
     for i in 0..20 {
         let xff = format!("203.0.113.{i}");
         assert_eq!(

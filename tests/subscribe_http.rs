@@ -2,10 +2,9 @@
 //! SQLite and PostgreSQL: what a subscriber does, checked in the database
 //! and in the queued messages.
 
-mod common;
+mod support;
 
-use common::subs::{spawn_app, TestApp};
-use common::Engine;
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 /// The app's link key, read from its file as the daemon does.
 fn link_key(app: &TestApp) -> std::sync::Arc<casewire::subscribers::links::LinkKey> {
@@ -13,7 +12,7 @@ fn link_key(app: &TestApp) -> std::sync::Arc<casewire::subscribers::links::LinkK
 }
 
 async fn subscribe_confirm_manage_unsubscribe(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let form = app.get("/subscribe").await;
     assert_eq!(form.status, 200);
     for needle in [
@@ -153,12 +152,12 @@ on_both_engines!(
 );
 
 async fn confirmation_moves_cursor_to_newest_event(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     for (i, slug) in ["one", "two", "three"].iter().enumerate() {
         sqlx::query("INSERT INTO publications (slug, title, categories, published_at, first_seen_at, content_hash, updated_at, announced) VALUES ($1, $2, '', 0, 0, 'h', 0, 1)")
             .bind(*slug)
             .bind(*slug)
-            .execute(&app.app.db.pool)
+            .execute(&app.app().db.pool)
             .await
             .unwrap();
         sqlx::query(
@@ -166,12 +165,12 @@ async fn confirmation_moves_cursor_to_newest_event(engine: Engine) {
         )
         .bind(*slug)
         .bind(i as i64)
-        .execute(&app.app.db.pool)
+        .execute(&app.app().db.pool)
         .await
         .unwrap();
     }
     let max: i64 = sqlx::query_scalar("SELECT MAX(id) FROM publication_events")
-        .fetch_one(&app.app.db.pool)
+        .fetch_one(&app.app().db.pool)
         .await
         .unwrap();
     app.subscribe("grace@example.com").await;
@@ -194,7 +193,7 @@ on_both_engines!(
 );
 
 async fn known_and_new_addresses_look_the_same(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let first = app.subscribe("linus@example.com").await;
     let second = app.subscribe("linus@example.com").await;
     let other = app.subscribe("new@example.com").await;
@@ -205,7 +204,7 @@ async fn known_and_new_addresses_look_the_same(engine: Engine) {
     );
     assert_eq!(first.body, other.body);
     // At most one confirmation per address per hour.
-    let to_linus = |rows: &[common::subs::OutboxRow]| {
+    let to_linus = |rows: &[support::OutboxRow]| {
         rows.iter()
             .filter(|r| r.recipient == "linus@example.com")
             .count()
@@ -218,7 +217,7 @@ async fn known_and_new_addresses_look_the_same(engine: Engine) {
     let confirmed_at: Option<i64> = sqlx::query_scalar(
         "SELECT confirmed_at FROM subscribers WHERE email = 'linus@example.com'",
     )
-    .fetch_one(&app.app.db.pool)
+    .fetch_one(&app.app().db.pool)
     .await
     .unwrap();
     let third = app
@@ -243,7 +242,7 @@ async fn known_and_new_addresses_look_the_same(engine: Engine) {
     let after: Option<i64> = sqlx::query_scalar(
         "SELECT confirmed_at FROM subscribers WHERE email = 'linus@example.com'",
     )
-    .fetch_one(&app.app.db.pool)
+    .fetch_one(&app.app().db.pool)
     .await
     .unwrap();
     assert_eq!(after, confirmed_at);
@@ -253,7 +252,7 @@ async fn known_and_new_addresses_look_the_same(engine: Engine) {
     sqlx::query(
         "UPDATE subscribers SET last_confirmation_sent_at = last_confirmation_sent_at - 3600001",
     )
-    .execute(&app.app.db.pool)
+    .execute(&app.app().db.pool)
     .await
     .unwrap();
     let fourth = app.subscribe("linus@example.com").await;
@@ -296,7 +295,7 @@ async fn nothing_stored(app: &TestApp) {
 }
 
 async fn bad_form_input_is_rejected(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let long_local = format!("{}@example.com", "a".repeat(250));
     let long_name = "n".repeat(101);
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
@@ -389,7 +388,7 @@ on_both_engines!(
 );
 
 async fn bad_requests_are_rejected(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     // Wrong content types.
     let r = app
         .post_raw(
@@ -489,7 +488,7 @@ on_both_engines!(
 );
 
 async fn expired_confirmation_link_is_404(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     app.subscribe("late@example.com").await;
     let path = app.confirmation_path("late@example.com").await;
     // The same link as the app would sign it, but past its expiry.
@@ -509,7 +508,7 @@ async fn expired_confirmation_link_is_404(engine: Engine) {
 on_both_engines!(expired_confirmation_link, expired_confirmation_link_is_404);
 
 async fn json_clients_get_json(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let form = app.get_json("/subscribe").await.json();
     assert_eq!(form["categories"][0]["slug"], "databases");
     assert_eq!(form["editions"][1]["slug"], "daily");
@@ -561,7 +560,7 @@ async fn json_clients_get_json(engine: Engine) {
 on_both_engines!(json_requests_get_json_answers, json_clients_get_json);
 
 async fn sign_ups_are_rate_limited_per_ip(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let mut limited = None;
     for i in 0..30 {
         let r = app.subscribe(&format!("user{i}@example.com")).await;
@@ -579,7 +578,7 @@ async fn sign_ups_are_rate_limited_per_ip(engine: Engine) {
 on_both_engines!(sign_up_rate_limit, sign_ups_are_rate_limited_per_ip);
 
 async fn concurrent_requests_do_not_fail(engine: Engine) {
-    let app = std::sync::Arc::new(spawn_app(engine).await);
+    let app = std::sync::Arc::new(spawn_app(AppOptions::new(engine).self_links()).await);
     let mut tasks = Vec::new();
     for i in 0..12 {
         let app = app.clone();
@@ -618,7 +617,7 @@ on_both_engines!(
 );
 
 async fn confirmation_message_reads_well(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     app.post_form(
         "/subscribe",
         &[("email", "reader@example.com"), ("name", "Rea O'Der")],
@@ -635,7 +634,7 @@ async fn confirmation_message_reads_well(engine: Engine) {
     ] {
         assert!(msg.contains(header), "{header} missing:\n{msg}");
     }
-    let link = common::subs::link_in(msg, &format!("{}/confirm/", app.base));
+    let link = support::link_in(msg, &format!("{}/confirm/", app.base));
     // Undo quoted-printable (soft breaks, `=3D`) to read the HTML part.
     let decoded = msg
         .replace("=\r\n", "")

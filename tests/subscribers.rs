@@ -2,15 +2,14 @@
 //! scope and expiry, edition cursors, suppression, and that a sign-up and
 //! its confirmation message commit together or not at all.
 
-mod common;
+mod support;
 
 use casewire::domain::Token;
 use casewire::store::subscribers::{self as store, NewSubscriber, Purpose, Status};
 use casewire::store::Db;
 use casewire::subscribers::links::{Claims, LinkKey};
 use chrono::{Duration, Utc};
-use common::subs::spawn_app;
-use common::{Engine, TestDb};
+use support::{spawn_app, AppOptions, Engine, TestDb};
 
 async fn open(engine: Engine) -> (TestDb, Db) {
     let t = TestDb::new(engine).await;
@@ -133,10 +132,10 @@ on_both_engines!(
 /// Links sent before the upgrade were random tokens whose hash is a row:
 /// each still opens its page, works for one change, and is then gone.
 async fn legacy_token_rows_work_once_then_are_pruned(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let id = casewire::subscribers::add(
         &app.settings,
-        &app.app.db,
+        &app.app().db,
         &casewire::subscribers::SignUp {
             email: "legacy@example.com".into(),
             editions: vec!["weekly".into()],
@@ -154,7 +153,7 @@ async fn legacy_token_rows_work_once_then_are_pruned(engine: Engine) {
         .bind(old.hash())
         .bind(id)
         .bind(Utc::now().timestamp_millis())
-        .execute(&app.app.db.pool)
+        .execute(&app.app().db.pool)
         .await
         .unwrap();
     let path = format!("/preferences/{}", old.as_str());
@@ -175,10 +174,10 @@ on_both_engines!(
 );
 
 async fn sign_up_and_message_commit_together(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     // Break the outbox: the sign-up must roll back, and the client sees an opaque 500.
     sqlx::query("DROP TABLE outbox")
-        .execute(&app.app.db.pool)
+        .execute(&app.app().db.pool)
         .await
         .unwrap();
     let r = app.subscribe("atomic@example.com").await;

@@ -1,14 +1,13 @@
 //! The subscriber admin API (`/api/v1/subscribers`) over real HTTP, on
 //! SQLite and PostgreSQL.
 
-mod common;
+mod support;
 
-use common::subs::{spawn_app, spawn_app_with, TestApp};
-use common::Engine;
 use reqwest::Method;
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 async fn api_needs_the_token(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     for (method, path) in [
         (Method::GET, "/api/v1/subscribers"),
         (Method::POST, "/api/v1/subscribers"),
@@ -39,7 +38,7 @@ async fn api_needs_the_token(engine: Engine) {
     assert_eq!(app.count("subscribers").await, 0);
     app.stop().await;
 
-    let disabled = spawn_app_with(engine, None).await;
+    let disabled = spawn_app(AppOptions::new(engine).self_links().no_admin_token()).await;
     let r = TestApp::send(
         disabled
             .client
@@ -53,7 +52,7 @@ async fn api_needs_the_token(engine: Engine) {
 }
 on_both_engines!(admin_api_requires_bearer_token, api_needs_the_token);
 
-async fn create(app: &TestApp, body: serde_json::Value) -> common::subs::Reply {
+async fn create(app: &TestApp, body: serde_json::Value) -> support::Reply {
     TestApp::send(
         app.admin(Method::POST, "/api/v1/subscribers")
             .await
@@ -64,7 +63,7 @@ async fn create(app: &TestApp, body: serde_json::Value) -> common::subs::Reply {
 }
 
 async fn api_manages_subscribers(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     for (email, name) in [
         ("ada@example.com", "Ada Lovelace"),
         ("grace@example.com", "Grace Hopper"),
@@ -153,7 +152,7 @@ async fn api_manages_subscribers(engine: Engine) {
         .iter()
         .any(|r| r.recipient == "form@example.com"));
     sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ('grace@example.com', 'bounce', 0)")
-        .execute(&app.app.db.pool)
+        .execute(&app.app().db.pool)
         .await
         .unwrap();
     // Mail is delivered as soon as it is queued; erase leaves a row that is
@@ -162,7 +161,7 @@ async fn api_manages_subscribers(engine: Engine) {
     while sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')",
     )
-    .fetch_one(&app.app.db.pool)
+    .fetch_one(&app.app().db.pool)
     .await
     .unwrap()
         > 0
@@ -190,7 +189,7 @@ async fn api_manages_subscribers(engine: Engine) {
     );
     assert_eq!(app.count("subscriber_categories").await, 3);
     let suppressed: Vec<String> = sqlx::query_scalar("SELECT email FROM suppressions")
-        .fetch_all(&app.app.db.pool)
+        .fetch_all(&app.app().db.pool)
         .await
         .unwrap();
     assert_eq!(suppressed, ["grace@example.com"]);
@@ -208,7 +207,7 @@ on_both_engines!(
 );
 
 async fn api_imports_and_exports_csv(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let csv = "email,name,categories,editions,status\n\
                one@example.com,One,databases;security,daily,\n\
                not-an-address,Two,,,\n\
@@ -309,7 +308,7 @@ on_both_engines!(admin_api_import_export_csv, api_imports_and_exports_csv);
 /// accepted by `/subscribe`, was exported unchanged; it leaves with a leading
 /// `'` and imports back without it.
 async fn api_export_escapes_formulas(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     let r = app
         .post_form(
             "/subscribe",

@@ -1,11 +1,11 @@
 //! `casewire subscribers …` as an operator runs it: the real binary, a config
 //! file, SQLite and PostgreSQL.
 
-mod common;
+mod support;
 
 use std::process::{Command, Output};
 
-use common::{Engine, TestDb};
+use support::{prepare, AppOptions, Engine};
 
 fn casewire(config: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_casewire"))
@@ -22,10 +22,9 @@ fn text(b: &[u8]) -> String {
 }
 
 async fn cli_manages_subscribers(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let config = db.path().join("casewire.toml");
-    std::fs::write(&config, common::subs::config_text(&db, 9, None)).unwrap();
-    let file = db.path().join("people.csv");
+    let site = prepare(AppOptions::new(engine).no_admin_token());
+    let config = site.config_path.clone();
+    let file = site.root.join("people.csv");
     std::fs::write(
         &file,
         "email,name,categories,editions,status\n\
@@ -120,10 +119,9 @@ on_both_engines!(
 /// were exported as they are; they leave with a leading `'` and come back
 /// without it.
 async fn cli_export_escapes_formulas(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let config = db.path().join("casewire.toml");
-    std::fs::write(&config, common::subs::config_text(&db, 9, None)).unwrap();
-    let file = db.path().join("people.csv");
+    let site = prepare(AppOptions::new(engine).no_admin_token());
+    let config = site.config_path.clone();
+    let file = site.root.join("people.csv");
     std::fs::write(
         &file,
         "email,name,categories,editions,status\n\
@@ -148,10 +146,9 @@ async fn cli_export_escapes_formulas(engine: Engine) {
     );
 
     // The exported file imports into another database as the same people.
-    let other = TestDb::new(engine).await;
-    let other_config = other.path().join("casewire.toml");
-    std::fs::write(&other_config, common::subs::config_text(&other, 9, None)).unwrap();
-    let copy = other.path().join("export.csv");
+    let other = prepare(AppOptions::new(engine).no_admin_token());
+    let other_config = other.config_path.clone();
+    let copy = other.root.join("export.csv");
     std::fs::write(&copy, &exported).unwrap();
     let out = casewire(
         &other_config,

@@ -2,34 +2,26 @@
 //! every page and mail template with sample data under strict undefined, and
 //! SIGHUP keeps the running template set when the new one has an error.
 
-mod common;
+mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Engine, TestDb};
+use support::{prepare, AppOptions, Engine, TestSite};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The subscriber test configuration with its own templates folder.
-fn config(db: &TestDb, port: u16, templates: &Path) -> std::path::PathBuf {
-    let text = common::subs::config_text(db, port, None);
-    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let text = text.replace(
-        &format!("dir = \"{}\"", builtin.display()),
-        &format!("dir = \"{}\"", templates.display()),
+/// The default test site with its own templates folder (`templates/` in the
+/// site, empty until the test writes to it).
+fn site(engine: Engine) -> (TestSite, PathBuf) {
+    let site = prepare(
+        AppOptions::new(engine)
+            .self_links()
+            .no_admin_token()
+            .templates("dir = \"{root}/templates\""),
     );
-    assert!(text.contains(&templates.display().to_string()));
-    let path = db.path().join("casewire.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let templates = site.root.join("templates");
+    assert!(site.config_text.contains(&templates.display().to_string()));
+    (site, templates)
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -45,11 +37,9 @@ const CONFIRM_TXT_WITH_TYPO: &str =
 /// sign-up answered 500.
 #[test]
 fn check_missed_an_undefined_variable_in_the_confirmation_mail() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = rt.block_on(TestDb::new(Engine::Sqlite));
-    let templates = db.path().join("templates");
+    let (site, templates) = site(Engine::Sqlite);
     write(&templates, "email/confirm.txt", CONFIRM_TXT_WITH_TYPO);
-    let config = config(&db, 9, &templates);
+    let config = &site.config_path;
     let out = Command::new(env!("CARGO_BIN_EXE_casewire"))
         .args(["--config", config.to_str().unwrap(), "check"])
         .output()
@@ -98,12 +88,11 @@ fn logged(log: &Path, needle: &str) -> usize {
 /// answered 500). A faulty set is now refused whole, named in the log, and
 /// the running one keeps serving; a good set still applies.
 async fn reload_applied_broken_templates(engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let templates = db.path().join("templates");
+    let (site, templates) = site(engine);
     std::fs::create_dir_all(&templates).unwrap();
-    let port = free_port();
-    let config = config(&db, port, &templates);
-    let log = db.path().join("daemon.log");
+    let port = site.port;
+    let config = &site.config_path;
+    let log = site.root.join("daemon.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_casewire"))
         .args(["--config", config.to_str().unwrap(), "run"])
         .env_remove("CASEWIRE_CONFIG")

@@ -1,7 +1,7 @@
 //! Upstream feeds as a content source, against a real HTTP server on a random
 //! loopback port: conditional requests, 500s, timeouts and malformed XML.
 
-mod common;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use casewire::content::upstream::{fetch, Fetched, UpstreamError, Validators};
-use common::daemon::TestApp;
-use common::Engine;
+use support::{prepare, spawn_app, study, AppOptions, Engine};
 
 const RSS: &str = r#"<?xml version="1.0"?>
 <rss version="2.0"><channel><title>Upstream</title><link>http://up.example/</link><description>d</description>
@@ -109,13 +108,13 @@ async fn spawn_upstream(mode: &'static str) -> (String, Upstream) {
 }
 
 fn settings_with_source(url: &str) -> casewire::config::Settings {
-    let dir = tempfile::tempdir().unwrap();
-    let text = common::daemon::config_text("sqlite://unused.db", dir.path(), "");
-    let text = text.replace(
-        "rescan_seconds = 3600",
-        &format!("rescan_seconds = 3600\nsources = [{{ feed = \"{url}\" }}]"),
-    );
-    common::daemon::settings(&text)
+    prepare(
+        AppOptions::sqlite()
+            .editions("")
+            .content(format!("sources = [{{ feed = \"{url}\" }}]")),
+    )
+    .settings()
+    .clone()
 }
 
 fn client(timeout_ms: u64) -> reqwest::Client {
@@ -226,11 +225,11 @@ async fn errors_are_clear_and_name_the_source() {
 
 async fn daemon_keeps_last_good_upstream_entries(engine: Engine) {
     let (url, up) = spawn_upstream("rss").await;
-    let mut app = TestApp::spawn(engine, &[], "").await;
-    app.settings_text = app
-        .settings_text
-        .replace("rescan_seconds = 3600", &format!("rescan_seconds = 3600\nsources = [{{ feed = \"{url}\", category = \"security\", poll_seconds = 1 }}]"));
-    app.restart().await;
+    let mut app = spawn_app(AppOptions::new(engine).editions("")).await;
+    app.restart_with(app.options().content(format!(
+        "sources = [{{ feed = \"{url}\", category = \"security\", poll_seconds = 1 }}]"
+    )))
+    .await;
     app.wait_for_feed("/feeds/security/rss.xml", 10, |b| {
         b.contains("Queue backlog incident")
     })
@@ -245,7 +244,7 @@ async fn daemon_keeps_last_good_upstream_entries(engine: Engine) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app
-        .get("/feeds/rss.xml")
+        .fetch("/feeds/rss.xml")
         .await
         .text()
         .await
@@ -330,20 +329,15 @@ async fn upstream_javascript_and_data_links_and_control_characters_never_reach_f
 /// announce.
 async fn first_fetch_of_an_upstream_source_announces_nothing(engine: Engine) {
     let (url, up) = spawn_upstream("rss").await;
-    let mut app = TestApp::spawn(
-        engine,
-        &[(
-            "old.md",
-            common::daemon::study("Old", "old", "2026-01-01T00:00:00Z", &["databases"]),
-        )],
-        "",
-    )
+    let mut app = spawn_app(AppOptions::new(engine).editions("").file(
+        "old.md",
+        study("Old", "old", "2026-01-01T00:00:00Z", &["databases"]),
+    ))
     .await;
-    app.settings_text = app.settings_text.replace(
-        "rescan_seconds = 3600",
-        &format!("rescan_seconds = 3600\nsources = [{{ feed = \"{url}\", poll_seconds = 1 }}]"),
-    );
-    app.restart().await;
+    app.restart_with(app.options().content(format!(
+        "sources = [{{ feed = \"{url}\", poll_seconds = 1 }}]"
+    )))
+    .await;
     app.wait_for_feed("/feeds/rss.xml", 10, |b| {
         b.contains("Queue backlog incident")
     })

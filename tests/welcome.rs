@@ -2,10 +2,9 @@
 //! PostgreSQL: off by default; when on, one message per confirmation with
 //! the latest `welcome_items` case studies of the subscriber's categories.
 
-mod common;
+mod support;
 
-use common::subs::{spawn_app, spawn_app_edit, TestApp, ADMIN_TOKEN};
-use common::Engine;
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 fn study(slug: &str, date: &str, category: &str) -> String {
     format!(
@@ -37,28 +36,19 @@ async fn confirm(app: &TestApp, email: &str, categories: &[&str]) -> String {
 }
 
 async fn welcome_lists_the_latest_of_the_readers_categories(engine: Engine) {
-    let app = spawn_app_edit(
-        engine,
-        Some(ADMIN_TOKEN),
-        "signup_min_seconds = 0",
-        |dir, text| {
-            let content = dir.join("content");
-            for (slug, date, cat) in [
-                ("db-old", "2026-01-01T08:00:00Z", "databases"),
-                ("db-mid", "2026-01-08T08:00:00Z", "databases"),
-                ("db-new", "2026-01-15T08:00:00Z", "databases"),
-                ("sec-newest", "2026-01-20T08:00:00Z", "security"),
-                ("db-future", "2099-01-01T08:00:00Z", "databases"),
-            ] {
-                std::fs::write(content.join(format!("{slug}.md")), study(slug, date, cat)).unwrap();
-            }
-            text.replace(
-                "transport = \"file\"",
-                "transport = \"file\"\nwelcome = true\nwelcome_items = 2",
-            )
-        },
-    )
-    .await;
+    let mut options = AppOptions::new(engine)
+        .self_links()
+        .mail("welcome = true\nwelcome_items = 2");
+    for (slug, date, cat) in [
+        ("db-old", "2026-01-01T08:00:00Z", "databases"),
+        ("db-mid", "2026-01-08T08:00:00Z", "databases"),
+        ("db-new", "2026-01-15T08:00:00Z", "databases"),
+        ("sec-newest", "2026-01-20T08:00:00Z", "security"),
+        ("db-future", "2099-01-01T08:00:00Z", "databases"),
+    ] {
+        options = options.file(&format!("{slug}.md"), study(slug, date, cat));
+    }
+    let app = spawn_app(options).await;
     let email = "ada@example.com";
     let path = confirm(&app, email, &["databases"]).await;
     let mails = welcomes(&app, email).await;
@@ -88,7 +78,7 @@ async fn welcome_lists_the_latest_of_the_readers_categories(engine: Engine) {
     app.stop().await;
 
     // Off by default.
-    let app = spawn_app(engine).await;
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
     confirm(&app, email, &["databases"]).await;
     assert!(welcomes(&app, email).await.is_empty());
     app.stop().await;

@@ -10,7 +10,7 @@ use super::Exit;
 use crate::cli::PreviewFormat;
 use crate::config::{Edition, ScheduleSpec, Settings};
 use crate::content::{CaseStudy, Catalog, DirectoryStore};
-use crate::delivery::compose::{compose, digest_vars, fill_links, Draft};
+use crate::delivery::compose::{digest_vars, fill_links, Composer};
 use crate::editions::render::{self, DigestInput};
 use crate::store::ledger::Ledger;
 use crate::store::{from_millis, outbox, Db};
@@ -168,18 +168,23 @@ pub fn preview(
         PreviewFormat::Html => outln!("{}", fill(&digest.html)),
         PreviewFormat::Text => outln!("{}", fill(&digest.text)),
         PreviewFormat::Eml => {
-            let message = compose(
-                settings,
-                &Draft {
-                    to: &to,
-                    to_name: Some(&name),
-                    subject: &digest.subject,
-                    text: &fill(&digest.text),
-                    html: &fill(&digest.html),
-                    headers: vars.headers.to_vec(),
-                },
+            // The same composer and DKIM signature a real send uses.
+            let composer = Composer::new(settings)?;
+            let address = crate::domain::EmailAddress::parse(&to)
+                .with_context(|| format!("--subscriber {to:?}"))?
+                .to_lettre();
+            let mailbox = lettre::message::Mailbox::new(
+                Some(name.clone()).filter(|n| !n.is_empty()),
+                address,
+            );
+            let message = composer.compose(
+                mailbox,
+                &digest.subject,
+                &fill(&digest.text),
+                &fill(&digest.html),
+                &vars.headers,
             )?;
-            out!("{}", String::from_utf8_lossy(&message.formatted()));
+            out!("{}", String::from_utf8_lossy(&message.bytes));
         }
     }
     Ok(Exit::Ok)

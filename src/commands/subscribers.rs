@@ -62,6 +62,15 @@ pub fn run(settings: &Settings, command: SubscribersCommand) -> Result<Exit> {
                 }
                 Err(e) => report(e)?,
             },
+            SubscribersCommand::RevokeLinks { email } => {
+                match subscribers::revoke_links(&db, &email).await {
+                    Ok(s) => {
+                        eprintln!("every link sent to {} so far no longer works", s.email);
+                        Exit::Ok
+                    }
+                    Err(e) => report(e)?,
+                }
+            }
             SubscribersCommand::List { search } => {
                 let mut conn = db.pool.acquire().await?;
                 let stdout = std::io::stdout();

@@ -124,26 +124,51 @@ impl Composer {
         })
     }
 
-    /// A transactional message (confirmation, "already subscribed").
+    /// A transactional message (confirmation, "already subscribed",
+    /// welcome, manage link).
     pub fn transactional(
         &self,
         to: Address,
         name: &str,
         mail: &crate::subscribers::RenderedMail,
     ) -> Result<Outgoing, ComposeError> {
-        let mailbox = Mailbox::new(Some(name.to_owned()).filter(|n| !n.is_empty()), to.clone());
-        let message = self
-            .headers(mailbox, mail.subject.clone())
+        let mailbox = Mailbox::new(Some(name.to_owned()).filter(|n| !n.is_empty()), to);
+        self.compose(
+            mailbox,
+            &mail.subject,
+            &mail.text,
+            &mail.html,
             // RFC 3834: keeps vacation responders from answering.
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("Auto-Submitted"),
-                "auto-generated".into(),
-            ))
-            .multipart(MultiPart::alternative_plain_html(
-                mail.text.clone(),
-                mail.html.clone(),
-            ))?;
-        self.finish(message, &to)
+            &[ExtraHeader {
+                name: "Auto-Submitted",
+                value: "auto-generated".into(),
+            }],
+        )
+    }
+
+    /// A whole message from its parts: the common headers, `extra` headers,
+    /// a text and an HTML alternative; signed.
+    pub fn compose(
+        &self,
+        to: Mailbox,
+        subject: &str,
+        text: &str,
+        html: &str,
+        extra: &[ExtraHeader],
+    ) -> Result<Outgoing, ComposeError> {
+        let address = to.email.clone();
+        let mut builder = self.headers(to, subject.to_owned());
+        for h in extra {
+            builder = builder.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(h.name),
+                h.value.clone(),
+            ));
+        }
+        let message = builder.multipart(MultiPart::alternative_plain_html(
+            text.to_owned(),
+            html.to_owned(),
+        ))?;
+        self.finish(message, &address)
     }
 }
 
@@ -152,17 +177,6 @@ impl Composer {
 pub struct ExtraHeader {
     pub name: &'static str,
     pub value: String,
-}
-
-/// What a message says, before headers are added.
-#[derive(Debug, Clone)]
-pub struct Draft<'a> {
-    pub to: &'a str,
-    pub to_name: Option<&'a str>,
-    pub subject: &'a str,
-    pub text: &'a str,
-    pub html: &'a str,
-    pub headers: Vec<ExtraHeader>,
 }
 
 /// The domain of the From address, for Message-IDs.
@@ -247,42 +261,4 @@ pub fn message_id(domain: &str) -> String {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
     format!("<{}@{domain}>", hex::encode(bytes))
-}
-
-pub fn compose(settings: &Settings, draft: &Draft<'_>) -> Result<Message, ComposeError> {
-    let from: Mailbox = settings
-        .mail
-        .from
-        .parse()
-        .map_err(|_| ComposeError::Address(settings.mail.from.clone()))?;
-    let id = message_id(from.email.domain());
-    let to_email: lettre::Address = draft
-        .to
-        .parse()
-        .map_err(|_| ComposeError::Address(draft.to.to_owned()))?;
-    let to = Mailbox::new(
-        draft.to_name.filter(|n| !n.is_empty()).map(str::to_owned),
-        to_email,
-    );
-    let mut builder = Message::builder()
-        .from(from)
-        .to(to)
-        .subject(draft.subject)
-        .date_now()
-        .message_id(Some(id));
-    if let Some(r) = &settings.mail.reply_to {
-        if let Ok(m) = r.parse::<Mailbox>() {
-            builder = builder.reply_to(m);
-        }
-    }
-    for h in &draft.headers {
-        builder = builder.raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str(h.name),
-            h.value.clone(),
-        ));
-    }
-    Ok(builder.multipart(MultiPart::alternative_plain_html(
-        draft.text.to_owned(),
-        draft.html.to_owned(),
-    ))?)
 }

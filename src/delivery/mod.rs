@@ -2,8 +2,11 @@
 //! (in the same transaction as the state change that caused them), and sent
 //! by workers through the configured transport (SMTP pool or .eml files).
 
+mod claims;
 pub mod compose;
 pub mod dkim;
+mod lane;
+mod message;
 pub mod pauses;
 pub mod policy;
 pub mod prepared;

@@ -5,7 +5,15 @@
 //! is re-checked against suppressions and the subscriber's status right
 //! before each send (invariant 7).
 
-use std::collections::{BTreeMap, HashMap};
+//!
+//! The parts, each in its own module: the failure policy (`policy`, pure),
+//! relay health (`relay`), claims and leases (`claims`, SQL in
+//! `store::outbox`), the worker's database lane and its batching (`lane`),
+//! and per-message composition (`message`). This module ties them together:
+//! a send slot per row, the per-domain and global rate limits, and acting on
+//! each fault's class.
+
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,26 +21,22 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use lettre::address::Envelope;
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::Mailbox;
-use lettre::Address;
 use rand::Rng;
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::compose::{digest_vars, fill_links, Composer, Outgoing};
+use super::claims::{claim_rows, recover, Claimed};
+use super::compose::Outgoing;
+use super::lane::{check_recipients, renew, write_results, Check, Lane, Report};
+use super::message::{BuildError, MessageBuilder};
 use super::pauses::EditionPauses;
 use super::policy::Fault;
-use super::prepared::{Links, PreparedBody};
-use super::relay::{Change, Gate, Relay};
+use super::relay::{Change, Relay};
 use super::transport::{DeliveryError, Mailer};
 use crate::config::Settings;
 use crate::store::outbox::{self, ClaimedRow, Outcome};
-use crate::store::{Backend, Db, WriteTurn};
+use crate::store::{Backend, Db};
 
 /// Tuning that is not part of the configuration file.
 #[derive(Debug, Clone)]
@@ -150,94 +154,17 @@ pub struct DeliveryWorker {
     pub progress: Arc<Progress>,
 }
 
-type Report = (Outcome, Option<String>, oneshot::Sender<()>);
-
-/// A claimed row, and whether it is the relay's probe (see [`Relay::gate`]).
-type Claimed = (ClaimedRow, bool);
-
-/// A send-time check: recipient, subscriber, and where the answer goes.
-type Check = (
-    String,
-    Option<i64>,
-    oneshot::Sender<Result<Option<String>, String>>,
-);
-
-/// Where the worker's own statements run (claims, send-time checks, results,
-/// lease renewals).
-///
-/// SQLite: one connection, held for the worker's life, taking turns. In WAL
-/// mode a commit on one connection makes every other connection drop its
-/// whole page cache at its next read, so statements spread over the pool
-/// re-read their pages from the file every time; on one connection the cache
-/// stays warm, and claims and result writes never collide as two writers.
-/// PostgreSQL: the pool, statements in parallel.
-struct Lane {
-    db: Db,
-    held: Option<tokio::sync::Mutex<PoolConnection<Any>>>,
-}
-
-enum LaneConn<'a> {
-    Held(tokio::sync::MutexGuard<'a, PoolConnection<Any>>),
-    Pooled(PoolConnection<Any>),
-}
-
-impl Lane {
-    async fn open(db: &Db) -> Result<Self, sqlx::Error> {
-        let held = match db.backend {
-            Backend::Sqlite => Some(tokio::sync::Mutex::new(db.pool.acquire().await?)),
-            Backend::Postgres => None,
-        };
-        Ok(Self {
-            db: db.clone(),
-            held,
-        })
-    }
-
-    /// A connection for a write, after this process's turn to write.
-    async fn write(&self) -> Result<(WriteTurn, LaneConn<'_>), sqlx::Error> {
-        let turn = self.db.write_turn().await;
-        Ok((turn, self.conn().await?))
-    }
-
-    async fn conn(&self) -> Result<LaneConn<'_>, sqlx::Error> {
-        Ok(match &self.held {
-            Some(c) => LaneConn::Held(c.lock().await),
-            None => LaneConn::Pooled(self.db.pool.acquire().await?),
-        })
-    }
-}
-
-impl std::ops::Deref for LaneConn<'_> {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        match self {
-            LaneConn::Held(c) => c,
-            LaneConn::Pooled(c) => c,
-        }
-    }
-}
-
-impl std::ops::DerefMut for LaneConn<'_> {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            LaneConn::Held(c) => c,
-            LaneConn::Pooled(c) => c,
-        }
-    }
-}
-
 struct Shared {
     db: Db,
     settings: Arc<Settings>,
     mailer: Arc<Mailer>,
     options: WorkerOptions,
     /// Builds and signs every message at send time.
-    composer: Composer,
+    messages: MessageBuilder,
     domain_limit: usize,
     /// A std Mutex: held only to look up or insert, never across an await.
     domains: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     limiter: Option<DefaultDirectRateLimiter>,
-    bodies: std::sync::Mutex<HashMap<i64, Arc<PreparedBody>>>,
     results: mpsc::UnboundedSender<Report>,
     checks: mpsc::UnboundedSender<Check>,
     shutdown: CancellationToken,
@@ -246,8 +173,6 @@ struct Shared {
     /// The stored relay state says paused (left by an earlier process):
     /// the first transaction the relay judges clears it.
     stored_pause: AtomicBool,
-    /// VERP envelope senders, when a return path is configured.
-    verp: Option<crate::bounces::verp::Senders>,
     pauses: Arc<EditionPauses>,
     /// `expire_after` of each edition, in ms.
     expire_after: HashMap<String, i64>,
@@ -267,7 +192,7 @@ impl DeliveryWorker {
         let owner = key.to_string();
         let settings = self.settings.clone();
         let mail = &settings.mail;
-        let composer = Composer::new(&settings)?;
+        let messages = MessageBuilder::new(self.db.clone(), settings.clone())?;
         let liveness = recover(&self.db, key, self.options.recover).await?;
 
         let limiter = (mail.rate_per_second > 0.0).then(|| {
@@ -299,11 +224,10 @@ impl DeliveryWorker {
             settings: settings.clone(),
             mailer: self.mailer.clone(),
             options: self.options.clone(),
-            composer,
+            messages,
             domain_limit: mail.concurrency.min(8),
             domains: Default::default(),
             limiter,
-            bodies: Default::default(),
             results: tx,
             checks,
             shutdown: shutdown.clone(),
@@ -324,7 +248,6 @@ impl DeliveryWorker {
                     .await?
                     .is_some_and(|r| r.paused == 1),
             ),
-            verp: crate::bounces::verp::Senders::from_settings(&settings)?,
         });
         let slots = Arc::new(Semaphore::new(mail.concurrency));
         let tracker = TaskTracker::new();
@@ -392,261 +315,12 @@ impl DeliveryWorker {
     }
 }
 
-/// Makes rows left in `sending` by a process that died claimable again, so a
-/// restart resumes at once instead of after the lease.
-///
-/// SQLite is one writer on one machine, and casewire runs one delivery worker
-/// per database file, so every `sending` row at startup belongs to a process
-/// that is gone: all of them return to `queued`. (Running `digest send` on the
-/// same SQLite file while the daemon sends could re-send the daemon's few
-/// in-flight messages; that is the duplicate invariant 6 allows.)
-///
-/// PostgreSQL is shared by several daemons, so a row is released only when
-/// its owner is provably dead: each worker holds a session advisory lock on
-/// its owner key for its whole life, on a dedicated connection, and the
-/// server drops that lock when the process dies (its connection closes). If
-/// the lock of an owner can be taken, that owner is gone. The renewed lease is
-/// the backstop (e.g. a network partition that keeps a session half-open).
-async fn recover(
-    db: &Db,
-    key: i64,
-    release: bool,
-) -> anyhow::Result<Option<sqlx::pool::PoolConnection<sqlx::Any>>> {
-    match db.backend {
-        Backend::Sqlite if !release => Ok(None),
-        Backend::Sqlite => {
-            let n = outbox::release_owner(db, None).await?;
-            if n > 0 {
-                tracing::info!(rows = n, "resuming rows a previous process was sending");
-            }
-            Ok(None)
-        }
-        Backend::Postgres => {
-            let mut mine = db.pool.acquire().await?;
-            sqlx::query("SELECT pg_advisory_lock($1)")
-                .bind(key)
-                .execute(&mut *mine)
-                .await?;
-            if !release {
-                return Ok(Some(mine));
-            }
-            let mut probe = db.pool.acquire().await?;
-            for other in outbox::sending_owners(db).await? {
-                let Ok(other_key) = other.parse::<i64>() else {
-                    continue;
-                };
-                let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(other_key)
-                    .fetch_one(&mut *probe)
-                    .await?;
-                if free {
-                    let n = outbox::release_owner(db, Some(&other)).await?;
-                    sqlx::query("SELECT pg_advisory_unlock($1)")
-                        .bind(other_key)
-                        .execute(&mut *probe)
-                        .await?;
-                    if n > 0 {
-                        tracing::info!(
-                            rows = n,
-                            owner = other,
-                            "resuming rows of a stopped worker"
-                        );
-                    }
-                }
-            }
-            Ok(Some(mine))
-        }
-    }
-}
-
-/// Claims batches into `rows` while there is room; returns (closing
-/// `rows`) on shutdown, or when `stop_when_idle` and nothing is due or in flight.
-#[allow(clippy::too_many_arguments)]
-async fn claim_rows(
-    lane: Arc<Lane>,
-    owner: String,
-    opts: WorkerOptions,
-    pauses: Arc<EditionPauses>,
-    in_flight: TaskTracker,
-    rows: mpsc::Sender<Claimed>,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    let relay = opts.relay.clone();
-    loop {
-        // Wait for room for a whole batch (or half of one, to keep the pipe full).
-        let room = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = rows.reserve_many(opts.batch_size.div_ceil(2)) => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        drop(room);
-        if opts.stop_when_idle && relay_gave_up(&opts) {
-            // The rows stay queued for a later run or the daemon.
-            while !(in_flight.is_empty() && rows.capacity() == rows.max_capacity()) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            return;
-        }
-        // While the relay is failing, wait for the next probe and claim one row.
-        let gate = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            g = relay.gate() => g,
-            _ = tokio::time::sleep(Duration::from_millis(100)), if opts.stop_when_idle && opts.relay_patience.is_some() => continue,
-        };
-        let probe = gate == Gate::Probe;
-        store_pauses(&lane, &pauses, relay.health()).await;
-        let want = if probe {
-            1
-        } else {
-            rows.capacity().max(1) as i64
-        };
-        // Read before the claim: once the producer is done, this claim sees
-        // everything it queued.
-        let producing = opts
-            .more_coming
-            .as_ref()
-            .is_some_and(|m| m.load(Ordering::Acquire));
-        let now = Utc::now();
-        let claimed = match lane.write().await {
-            Ok((_turn, mut conn)) => {
-                outbox::claim(
-                    &mut conn,
-                    lane.db.backend,
-                    &owner,
-                    want,
-                    now,
-                    now + opts.lease,
-                    opts.edition.as_deref(),
-                )
-                .await
-            }
-            Err(e) => Err(e.into()),
-        };
-        let claimed = match claimed {
-            Ok(c) => c,
-            Err(e) => {
-                if probe {
-                    relay.probe_skipped();
-                }
-                tracing::warn!("claiming outbox rows failed, retrying: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(opts.poll_interval) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                continue;
-            }
-        };
-        if claimed.is_empty() {
-            if probe {
-                relay.probe_skipped();
-            }
-            if opts.stop_when_idle {
-                if !producing && in_flight.is_empty() && rows.capacity() == rows.max_capacity() {
-                    return;
-                }
-                // Results in flight may schedule retries that are due at
-                // once, and a producer may commit more rows any moment.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(opts.poll_interval) => {}
-                _ = wake.notified() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            continue;
-        }
-        for row in claimed {
-            if let Some(e) = row.edition.as_deref() {
-                if pauses.resumed(e) {
-                    relay.health().clear(&format!("edition {e}"));
-                    tracing::info!(
-                        edition = e,
-                        "edition resumed; delivering its queued messages"
-                    );
-                }
-            }
-            if rows.send((row, probe)).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Stores the editions that paused themselves since the last claim, so the
-/// next claim skips their rows.
-async fn store_pauses(lane: &Lane, pauses: &EditionPauses, health: &crate::health::Health) {
-    let todo = pauses.take_unstored();
-    if todo.is_empty() {
-        return;
-    }
-    let stored = async {
-        let (_turn, mut conn) = lane.write().await?;
-        for (edition, reason) in &todo {
-            crate::store::edition_pauses::pause(&mut conn, edition, reason, Utc::now()).await?;
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    match stored {
-        Ok(()) => {
-            pauses.stored(&todo);
-            for (edition, reason) in &todo {
-                tracing::error!(edition, "{reason}");
-                health.report(&format!("edition {edition}"), reason.clone());
-                metrics::counter!("casewire_edition_pauses_total", "edition" => edition.clone())
-                    .increment(1);
-            }
-        }
-        Err(e) => {
-            tracing::warn!("storing an edition's pause failed, retrying: {e}");
-            pauses.unstored(todo);
-        }
-    }
-}
-
-/// With `relay_patience`: the relay has been failing for longer than that.
-fn relay_gave_up(opts: &WorkerOptions) -> bool {
-    let Some(patience) = opts.relay_patience else {
-        return false;
-    };
-    opts.relay
-        .fault()
-        .is_some_and(|f| (Utc::now() - f.since).to_std().unwrap_or_default() >= patience)
-}
-
-async fn renew(lane: Arc<Lane>, owner: String, lease: Duration, stop: CancellationToken) {
-    let every = lease / 3;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.cancelled() => return,
-        }
-        let renewed = match lane.write().await {
-            Ok((_turn, mut conn)) => {
-                outbox::renew_leases(&mut conn, &owner, Utc::now() + lease).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = renewed {
-            tracing::warn!("renewing outbox leases failed: {e}");
-        }
-    }
-}
-
 /// One row: wait for a per-domain slot and the rate limiter, re-check the
 /// recipient, send, then hold the global slot until the result committed.
 /// Holding it bounds sent-but-unrecorded messages by `mail.concurrency`,
 /// which is what a kill -9 can duplicate (invariant 6).
 async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: OwnedSemaphorePermit) {
-    let domain = row
-        .recipient
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default();
+    let domain = row.recipient.domain().to_owned();
     let domain_slots = {
         let mut map = shared.domains.lock().expect("not poisoned");
         map.entry(domain)
@@ -720,47 +394,10 @@ async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
         Ok(None) => {}
         Err(e) => return retry_or_dead(shared, row, format!("checking suppressions: {e}")),
     }
-    let to: Address = match row.recipient.parse() {
-        Ok(a) => a,
-        Err(e) => {
-            return Outcome::Dead {
-                id,
-                error: format!("recipient {:?} is not an address: {e}", row.recipient),
-            }
-        }
-    };
-    let built = match (&row.message, row.body_id) {
-        // A finished message queued by an earlier version.
-        (Some(m), _) => shared
-            .composer
-            .envelope(&to)
-            .map(|envelope| Outgoing {
-                envelope,
-                bytes: m.clone().into_bytes(),
-            })
-            .map_err(|e| BuildError::Invalid(e.to_string())),
-        (None, Some(body_id)) => build_digest(shared, row, body_id, to).await,
-        (None, None) => build_transactional(shared, row, to),
-    };
-    let Outgoing { envelope, bytes } = match built {
+    let Outgoing { envelope, bytes } = match shared.messages.build(row).await {
         Ok(o) => o,
         Err(BuildError::Store(e)) => return retry_or_dead(shared, row, e),
         Err(BuildError::Invalid(error)) => return Outcome::Dead { id, error },
-    };
-    // VERP: the envelope sender names the row, so a bounce finds it.
-    let envelope = match &shared.verp {
-        None => envelope,
-        Some(v) => match v.for_row(id).map_err(|e| e.to_string()).and_then(|from| {
-            Envelope::new(Some(from), envelope.to().to_vec()).map_err(|e| e.to_string())
-        }) {
-            Ok(e) => e,
-            Err(e) => {
-                return Outcome::Dead {
-                    id,
-                    error: format!("envelope: {e}"),
-                }
-            }
-        },
     };
     let relay = &shared.options.relay;
     let error = match shared.mailer.send_raw(&envelope, &bytes).await {
@@ -895,236 +532,6 @@ pub fn backoff(options: &WorkerOptions, attempts: u32) -> Duration {
         .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
         .min(options.retry_max);
     exp.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
-}
-
-enum BuildError {
-    Store(String),
-    Invalid(String),
-}
-
-/// Per-recipient values of a digest row (`outbox.vars`).
-#[derive(Debug, Default, serde::Deserialize)]
-struct Vars {
-    name: Option<String>,
-    /// The subscriber's link version: their manage link is signed from it
-    /// and the row's subscriber id at send time.
-    #[serde(default)]
-    v: Option<u32>,
-    /// A raw manage token, in rows queued by an earlier version; links and
-    /// list headers not given below are derived from it ([`digest_vars`]).
-    token: Option<String>,
-    unsubscribe_url: Option<String>,
-    preferences_url: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-}
-
-async fn build_digest(
-    shared: &Shared,
-    row: &ClaimedRow,
-    body_id: i64,
-    to: Address,
-) -> Result<Outgoing, BuildError> {
-    let cached = shared
-        .bodies
-        .lock()
-        .expect("not poisoned")
-        .get(&body_id)
-        .cloned();
-    let body = match cached {
-        Some(b) => b,
-        None => {
-            let b = outbox::body(&shared.db, body_id)
-                .await
-                .map_err(|e| BuildError::Store(format!("loading body {body_id}: {e}")))?
-                .ok_or_else(|| BuildError::Invalid(format!("body {body_id} does not exist")))?;
-            let b = Arc::new(PreparedBody::new(b.subject, &b.text, &b.html));
-            shared
-                .bodies
-                .lock()
-                .expect("not poisoned")
-                .insert(body_id, b.clone());
-            b
-        }
-    };
-    let vars: Vars = serde_json::from_str(&row.vars)
-        .map_err(|e| BuildError::Invalid(format!("vars are not valid: {e}")))?;
-    let signed = match (&vars.token, row.subscriber_id) {
-        (None, Some(sid)) => Some(shared.composer.links().manage(sid, vars.v.unwrap_or(0))),
-        _ => None,
-    };
-    let token = vars
-        .token
-        .as_deref()
-        .or(signed.as_ref().map(|t| t.as_str()));
-    let derived = token.map(|t| {
-        digest_vars(
-            &shared.settings,
-            shared.composer.from(),
-            row.edition.as_deref().unwrap_or(""),
-            t,
-        )
-    });
-    let unsubscribe = vars
-        .unsubscribe_url
-        .as_deref()
-        .or(derived.as_ref().map(|d| d.unsubscribe_url.as_str()))
-        .unwrap_or("");
-    let preferences = vars
-        .preferences_url
-        .as_deref()
-        .or(derived.as_ref().map(|d| d.preferences_url.as_str()))
-        .unwrap_or("");
-    let derived_headers = derived
-        .iter()
-        .flat_map(|d| d.headers.iter())
-        .filter(|h| !vars.headers.contains_key(h.name))
-        .map(|h| (h.name, h.value.as_str()));
-    let mut builder = shared.composer.headers(
-        Mailbox::new(vars.name.clone().filter(|n| !n.is_empty()), to.clone()),
-        body.subject.clone(),
-    );
-    let given = vars.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-    for (name, value) in given.chain(derived_headers) {
-        if value.contains(['\r', '\n']) {
-            return Err(BuildError::Invalid(format!(
-                "header {name} contains a line break"
-            )));
-        }
-        let header = HeaderName::new_from_ascii(name.to_owned())
-            .map_err(|_| BuildError::Invalid(format!("{name:?} is not a header name")))?;
-        builder = builder.raw_header(HeaderValue::new(
-            header,
-            fill_links(value, unsubscribe, preferences),
-        ));
-    }
-    let message = builder
-        .multipart(body.multipart(&Links::new(unsubscribe, preferences)))
-        .map_err(|e| BuildError::Invalid(format!("cannot build the message: {e}")))?;
-    shared
-        .composer
-        .finish(message, &to)
-        .map_err(|e| BuildError::Invalid(e.to_string()))
-}
-
-/// A confirmation or "already subscribed" row: rendered from its vars, with
-/// its link signed now.
-fn build_transactional(
-    shared: &Shared,
-    row: &ClaimedRow,
-    to: Address,
-) -> Result<Outgoing, BuildError> {
-    let subscriber_id = row
-        .subscriber_id
-        .ok_or_else(|| BuildError::Invalid("transactional row without a subscriber".into()))?;
-    let vars: crate::subscribers::MailVars = serde_json::from_str(&row.vars)
-        .map_err(|e| BuildError::Invalid(format!("vars are not valid: {e}")))?;
-    let mail = crate::subscribers::render_mail(
-        &shared.settings,
-        shared.composer.links(),
-        subscriber_id,
-        &row.recipient,
-        &vars,
-    )
-    .map_err(|e| BuildError::Invalid(format!("rendering the {} mail: {e}", vars.template)))?;
-    shared
-        .composer
-        .transactional(to, &vars.name, &mail)
-        .map_err(|e| BuildError::Invalid(e.to_string()))
-}
-
-/// Answers send-time checks (invariant 7) in groups: every check that
-/// arrived while the previous query ran goes into the next one. A message
-/// asks once it holds its send slot, right before its SMTP transaction, so
-/// a group is at most `mail.concurrency` messages that are all about to
-/// start; one round trip per group instead of one per message.
-async fn check_recipients(lane: Arc<Lane>, mut rx: mpsc::UnboundedReceiver<Check>) {
-    let mut group: Vec<Check> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        group.push(first);
-        while group.len() < 256 {
-            match rx.try_recv() {
-                Ok(c) => group.push(c),
-                Err(_) => break,
-            }
-        }
-        let asked: Vec<(&str, Option<i64>)> =
-            group.iter().map(|(r, id, _)| (r.as_str(), *id)).collect();
-        let reasons = match lane.conn().await {
-            Ok(mut conn) => outbox::blocked_reasons(&mut conn, &asked).await,
-            Err(e) => Err(e.into()),
-        };
-        match reasons {
-            Ok(reasons) => {
-                for ((_, _, answer), reason) in group.drain(..).zip(reasons) {
-                    let _ = answer.send(Ok(reason));
-                }
-            }
-            Err(e) => {
-                for (_, _, answer) in group.drain(..) {
-                    let _ = answer.send(Err(e.to_string()));
-                }
-            }
-        }
-    }
-}
-
-/// Records results in batches: everything that arrived while the previous
-/// transaction committed goes into the next one (group commit), and each
-/// sender learns when its result is durable.
-async fn write_results(
-    lane: Arc<Lane>,
-    owner: String,
-    mut rx: mpsc::UnboundedReceiver<Report>,
-    progress: Arc<Progress>,
-) {
-    let mut batch: Vec<Report> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let result = match lane.write().await {
-                Ok((_turn, mut conn)) => {
-                    outbox::record_outcomes(&mut conn, &owner, &outcomes, Utc::now()).await
-                }
-                Err(e) => Err(e.into()),
-            };
-            let Err(e) = result else { break };
-            tracing::warn!(
-                "recording {} delivery results failed, retrying: {e}",
-                outcomes.len()
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        for (outcome, edition, ack) in batch.drain(..) {
-            let edition = edition.unwrap_or_default();
-            let (name, counter) = match outcome {
-                Outcome::Sent { .. } => ("casewire_outbox_sent_total", &progress.sent),
-                Outcome::Retry { .. } => ("casewire_outbox_retried_total", &progress.retried),
-                Outcome::Suppressed { .. } => {
-                    ("casewire_outbox_suppressed_total", &progress.suppressed)
-                }
-                Outcome::Dead { .. } => ("casewire_outbox_dead_total", &progress.dead),
-                Outcome::Deferred { .. } => ("casewire_outbox_deferred_total", &progress.deferred),
-                Outcome::Expired { .. } => ("casewire_outbox_expired_total", &progress.expired),
-                Outcome::Released { .. } => {
-                    let _ = ack.send(());
-                    continue;
-                }
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(name, "edition" => edition).increment(1);
-            let _ = ack.send(());
-        }
-    }
 }
 
 /// What [`drain`] did.

@@ -102,6 +102,23 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+impl std::ops::Deref for EmailAddress {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl EmailAddress {
+    /// The address for the transport. Every `EmailAddress` passed lettre's
+    /// own parser in [`EmailAddress::parse`], so this cannot fail.
+    pub fn to_lettre(&self) -> lettre::Address {
+        self.0
+            .parse()
+            .expect("EmailAddress::parse checked lettre accepts it")
+    }
+}
+
 impl AsRef<str> for EmailAddress {
     fn as_ref(&self) -> &str {
         &self.0

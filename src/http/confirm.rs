@@ -44,17 +44,10 @@ pub async fn submit(
 ) -> Response {
     let now = chrono::Utc::now();
     let result = subscribers::confirm(&state.db, &state.links, &token, now).await;
-    if let Ok((s, manage)) = &result {
+    if let Ok((s, _)) = &result {
         let snapshot = state.snapshot();
-        match subscribers::welcome::queue_welcome(
-            &r.settings,
-            &state.db,
-            &snapshot.catalog,
-            s,
-            manage,
-            now,
-        )
-        .await
+        match subscribers::welcome::queue_welcome(&r.settings, &state.db, &snapshot.catalog, s, now)
+            .await
         {
             Ok(true) => state.signals.outbox_queued(),
             Ok(false) => {}

@@ -131,9 +131,7 @@ pub async fn recover_submit(
         Err(p) => return r.problem(p),
     };
     let email = fields.get("email").unwrap_or("");
-    match subscribers::recovery::send_manage_link(&r.settings, &state.db, email, chrono::Utc::now())
-        .await
-    {
+    match subscribers::recovery::send_manage_link(&state.db, email, chrono::Utc::now()).await {
         Ok(queued) => {
             if queued {
                 state.signals.outbox_queued();

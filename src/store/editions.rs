@@ -3,8 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
+use super::outbox::Kind;
 use super::{to_millis, Backend, Db, Params, StoreError};
-use crate::domain::Slug;
+use crate::domain::{EmailAddress, Slug};
 
 /// What `edition_runs` says about one window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct RunState {
 #[derive(Debug, Clone)]
 pub struct EditionSubscriber {
     pub id: i64,
-    pub email: String,
+    pub email: EmailAddress,
     /// Last publication event already covered for them in this edition.
     pub cursor: i64,
     /// Categories followed; empty means all.
@@ -31,7 +32,7 @@ pub struct EditionSubscriber {
 #[derive(Debug, Clone)]
 pub struct DigestRow {
     pub subscriber_id: i64,
-    pub recipient: String,
+    pub recipient: EmailAddress,
     pub dedupe_key: String,
     pub body_id: i64,
     /// Per-recipient values (JSON, no secret): the link version their
@@ -171,12 +172,19 @@ pub async fn subscriber_batch(
     }
     Ok(rows
         .into_iter()
-        .map(|(id, email, cursor, version)| EditionSubscriber {
-            id,
-            email,
-            cursor,
-            link_version: u32::try_from(version).unwrap_or(u32::MAX),
-            follows: follows.remove(&id).unwrap_or_default(),
+        .filter_map(|(id, email, cursor, version)| {
+            // Written through EmailAddress; a row that is not (a hand edit)
+            // gets no digest, and the log says which.
+            let email = EmailAddress::parse(&email)
+                .map_err(|e| tracing::error!(subscriber = id, "no digest for this subscriber: {e}"))
+                .ok()?;
+            Some(EditionSubscriber {
+                id,
+                email,
+                cursor,
+                link_version: u32::try_from(version).unwrap_or(u32::MAX),
+                follows: follows.remove(&id).unwrap_or_default(),
+            })
         })
         .collect())
 }
@@ -203,7 +211,9 @@ pub async fn enqueue_digests(
         for i in 0..chunk.len() {
             sql.push_str(if i == 0 { "(" } else { ", (" });
             p.push(&mut sql);
-            sql.push_str(", 'digest', ");
+            sql.push_str(", '");
+            sql.push_str(Kind::Digest.as_str());
+            sql.push_str("', ");
             p.push_list(&mut sql, 5);
             sql.push_str(", 'queued', 0, ");
             p.push_list(&mut sql, 3);
@@ -216,7 +226,7 @@ pub async fn enqueue_digests(
                 .bind(&r.dedupe_key)
                 .bind(edition)
                 .bind(r.subscriber_id)
-                .bind(&r.recipient)
+                .bind(r.recipient.as_str())
                 .bind(r.body_id)
                 .bind(&r.vars)
                 .bind(now)
@@ -226,7 +236,7 @@ pub async fn enqueue_digests(
         inserted += q.execute(&mut **tx).await?.rows_affected();
     }
     if inserted > 0 {
-        metrics::counter!("casewire_outbox_enqueued_total", "kind" => "digest", "edition" => edition.to_owned()).increment(inserted);
+        metrics::counter!("casewire_outbox_enqueued_total", "kind" => Kind::Digest.as_str(), "edition" => edition.to_owned()).increment(inserted);
     }
     Ok(inserted)
 }

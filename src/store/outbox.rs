@@ -8,20 +8,141 @@ use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Connection};
 
 use super::{to_millis, StoreError};
+use crate::domain::EmailAddress;
+
+/// What an outbox row carries (the `kind` column). Transactional kinds are
+/// rendered from their `vars` at send time; digests share a stored body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// "Please confirm your subscription".
+    Confirmation,
+    /// "You are already subscribed" (a sign-up for a confirmed address).
+    Already,
+    /// The optional welcome after confirmation (`[mail] welcome`).
+    Welcome,
+    /// "Here is your link to manage your subscription" (lost-link form).
+    ManageLink,
+    /// One subscriber's digest of an edition run.
+    Digest,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Confirmation,
+        Kind::Already,
+        Kind::Welcome,
+        Kind::ManageLink,
+        Kind::Digest,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Confirmation => "confirmation",
+            Kind::Already => "already",
+            Kind::Welcome => "welcome",
+            Kind::ManageLink => "manage_link",
+            Kind::Digest => "digest",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == value)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Where a row is in its life (the `state` column). `Queued` and `Sending`
+/// are the only states a row leaves; every row ends in one of the others
+/// (DESIGN.md invariant 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    Queued,
+    /// Claimed by a worker under a lease.
+    Sending,
+    Sent,
+    /// Not sent: the address is suppressed or the subscriber left.
+    Suppressed,
+    /// Refused for good, or attempts exhausted.
+    Dead,
+    /// Not delivered within its edition's `expire_after`.
+    Expired,
+}
+
+impl State {
+    pub const ALL: [State; 6] = [
+        State::Queued,
+        State::Sending,
+        State::Sent,
+        State::Suppressed,
+        State::Dead,
+        State::Expired,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Sending => "sending",
+            State::Sent => "sent",
+            State::Suppressed => "suppressed",
+            State::Dead => "dead",
+            State::Expired => "expired",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// A row in this state is done: no worker touches it again.
+    pub const fn is_final(self) -> bool {
+        !matches!(self, State::Queued | State::Sending)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A `state` or `kind` value no version of casewire writes.
+#[derive(Debug, thiserror::Error)]
+#[error("{column} {value:?} is not one casewire writes")]
+pub struct UnknownValue {
+    column: &'static str,
+    value: String,
+}
+
+impl TryFrom<String> for State {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        State::parse(&value).ok_or(UnknownValue {
+            column: "state",
+            value,
+        })
+    }
+}
 
 /// A message to queue.
 #[derive(Debug, Clone)]
 pub struct NewMessage<'a> {
     /// Unique per logical message: a second enqueue with the same key is a no-op.
     pub dedupe_key: &'a str,
-    /// "confirmation" | "digest"
-    pub kind: &'a str,
+    pub kind: Kind,
     pub edition: Option<&'a str>,
     pub subscriber_id: Option<i64>,
-    pub recipient: &'a str,
-    /// A whole RFC 5322 message (transactional mail)...
+    pub recipient: &'a EmailAddress,
+    /// A finished RFC 5322 message, sent as it is. Only rows of earlier
+    /// versions and tools use this: casewire's own mail queues `vars` (or a
+    /// body) and is composed and signed at send time.
     pub message: Option<&'a str>,
-    /// ...or a shared body plus per-recipient `vars` (digests).
+    /// A shared body plus per-recipient `vars` (digests); without a body,
+    /// `vars` holds what the transactional template needs.
     pub body_id: Option<i64>,
     pub vars: &'a serde_json::Value,
     pub now: DateTime<Utc>,
@@ -38,10 +159,10 @@ where
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11) ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .bind(msg.dedupe_key)
-    .bind(msg.kind)
+    .bind(msg.kind.as_str())
     .bind(msg.edition)
     .bind(msg.subscriber_id)
-    .bind(msg.recipient)
+    .bind(msg.recipient.as_str())
     .bind(msg.body_id)
     .bind(msg.message)
     .bind(msg.vars.to_string())
@@ -51,7 +172,7 @@ where
     .execute(executor)
     .await?;
     if result.rows_affected() > 0 {
-        metrics::counter!("casewire_outbox_enqueued_total", "kind" => msg.kind.to_owned(), "edition" => msg.edition.unwrap_or("").to_owned()).increment(1);
+        metrics::counter!("casewire_outbox_enqueued_total", "kind" => msg.kind.as_str(), "edition" => msg.edition.unwrap_or("").to_owned()).increment(1);
     }
     Ok(result.rows_affected() > 0)
 }
@@ -83,13 +204,13 @@ where
 use super::{Backend, Db, Params};
 
 /// Columns a worker needs to send one row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedRow {
     pub id: i64,
-    pub kind: String,
+    pub kind: Kind,
     pub edition: Option<String>,
     pub subscriber_id: Option<i64>,
-    pub recipient: String,
+    pub recipient: EmailAddress,
     pub body_id: Option<i64>,
     pub message: Option<String>,
     pub vars: String,
@@ -97,6 +218,44 @@ pub struct ClaimedRow {
     pub attempts: i64,
     /// When the row was queued (ms): digests expire `expire_after` later.
     pub created_at: i64,
+}
+
+/// A claimed row as the database returns it, before its kind and recipient
+/// are checked ([`triage`]).
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    id: i64,
+    kind: String,
+    edition: Option<String>,
+    subscriber_id: Option<i64>,
+    recipient: String,
+    body_id: Option<i64>,
+    message: Option<String>,
+    vars: String,
+    attempts: i64,
+    created_at: i64,
+}
+
+/// The row typed, or why it can never be sent. Rows are written through
+/// [`EmailAddress`] and [`Kind`], so only a row from an older version or a
+/// hand edit fails here; it ends dead instead of blocking the queue.
+fn triage(row: StoredRow) -> Result<ClaimedRow, (i64, String)> {
+    let kind = Kind::parse(&row.kind)
+        .ok_or_else(|| (row.id, format!("unknown message kind {:?}", row.kind)))?;
+    let recipient =
+        EmailAddress::parse(&row.recipient).map_err(|e| (row.id, format!("recipient: {e}")))?;
+    Ok(ClaimedRow {
+        id: row.id,
+        kind,
+        edition: row.edition,
+        subscriber_id: row.subscriber_id,
+        recipient,
+        body_id: row.body_id,
+        message: row.message,
+        vars: row.vars,
+        attempts: row.attempts,
+        created_at: row.created_at,
+    })
 }
 
 const CLAIM_COLUMNS: &str =
@@ -139,7 +298,7 @@ pub async fn claim(
                       ORDER BY next_attempt_at, id LIMIT $4{lock})
          RETURNING {CLAIM_COLUMNS}"
     );
-    let mut q = sqlx::query_as::<_, ClaimedRow>(&sql)
+    let mut q = sqlx::query_as::<_, StoredRow>(&sql)
         .bind(owner)
         .bind(to_millis(lease_until))
         .bind(to_millis(now))
@@ -147,7 +306,25 @@ pub async fn claim(
     if let Some(e) = edition {
         q = q.bind(e);
     }
-    let mut rows = q.fetch_all(&mut *conn).await?;
+    let stored = q.fetch_all(&mut *conn).await?;
+    let mut rows = Vec::with_capacity(stored.len());
+    let mut unsendable = Vec::new();
+    for row in stored {
+        match triage(row) {
+            Ok(r) => rows.push(r),
+            Err(dead) => unsendable.push(dead),
+        }
+    }
+    for (id, error) in unsendable {
+        tracing::error!(id, %error, "outbox row cannot be sent; it is dead");
+        sqlx::query("UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4")
+            .bind(error)
+            .bind(to_millis(now))
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *conn)
+            .await?;
+    }
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
@@ -200,22 +377,16 @@ pub async fn sending_owners(db: &Db) -> Result<Vec<String>, StoreError> {
 /// (DESIGN.md invariant 7), for every message that is about to start.
 pub async fn blocked_reasons(
     conn: &mut AnyConnection,
-    recipients: &[(&str, Option<i64>)],
+    recipients: &[(&EmailAddress, Option<i64>)],
 ) -> Result<Vec<Option<String>>, StoreError> {
     if recipients.is_empty() {
         return Ok(Vec::new());
     }
-    let mut emails: Vec<String> = Vec::with_capacity(recipients.len() * 2);
-    for (r, _) in recipients {
-        emails.push((*r).to_owned());
-        let lower = r.to_lowercase();
-        if lower != *r {
-            emails.push(lower);
-        }
-    }
+    // Addresses are normalized (lower case) wherever they are written, so
+    // one exact match per address finds its suppression.
     let ids: Vec<i64> = recipients.iter().filter_map(|(_, id)| *id).collect();
     let mut sql = String::from("SELECT 's', email, reason FROM suppressions WHERE email IN (");
-    Params::new(Backend::of(conn)).push_list(&mut sql, emails.len());
+    Params::new(Backend::of(conn)).push_list(&mut sql, recipients.len());
     sql.push(')');
     if !ids.is_empty() {
         sql.push_str(&format!(
@@ -224,7 +395,7 @@ pub async fn blocked_reasons(
         ));
     }
     let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
-    for e in &emails {
+    for (e, _) in recipients {
         q = q.bind(e.as_str());
     }
     let mut suppressed: HashMap<String, String> = HashMap::new();
@@ -239,10 +410,7 @@ pub async fn blocked_reasons(
     Ok(recipients
         .iter()
         .map(|(recipient, id)| {
-            let reason = suppressed
-                .get(*recipient)
-                .or_else(|| suppressed.get(&recipient.to_lowercase()));
-            if let Some(reason) = reason {
+            if let Some(reason) = suppressed.get(recipient.as_str()) {
                 return Some(format!("address is suppressed: {reason}"));
             }
             match id.map(|id| status.get(&id).map(String::as_str)) {
@@ -287,7 +455,7 @@ pub enum Outcome {
     Suppressed {
         id: i64,
         reason: String,
-        suppress: Option<String>,
+        suppress: Option<EmailAddress>,
     },
     /// Attempts exhausted, or a message that cannot be built.
     Dead {
@@ -385,7 +553,7 @@ pub async fn record_outcomes(
                     .bind(owner)
                     .execute(&mut *tx)
                     .await?;
-                if let Some(email) = suppress {
+                if let Some(email) = suppress.as_ref().map(EmailAddress::as_str) {
                     sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
                         .bind(email)
                         .bind(reason)
@@ -407,26 +575,37 @@ pub async fn record_outcomes(
                 }
             }
             Outcome::Expired { id, error } => {
-                sqlx::query("UPDATE outbox SET state = 'expired', last_error = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4")
-                    .bind(error)
-                    .bind(now)
-                    .bind(*id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
+                finish(&mut tx, State::Expired, 0, *id, error, owner, now).await?;
             }
             Outcome::Dead { id, error } => {
-                sqlx::query("UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4")
-                    .bind(error)
-                    .bind(now)
-                    .bind(*id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
+                finish(&mut tx, State::Dead, 1, *id, error, owner, now).await?;
             }
         }
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Ends one row in `state` with its error; `counted` is added to its attempts.
+async fn finish(
+    conn: &mut AnyConnection,
+    state: State,
+    counted: i64,
+    id: i64,
+    error: &str,
+    owner: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    debug_assert!(state.is_final());
+    sqlx::query("UPDATE outbox SET state = $1, attempts = attempts + $2, last_error = $3, updated_at = $4, lease_owner = NULL, lease_until = NULL WHERE id = $5 AND lease_owner = $6")
+        .bind(state.as_str())
+        .bind(counted)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -454,12 +633,26 @@ fn id_list(ids: &[i64]) -> String {
 }
 
 /// Rows per state, for `casewire status`.
-pub async fn depth_by_state(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(
+pub async fn depth_by_state(db: &Db) -> Result<Vec<(State, i64)>, StoreError> {
+    let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
             .fetch_all(&db.pool)
-            .await?,
-    )
+            .await?;
+    Ok(typed_states(rows))
+}
+
+/// Counts per state column value, typed; a value no version writes is
+/// logged and left out.
+fn typed_states(rows: Vec<(String, i64)>) -> Vec<(State, i64)> {
+    rows.into_iter()
+        .filter_map(|(state, n)| match State::parse(&state) {
+            Some(s) => Some((s, n)),
+            None => {
+                tracing::warn!(state, rows = n, "outbox rows in an unknown state");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The condition that keeps rows of `edition` (`None`: every row; `Some("")`:
@@ -474,7 +667,7 @@ fn edition_filter(edition: Option<&str>, n: usize) -> (String, Option<&str>) {
 }
 
 /// Rows per state of one edition (`""`: transactional mail).
-pub async fn edition_counts(db: &Db, edition: &str) -> Result<Vec<(String, i64)>, StoreError> {
+pub async fn edition_counts(db: &Db, edition: &str) -> Result<Vec<(State, i64)>, StoreError> {
     let (filter, edition) = edition_filter(Some(edition), 1);
     let sql = format!(
         "SELECT state, COUNT(*) FROM outbox WHERE TRUE{filter} GROUP BY state ORDER BY state"
@@ -483,7 +676,7 @@ pub async fn edition_counts(db: &Db, edition: &str) -> Result<Vec<(String, i64)>
     if let Some(e) = edition {
         q = q.bind(e);
     }
-    Ok(q.fetch_all(&db.pool).await?)
+    Ok(typed_states(q.fetch_all(&db.pool).await?))
 }
 
 /// Rows still to send now or later (queued or sending), optionally of one edition.
@@ -503,7 +696,8 @@ pub struct Failure {
     pub id: i64,
     pub recipient: String,
     pub edition: Option<String>,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: State,
     pub attempts: i64,
     pub last_error: String,
     pub updated_at: i64,
@@ -519,4 +713,55 @@ pub async fn recent_failures(db: &Db, limit: i64) -> Result<Vec<Failure>, StoreE
     .bind(limit)
     .fetch_all(&db.pool)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_states_read_back_what_they_write() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+        for s in State::ALL {
+            assert_eq!(State::parse(s.as_str()), Some(s));
+            assert_eq!(State::try_from(s.as_str().to_owned()).unwrap(), s);
+        }
+        assert_eq!(Kind::parse("Digest"), None);
+        assert!(State::try_from("delivered".to_owned()).is_err());
+        let finals: Vec<State> = State::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(
+            finals,
+            [State::Sent, State::Suppressed, State::Dead, State::Expired]
+        );
+        assert_eq!(format!("[{:<6}]", State::Dead), "[dead  ]");
+    }
+
+    fn stored(kind: &str, recipient: &str) -> StoredRow {
+        StoredRow {
+            id: 7,
+            kind: kind.into(),
+            edition: None,
+            subscriber_id: Some(1),
+            recipient: recipient.into(),
+            body_id: None,
+            message: None,
+            vars: "{}".into(),
+            attempts: 0,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_row_that_can_never_be_sent_is_named_not_claimed() {
+        let row = triage(stored("welcome", "Ada@Example.org")).unwrap();
+        assert_eq!(row.kind, Kind::Welcome);
+        assert_eq!(row.recipient.as_str(), "ada@example.org");
+        let (id, why) = triage(stored("fax", "ada@example.org")).unwrap_err();
+        assert_eq!(id, 7);
+        assert!(why.contains("\"fax\""), "{why}");
+        let (_, why) = triage(stored("digest", "ada@@example.org")).unwrap_err();
+        assert!(why.starts_with("recipient:"), "{why}");
+    }
 }

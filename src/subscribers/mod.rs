@@ -16,7 +16,7 @@ use sqlx::AnyConnection;
 use crate::config::Settings;
 use crate::delivery::compose::ComposeError;
 use crate::domain::{EmailAddress, Slug, Token};
-use crate::store::outbox::{enqueue, NewMessage};
+use crate::store::outbox::{enqueue, Kind, NewMessage};
 use crate::store::subscribers::{
     self as store, NewSubscriber, Purpose, Resolved, Status, Subscriber, CONFIRM_TOKEN_TTL,
 };
@@ -248,14 +248,59 @@ pub async fn sign_up(
 /// the message at send time, and no secret. Its links are signed then.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MailVars {
-    /// `confirm` or `already` (templates `email/{template}.{txt,html}`).
-    pub template: String,
+    /// Which message (templates `email/{template}.{txt,html}`).
+    pub template: Template,
     pub name: String,
     /// The subscriber's link version when the mail was queued.
     pub version: u32,
     /// Confirmation links: when they stop working, in Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
+    /// Welcome mail: the case studies it shows (public content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<WelcomeItem>,
+}
+
+/// The transactional messages, each with its own pair of templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Template {
+    /// `email/confirm.*`: "please confirm", with the confirmation link.
+    Confirm,
+    /// `email/already.*`: a sign-up for a confirmed address.
+    Already,
+    /// `email/welcome.*`: after confirmation (`[mail] welcome`).
+    Welcome,
+    /// `email/manage_link.*`: the lost-link form's answer.
+    ManageLink,
+}
+
+impl Template {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Template::Confirm => "confirm",
+            Template::Already => "already",
+            Template::Welcome => "welcome",
+            Template::ManageLink => "manage_link",
+        }
+    }
+}
+
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One case study in a welcome message.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WelcomeItem {
+    pub title: String,
+    pub link: String,
+    pub summary: String,
+    pub published: String,
+    #[serde(default)]
+    pub root_cause: String,
 }
 
 /// A transactional message ready for the composer.
@@ -276,25 +321,28 @@ async fn queue_mail(
 ) -> Result<(), SubscriberError> {
     let (kind, vars) = if s.status == Status::Confirmed {
         (
-            "already",
+            Kind::Already,
             MailVars {
-                template: "already".into(),
+                template: Template::Already,
                 name: s.name.clone(),
                 version: s.link_version,
                 expires: None,
+                items: Vec::new(),
             },
         )
     } else {
         (
-            "confirmation",
+            Kind::Confirmation,
             MailVars {
-                template: "confirm".into(),
+                template: Template::Confirm,
                 name: s.name.clone(),
                 version: s.link_version,
                 expires: Some((now + CONFIRM_TOKEN_TTL).timestamp()),
+                items: Vec::new(),
             },
         )
     };
+    let email = EmailAddress::parse(&s.email).map_err(|e| invalid("email", e.to_string()))?;
     let dedupe = format!("confirm:{}:{}", s.id, now.timestamp_millis());
     enqueue(
         &mut *conn,
@@ -303,7 +351,7 @@ async fn queue_mail(
             kind,
             edition: None,
             subscriber_id: Some(s.id),
-            recipient: &s.email,
+            recipient: &email,
             message: None,
             body_id: None,
             vars: &serde_json::to_value(&vars).expect("plain data"),
@@ -323,18 +371,23 @@ pub fn render_mail(
     email: &str,
     vars: &MailVars,
 ) -> Result<RenderedMail, SubscriberError> {
-    let (subject, ctx) = match vars.template.as_str() {
-        "already" => {
-            let token = key.manage(subscriber_id, vars.version);
+    let manage_links = || {
+        let token = key.manage(subscriber_id, vars.version);
+        (
+            views::url(&link(settings, &format!("preferences/{token}"))),
+            views::url(&link(settings, &format!("unsubscribe/{token}"))),
+        )
+    };
+    let title = &settings.site.title;
+    let (subject, ctx) = match vars.template {
+        Template::Already => {
+            let (preferences_url, _) = manage_links();
             (
-                format!("You are already subscribed to {}", settings.site.title),
-                minijinja::context! {
-                    name => vars.name, email => email,
-                    preferences_url => views::url(&link(settings, &format!("preferences/{token}"))),
-                },
+                format!("You are already subscribed to {title}"),
+                minijinja::context! { name => vars.name, email => email, preferences_url },
             )
         }
-        "confirm" => {
+        Template::Confirm => {
             let token = key.sign(&Claims {
                 subscriber_id,
                 purpose: Purpose::Confirm,
@@ -342,18 +395,39 @@ pub fn render_mail(
                 expires: vars.expires,
             });
             (
-                format!("Confirm your subscription to {}", settings.site.title),
+                format!("Confirm your subscription to {title}"),
                 minijinja::context! {
                     name => vars.name, email => email,
                     confirm_url => views::url(&link(settings, &format!("confirm/{token}"))),
                 },
             )
         }
-        other => {
-            return Err(invalid(
-                "template",
-                format!("{other:?} is not a transactional mail"),
-            ))
+        Template::ManageLink => {
+            let (preferences_url, _) = manage_links();
+            (
+                format!("Your link to manage {title}"),
+                minijinja::context! { name => vars.name, email => email, preferences_url },
+            )
+        }
+        Template::Welcome => {
+            let (preferences_url, unsubscribe_url) = manage_links();
+            let items: Vec<_> = vars
+                .items
+                .iter()
+                .map(|i| {
+                    minijinja::context! {
+                        title => i.title, link => views::url(&i.link), summary => i.summary,
+                        published => i.published, root_cause => i.root_cause,
+                    }
+                })
+                .collect();
+            (
+                format!("Welcome to {title}"),
+                minijinja::context! {
+                    name => vars.name, email => email, items => items,
+                    preferences_url, unsubscribe_url,
+                },
+            )
         }
     };
     let t = &vars.template;
@@ -533,6 +607,17 @@ pub async fn erase(db: &Db, key: &str) -> Result<Subscriber, SubscriberError> {
     let s = find(db, key).await?;
     let mut tx = store::begin_write(db).await?;
     store::erase(&mut tx, s.id).await?;
+    tx.commit().await?;
+    Ok(s)
+}
+
+/// "Log out everywhere": every confirmation, preferences and unsubscribe
+/// link sent to this subscriber so far stops working. Digests and mail
+/// queued later carry fresh links (they are signed at send time).
+pub async fn revoke_links(db: &Db, key: &str) -> Result<Subscriber, SubscriberError> {
+    let s = find(db, key).await?;
+    let mut tx = store::begin_write(db).await?;
+    store::revoke_links(&mut tx, s.id).await?;
     tx.commit().await?;
     Ok(s)
 }

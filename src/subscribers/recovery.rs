@@ -5,11 +5,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{invalid, link, views, SubscriberError};
-use crate::config::Settings;
-use crate::delivery::compose::{compose, Draft, ExtraHeader};
+use super::{invalid, SubscriberError, Template};
 use crate::domain::EmailAddress;
-use crate::store::outbox::{enqueue, NewMessage};
+use crate::store::outbox::{enqueue, Kind, NewMessage};
 use crate::store::subscribers::{self as store};
 use crate::store::Db;
 
@@ -20,7 +18,6 @@ pub const LINK_INTERVAL: Duration = Duration::hours(1);
 /// is not suppressed and had none within [`LINK_INTERVAL`]. Ok(true) when a
 /// mail was queued; callers answer the same either way.
 pub async fn send_manage_link(
-    settings: &Settings,
     db: &Db,
     email: &str,
     now: DateTime<Utc>,
@@ -35,49 +32,27 @@ pub async fn send_manage_link(
     {
         return Ok(false);
     }
-    // Still composed when queued (not yet through the send-time composer):
-    // this message row holds the signed link until it is sent.
-    let token = super::links::LinkKey::load_or_create(&settings.database.key_file)
-        .map_err(|e| {
-            SubscriberError::Store(crate::store::StoreError::Sql(sqlx::Error::Io(
-                std::io::Error::other(e.to_string()),
-            )))
-        })?
-        .manage(s.id, s.link_version);
-    let ctx = minijinja::context! {
-        name => s.name, email => s.email,
-        preferences_url => views::url(&link(settings, &format!("preferences/{token}"))),
+    // The row holds no link: the composer renders it and signs the link
+    // from the subscriber's current link version when it is sent.
+    let vars = super::MailVars {
+        template: Template::ManageLink,
+        name: s.name.clone(),
+        version: s.link_version,
+        expires: None,
+        items: Vec::new(),
     };
-    let text = views::render(settings, "email/manage_link.txt", ctx.clone())?;
-    let html = views::render(settings, "email/manage_link.html", ctx)?;
-    let subject = format!("Your link to manage {}", settings.site.title);
-    let message = compose(
-        settings,
-        &Draft {
-            to: &s.email,
-            to_name: Some(&s.name),
-            subject: &subject,
-            text: &text,
-            html: &html,
-            headers: vec![ExtraHeader {
-                name: "Auto-Submitted",
-                value: "auto-generated".into(),
-            }],
-        },
-    )?;
-    let formatted = String::from_utf8_lossy(&message.formatted()).into_owned();
     let dedupe = format!("manage-link:{}:{}", s.id, now.timestamp_millis());
     enqueue(
         &mut *tx,
         &NewMessage {
             dedupe_key: &dedupe,
-            kind: "confirmation",
+            kind: Kind::ManageLink,
             edition: None,
             subscriber_id: Some(s.id),
-            recipient: &s.email,
-            message: Some(&formatted),
+            recipient: &email,
+            message: None,
             body_id: None,
-            vars: &serde_json::json!({}),
+            vars: &serde_json::to_value(&vars).expect("plain data"),
             now,
         },
     )

@@ -5,12 +5,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{link, views, SubscriberError};
+use super::{invalid, MailVars, SubscriberError, Template, WelcomeItem};
 use crate::config::Settings;
 use crate::content::{CaseStudy, Catalog};
-use crate::delivery::compose::{compose, Draft, ExtraHeader};
-use crate::domain::Token;
-use crate::store::outbox::{enqueue, NewMessage};
+use crate::domain::EmailAddress;
+use crate::store::outbox::{enqueue, Kind, NewMessage};
 use crate::store::subscribers::{self as store, Subscriber};
 use crate::store::Db;
 
@@ -35,55 +34,42 @@ pub fn latest<'a>(
     found
 }
 
-/// Queues the welcome message for a subscriber who just confirmed; `manage`
-/// is the manage token confirmation issued. Does nothing when welcome mail
-/// is off, the address is suppressed, or this confirmation was welcomed.
+/// Queues the welcome message for a subscriber who just confirmed. Does
+/// nothing when welcome mail is off, the address is suppressed, or this
+/// confirmation was welcomed. The row keeps the chosen case studies (public
+/// content) and no link: the composer renders it and signs its links when
+/// it is sent.
 pub async fn queue_welcome(
     settings: &Settings,
     db: &Db,
     catalog: &Catalog,
     s: &Subscriber,
-    manage: &Token,
     now: DateTime<Utc>,
 ) -> Result<bool, SubscriberError> {
     if !settings.mail.welcome {
         return Ok(false);
     }
-    let items: Vec<_> = latest(catalog, &s.categories, settings.mail.welcome_items, now)
+    let email = EmailAddress::parse(&s.email).map_err(|e| invalid("email", e.to_string()))?;
+    let items = latest(catalog, &s.categories, settings.mail.welcome_items, now)
         .into_iter()
-        .map(|c| {
-            minijinja::context! {
-                title => c.title,
-                link => views::url(c.link.as_str()),
-                summary => c.summary,
-                published => c.published.format("%Y-%m-%d").to_string(),
-                root_cause => c.section("root_cause").map(|r| r.first_line(200)).unwrap_or_default(),
-            }
+        .map(|c| WelcomeItem {
+            title: c.title.clone(),
+            link: c.link.as_str().to_owned(),
+            summary: c.summary.clone(),
+            published: c.published.format("%Y-%m-%d").to_string(),
+            root_cause: c
+                .section("root_cause")
+                .map(|r| r.first_line(200))
+                .unwrap_or_default(),
         })
         .collect();
-    let ctx = minijinja::context! {
-        name => s.name, email => s.email, items => items,
-        preferences_url => views::url(&link(settings, &format!("preferences/{manage}"))),
-        unsubscribe_url => views::url(&link(settings, &format!("unsubscribe/{manage}"))),
+    let vars = MailVars {
+        template: Template::Welcome,
+        name: s.name.clone(),
+        version: s.link_version,
+        expires: None,
+        items,
     };
-    let text = views::render(settings, "email/welcome.txt", ctx.clone())?;
-    let html = views::render(settings, "email/welcome.html", ctx)?;
-    let subject = format!("Welcome to {}", settings.site.title);
-    let message = compose(
-        settings,
-        &Draft {
-            to: &s.email,
-            to_name: Some(&s.name),
-            subject: &subject,
-            text: &text,
-            html: &html,
-            headers: vec![ExtraHeader {
-                name: "Auto-Submitted",
-                value: "auto-generated".into(),
-            }],
-        },
-    )?;
-    let formatted = String::from_utf8_lossy(&message.formatted()).into_owned();
     let confirmed = s.confirmed_at.unwrap_or(now).timestamp_millis();
     let dedupe = format!("welcome:{}:{confirmed}", s.id);
     let mut tx = store::begin_write(db).await?;
@@ -94,13 +80,13 @@ pub async fn queue_welcome(
         &mut *tx,
         &NewMessage {
             dedupe_key: &dedupe,
-            kind: "confirmation",
+            kind: Kind::Welcome,
             edition: None,
             subscriber_id: Some(s.id),
-            recipient: &s.email,
-            message: Some(&formatted),
+            recipient: &email,
+            message: None,
             body_id: None,
-            vars: &serde_json::json!({}),
+            vars: &serde_json::to_value(&vars).expect("plain data"),
             now,
         },
     )

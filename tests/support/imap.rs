@@ -35,7 +35,7 @@ impl ImapServer {
         mode(root);
         mode(&root.join("mail"));
         mode(&root.join("home"));
-        let port = super::smtp::free_port();
+        let port = super::free_port();
         let conf = root.join("dovecot.conf");
         std::fs::write(
             &conf,

@@ -13,14 +13,7 @@ pub struct SmtpServer {
     child: Child,
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port;
 
 impl SmtpServer {
     /// Starts the server; `args` are extra options of support_smtp.py
