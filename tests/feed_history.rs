@@ -6,7 +6,6 @@
 //! arrive and are not even rendered again; over HTTP full pages are cached
 //! as immutable. The daemon test runs on SQLite and PostgreSQL.
 
-mod common;
 mod support;
 
 use std::collections::BTreeSet;
@@ -17,8 +16,9 @@ use std::time::Duration;
 use casewire::content::DirectoryStore;
 use casewire::feeds::{self, cache::FeedCache, output, FeedFile};
 use chrono::{DateTime, Utc};
-use common::Engine;
-use support::{permalink, utc, yaml_study, Options, TestSite, BASE_URL};
+use support::{
+    permalink, prepare, spawn_app, utc, yaml_study, AppOptions, Engine, TestSite, BASE_URL,
+};
 
 const PAGE: usize = 3;
 
@@ -26,15 +26,18 @@ const PAGE: usize = 3;
 /// with `n` case studies, one a day from 2026-01-01 (`study-01` oldest);
 /// every third one is about databases.
 fn site_with(n: usize) -> TestSite {
-    let mut site = TestSite::with(&Options {
-        items: 2,
-        ..Options::default()
-    });
-    site.settings.feeds.archive_page_size = PAGE;
+    let site = prepare(options(AppOptions::sqlite(), PAGE));
     for i in 1..=n {
         add_study(&site, i);
     }
     site
+}
+
+/// `options` with current feeds of 2 entries and archive pages of `page`.
+fn options(options: AppOptions, page: usize) -> AppOptions {
+    options
+        .editions("")
+        .feeds(format!("items = 2\narchive_page_size = {page}"))
 }
 
 fn add_study(site: &TestSite, i: usize) {
@@ -59,9 +62,9 @@ fn now() -> DateTime<Utc> {
 }
 
 fn build(site: &TestSite) -> Vec<FeedFile> {
-    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let catalog = DirectoryStore::new(site.settings()).scan(None);
     assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
-    let files = feeds::build_all(&site.settings, &catalog, now());
+    let files = feeds::build_all(site.settings(), &catalog, now());
     output::write_all(&site.out_dir, &files).expect("write feeds");
     files
 }
@@ -301,12 +304,12 @@ fn full_pages_never_change_as_newer_case_studies_arrive_and_are_not_rendered_aga
 
     add_study(&site, 10);
     add_study(&site, 11);
-    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let catalog = DirectoryStore::new(site.settings()).scan(None);
     let (cache, _) = FeedCache::default().with(&files, now(), None);
     let rebuilt = feeds::build_since(
-        &site.settings,
+        site.settings(),
         &catalog,
-        &feeds::Scope::all(&site.settings),
+        &feeds::Scope::all(site.settings()),
         now(),
         Some(&cache),
     );
@@ -338,7 +341,7 @@ fn full_pages_never_change_as_newer_case_studies_arrive_and_are_not_rendered_aga
     let four = atom_syndication::Feed::read_from(&std::fs::read(page(4)).unwrap()[..]).unwrap();
     assert_eq!(four.entries().len(), 2);
     // A full rebuild renders the same bytes as the incremental one.
-    let full = feeds::build_all(&site.settings, &catalog, now());
+    let full = feeds::build_all(site.settings(), &catalog, now());
     for f in &full {
         let on_disk = std::fs::read(site.out_dir.join(&f.path)).unwrap();
         assert_eq!(&on_disk[..], &f.body[..], "{}", f.path);
@@ -348,41 +351,33 @@ fn full_pages_never_change_as_newer_case_studies_arrive_and_are_not_rendered_aga
 // ---------------------------------------------------------------------------
 // Over HTTP, in the daemon.
 
-/// A running daemon with `n` case studies, current feeds of 2 entries and
-/// archive pages of 3.
-async fn history_app(engine: Engine, n: usize) -> (casewire::app::RunningApp, common::TestDb) {
-    let db = common::TestDb::new(engine).await;
-    let content = db.path().join("content");
-    std::fs::create_dir_all(&content).unwrap();
-    for i in 1..=n {
-        std::fs::write(
-            content.join(format!("study-{i:02}.md")),
-            common::daemon::study(
+/// A running daemon with `n` case studies about databases, current feeds of
+/// 2 entries and archive pages of 3.
+async fn history_app(engine: Engine, n: usize) -> support::TestApp {
+    let options = (1..=n).fold(options(AppOptions::new(engine), PAGE), |o, i| {
+        o.file(
+            &format!("study-{i:02}.md"),
+            support::study(
                 &format!("Study {i}"),
                 &format!("study-{i:02}"),
                 &format!("2026-01-{i:02}T09:00:00Z"),
                 &["databases"],
             ),
         )
-        .unwrap();
-    }
-    let text = common::daemon::config_text(&db.url, &db.path(), "").replace(
-        "items = 20\n",
-        &format!("items = 2\narchive_page_size = {PAGE}\n"),
-    );
-    let settings = common::daemon::settings(&text);
-    assert_eq!(settings.feeds.archive_page_size, PAGE);
-    let app = casewire::app::start(settings).await.expect("app starts");
-    (app, db)
+    });
+    let app = spawn_app(options).await;
+    assert_eq!(app.settings.feeds.archive_page_size, PAGE);
+    app
 }
 
 async fn archived_feeds_are_served_with_long_cache_lifetimes_and_lead_back_to_the_first_entry(
     engine: Engine,
 ) {
-    let (app, db) = history_app(engine, 7).await;
-    let base = format!("http://{}", app.addr);
-    let client = reqwest::Client::builder().no_gzip().build().unwrap();
-    let public = "https://notes.example.com/feeds/";
+    let app = history_app(engine, 7).await;
+    let base = app.base.clone();
+    let client = app.client.clone();
+    let public = format!("{BASE_URL}feeds/");
+    let public = public.as_str();
     let get = |url: String| {
         let client = client.clone();
         let base = base.clone();
@@ -419,7 +414,7 @@ async fn archived_feeds_are_served_with_long_cache_lifetimes_and_lead_back_to_th
         }
     }
     let want: BTreeSet<String> = (1..=7)
-        .map(|i| format!("https://notes.example.com/case-studies/study-{i:02}/"))
+        .map(|i| permalink(&format!("study-{i:02}")))
         .collect();
     assert_eq!(
         ids, want,
@@ -466,7 +461,7 @@ async fn archived_feeds_are_served_with_long_cache_lifetimes_and_lead_back_to_th
         404
     );
     // Written under feeds.out_dir too.
-    assert!(db.path().join("feeds/archive/all/1.xml").is_file());
+    assert!(app.out_dir.join("archive/all/1.xml").is_file());
 
     // A new case study: the growing page takes it, full pages keep their bytes.
     let page2 = get(format!("{public}archive/all/2.xml"))
@@ -474,17 +469,17 @@ async fn archived_feeds_are_served_with_long_cache_lifetimes_and_lead_back_to_th
         .bytes()
         .await
         .unwrap();
-    std::fs::write(
-        db.path().join("content/study-08.md"),
-        common::daemon::study(
+    app.save(
+        "study-08.md",
+        &support::study(
             "Study 8",
             "study-08",
             "2026-01-08T09:00:00Z",
             &["databases"],
         ),
-    )
-    .unwrap();
-    app.publisher
+    );
+    app.app()
+        .publisher
         .send(casewire::publisher::Command::Rescan)
         .await
         .unwrap();
@@ -527,12 +522,12 @@ fn pages_that_no_longer_exist_leave_the_cache_and_the_folder() {
     // Two case studies go: everything fits on pages 1-3 again.
     std::fs::remove_file(site.path("study-10.md")).unwrap();
     std::fs::remove_file(site.path("study-09.md")).unwrap();
-    let catalog = DirectoryStore::new(&site.settings).scan(None);
+    let catalog = DirectoryStore::new(site.settings()).scan(None);
     let (cache, _) = FeedCache::default().with(&files, now(), None);
     let rebuilt = feeds::build_since(
-        &site.settings,
+        site.settings(),
         &catalog,
-        &feeds::Scope::all(&site.settings),
+        &feeds::Scope::all(site.settings()),
         now(),
         Some(&cache),
     );
@@ -551,7 +546,8 @@ fn pages_that_no_longer_exist_leave_the_cache_and_the_folder() {
     // Another page size renumbers the history; a full build and the
     // clean-up leave only the new pages in the folder.
     let mut site = site;
-    site.settings.feeds.archive_page_size = 5;
+    site.rewrite(options(AppOptions::sqlite(), 5));
+    assert_eq!(site.settings().feeds.archive_page_size, 5);
     let files = build(&site);
     let removed = output::remove_unlisted_archive_files(&site.out_dir, &files);
     // Written at size 3 with 10 case studies: everything 4 pages, databases
