@@ -1,5 +1,6 @@
-//! Feeds held in memory for HTTP: the bytes, a gzip copy, a strong ETag and a
-//! Last-Modified time, computed once per change rather than per request.
+//! Feeds held in memory for HTTP: the bytes, a strong ETag and a
+//! Last-Modified time, computed once per change rather than per request, and
+//! a gzip copy made on the first request that asks for it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,7 +16,9 @@ use super::{FeedFile, Format};
 pub struct CachedFeed {
     pub format: Format,
     pub body: Bytes,
-    pub gzip: Bytes,
+    /// Compressed on the first request that accepts gzip: a long history has
+    /// many archive documents that few clients ever fetch.
+    gzip: std::sync::OnceLock<Bytes>,
     /// Strong validator of the identity encoding, quoted.
     pub etag: String,
     /// Strong validator of the gzip encoding, quoted (another representation, another tag).
@@ -109,19 +112,27 @@ impl FeedCache {
 }
 
 impl CachedFeed {
+    /// The gzip encoding of the body (computed once).
+    pub fn gzip(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| {
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(self.body.len() / 3),
+                    flate2::Compression::default(),
+                );
+                gz.write_all(&self.body)
+                    .expect("writing to a Vec cannot fail");
+                Bytes::from(gz.finish().expect("writing to a Vec cannot fail"))
+            })
+            .clone()
+    }
+
     fn new(file: &FeedFile, last_modified: DateTime<Utc>) -> Self {
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(file.body.len() / 3),
-            flate2::Compression::default(),
-        );
-        gz.write_all(&file.body)
-            .expect("writing to a Vec cannot fail");
-        let gzip = gz.finish().expect("writing to a Vec cannot fail");
         let digest = hex::encode(&Sha256::digest(&file.body)[..12]);
         Self {
             format: file.format,
             body: Bytes::copy_from_slice(&file.body),
-            gzip: Bytes::from(gzip),
+            gzip: std::sync::OnceLock::new(),
             etag: format!("\"{digest}\""),
             etag_gzip: format!("\"{digest}-gz\""),
             // HTTP dates have whole seconds; comparisons must agree with what we send.

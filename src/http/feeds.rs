@@ -47,7 +47,7 @@ pub async fn serve(
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else if gzip {
-        let mut r = Response::new(Body::from(feed.gzip.clone()));
+        let mut r = Response::new(Body::from(feed.gzip()));
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         r
