@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use casewire::config::Settings;
 use casewire::delivery::{DeliveryWorker, Mailer, Progress, WorkerOptions};
-use casewire::store::outbox::{self, NewMessage};
+use casewire::domain::EmailAddress;
+use casewire::store::outbox::{self, Kind, NewMessage, State};
 use casewire::store::Db;
 use chrono::Utc;
 use support::smtp::SmtpServer;
@@ -52,10 +53,10 @@ async fn queue_raw(db: &Db, key: &str, to: &str, subscriber_id: Option<i64>) {
         &db.pool,
         &NewMessage {
             dedupe_key: key,
-            kind: "confirmation",
+            kind: Kind::Confirmation,
             edition: None,
             subscriber_id,
-            recipient: to,
+            recipient: &EmailAddress::parse(to).unwrap(),
             message: Some(&message),
             body_id: None,
             vars: &vars,
@@ -231,6 +232,43 @@ on_both_engines!(
     permanent_failure_suppresses_the_address
 );
 
+/// A row no version writes (a hand edit: unknown kind, broken recipient) is
+/// ended dead with the reason when claimed; the rows behind it still go out.
+async fn unsendable_rows_end_dead_without_blocking_the_queue(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    let tdb = prepare(smtp_options(engine, &server));
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "hand:kind", "kind@example.org", None).await;
+    queue_raw(&db, "hand:rcpt", "rcpt@example.org", None).await;
+    queue_raw(&db, "fine", "fine@example.org", None).await;
+    sqlx::query("UPDATE outbox SET kind = 'fax' WHERE dedupe_key = 'hand:kind'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE outbox SET recipient = 'not an address' WHERE dedupe_key = 'hand:rcpt'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let p = run_worker(&db, &s, Duration::from_millis(1)).await;
+    assert_eq!(p.sent(), 1);
+    let r = row(&db, "fine").await;
+    assert_eq!(r.state, "sent");
+    let r = row(&db, "hand:kind").await;
+    assert_eq!(r.state, "dead");
+    assert!(r.last_error.unwrap().contains("\"fax\""));
+    let r = row(&db, "hand:rcpt").await;
+    assert_eq!(r.state, "dead");
+    assert!(r.last_error.unwrap().starts_with("recipient:"));
+    assert_eq!(server.received_count(), 1);
+    assert_eq!(server.received_by("fine@example.org").len(), 1);
+}
+on_both_engines!(
+    unsendable_rows_end_dead_without_blocking_the_queue,
+    unsendable_rows_end_dead_without_blocking_the_queue
+);
+
 async fn exhausted_attempts_make_the_row_dead(engine: Engine) {
     let server = SmtpServer::start(&["--tempfail", "slow@example.org:100"]);
     let tdb = prepare(smtp_options(engine, &server).mail("max_attempts = 3"));
@@ -252,7 +290,7 @@ async fn exhausted_attempts_make_the_row_dead(engine: Engine) {
 
     // What `casewire status` shows.
     let depth = outbox::depth_by_state(&db).await.unwrap();
-    assert_eq!(depth, vec![("dead".to_owned(), 1)]);
+    assert_eq!(depth, vec![(State::Dead, 1)]);
     let failures = outbox::recent_failures(&db, 10).await.unwrap();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].recipient, "slow@example.org");
@@ -325,10 +363,10 @@ async fn queue_digest(db: &Db, body_id: i64, to: &str, n: usize) -> String {
         &db.pool,
         &NewMessage {
             dedupe_key: &key,
-            kind: "digest",
+            kind: Kind::Digest,
             edition: Some("weekly"),
             subscriber_id: None,
-            recipient: to,
+            recipient: &EmailAddress::parse(to).unwrap(),
             message: None,
             body_id: Some(body_id),
             vars: &vars,
@@ -538,10 +576,10 @@ async fn kill_9_loses_nothing_and_duplicates_at_most_in_flight(engine: Engine) {
             &mut *tx,
             &NewMessage {
                 dedupe_key: &key,
-                kind: "confirmation",
+                kind: Kind::Confirmation,
                 edition: None,
                 subscriber_id: None,
-                recipient: &to,
+                recipient: &EmailAddress::parse(&to).unwrap(),
                 message: Some(&message),
                 body_id: None,
                 vars: &vars,
@@ -586,7 +624,7 @@ async fn kill_9_loses_nothing_and_duplicates_at_most_in_flight(engine: Engine) {
         "{duplicates} duplicates, more than {CONCURRENCY} per kill"
     );
     let depth = outbox::depth_by_state(&db).await.unwrap();
-    assert_eq!(depth, vec![("sent".to_owned(), N as i64)]);
+    assert_eq!(depth, vec![(State::Sent, N as i64)]);
 }
 on_both_engines!(
     kill_9_loses_nothing_and_duplicates_at_most_in_flight,
@@ -625,10 +663,7 @@ async fn drain_sends_one_edition_and_reports(engine: Engine) {
     assert!(report.rate() > 0.0);
     assert_eq!(progress.sent(), 2);
     let counts = outbox::edition_counts(&db, "weekly").await.unwrap();
-    assert_eq!(
-        counts,
-        vec![("sent".to_owned(), 2), ("suppressed".to_owned(), 1)]
-    );
+    assert_eq!(counts, vec![(State::Sent, 2), (State::Suppressed, 1)]);
     // Transactional mail was left for the daemon.
     assert_eq!(row(&db, "confirm:t").await.state, "queued");
     assert!(server.received_by("t@example.org").is_empty());
@@ -664,15 +699,15 @@ async fn shutdown_finishes_in_flight_and_requeues_the_rest(engine: Engine) {
         .await
         .expect("the worker stops promptly")
         .unwrap();
-    let depth: std::collections::HashMap<String, i64> = outbox::depth_by_state(&db)
+    let depth: std::collections::HashMap<State, i64> = outbox::depth_by_state(&db)
         .await
         .unwrap()
         .into_iter()
         .collect();
-    assert_eq!(depth.get("sending"), None, "{depth:?}");
-    let sent = depth.get("sent").copied().unwrap_or(0);
+    assert_eq!(depth.get(&State::Sending), None, "{depth:?}");
+    let sent = depth.get(&State::Sent).copied().unwrap_or(0);
     assert_eq!(sent as usize, server.received_count(), "{depth:?}");
-    assert_eq!(sent + depth.get("queued").copied().unwrap_or(0), 20);
+    assert_eq!(sent + depth.get(&State::Queued).copied().unwrap_or(0), 20);
     let unattempted: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND attempts = 0")
             .fetch_one(&db.pool)

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use casewire::config::Settings;
 use casewire::delivery::{DeliveryWorker, Mailer, Progress, WorkerOptions};
-use casewire::store::outbox::{self, NewMessage};
+use casewire::domain::EmailAddress;
+use casewire::store::outbox::{self, Kind, NewMessage};
 use casewire::store::Db;
 use chrono::Utc;
 use support::smtp::SmtpServer;
@@ -72,13 +73,13 @@ async fn queue(db: &Db, to: &[String], edition: Option<&str>) {
             &NewMessage {
                 dedupe_key: &key,
                 kind: if edition.is_some() {
-                    "digest"
+                    Kind::Digest
                 } else {
-                    "confirmation"
+                    Kind::Confirmation
                 },
                 edition,
                 subscriber_id: None,
-                recipient: r,
+                recipient: &EmailAddress::parse(r).unwrap(),
                 message: Some(&message),
                 body_id: None,
                 vars: &serde_json::json!({}),

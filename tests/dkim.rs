@@ -53,6 +53,7 @@ fn write_config(site: &mut TestSite, server: &SmtpServer, key_file: &Path) -> Pa
     let signing = options(site.options().engine())
         .smtp(server)
         .mail("timeout_seconds = 10")
+        .mail("welcome = true")
         .mail(format!(
             "dkim = {{ selector = \"cw1\", domain = \"notes.example.com\", key_file = \"{}\" }}",
             key_file.display()
@@ -289,6 +290,35 @@ async fn all_mail_is_signed_and_no_link_is_stored(engine: Engine) {
         let body: serde_json::Value = confirmed.json().await.unwrap();
         let prefs = body["preferences_url"].as_str().unwrap();
         tokens.insert(prefs.rsplit('/').next().unwrap().to_owned());
+
+        // The welcome and the lost-link mail go through the same composer.
+        assert!(
+            server.wait_for(arrived + 2, std::time::Duration::from_secs(20)),
+            "no welcome arrived"
+        );
+        let r = client
+            .post(format!("{base}/preferences"))
+            .form(&[("email", reader.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            server.wait_for(arrived + 3, std::time::Duration::from_secs(20)),
+            "no manage-link mail arrived"
+        );
+        let got = server.received_by(&reader);
+        for subject in ["Subject: Welcome to", "Subject: Your link to manage"] {
+            let mail = got
+                .iter()
+                .find(|m| m.contains(subject))
+                .unwrap_or_else(|| panic!("no mail with {subject:?} among {got:?}"));
+            assert_signed(mail.as_bytes(), &record.0, &record.1, algorithm);
+            assert!(mail.contains("Auto-Submitted: auto-generated"), "{mail}");
+            let found = link_tokens(mail);
+            assert!(!found.is_empty(), "a preferences link:\n{mail}");
+            tokens.extend(found);
+        }
         app.stop().await;
     }
 
@@ -318,7 +348,24 @@ async fn all_mail_is_signed_and_no_link_is_stored(engine: Engine) {
         tokens.extend(found);
     }
 
-    // 3 confirmation tokens, and one manage token per reader.
+    // A preview as a file is signed like the real thing.
+    let preview = ok(&casewire(
+        &config,
+        &[
+            "digest",
+            "preview",
+            "weekly",
+            "--format",
+            "eml",
+            "--subscriber",
+            "reader-ed25519@example.org",
+        ],
+    ));
+    assert!(preview.contains("Fresh story"), "{preview}");
+    assert_signed(preview.as_bytes(), &record.0, &record.1, "ed25519-sha256");
+
+    // 3 confirmation tokens, and one manage token per reader (the welcome
+    // and the lost-link mail carry the same signed manage link).
     assert_eq!(tokens.len(), 6, "{tokens:?}");
     let stored = everything_stored(&site.db, &root).await;
     let present = b"reader-ed25519@example.org";

@@ -655,3 +655,85 @@ on_both_engines!(
     confirmation_message_has_plain_links_and_headers,
     confirmation_message_reads_well
 );
+
+/// `casewire subscribers revoke-links` ("log out everywhere"): every link
+/// mailed before stops working, and the next mail carries a working one.
+async fn revoked_links_stop_working(engine: Engine) {
+    let app = spawn_app(AppOptions::new(engine).self_links()).await;
+    let email = "ada@example.com";
+    assert_eq!(app.subscribe(email).await.status, 200);
+    let confirm = app.confirmation_path(email).await;
+    let confirmed = app.post_form(&confirm, &[]).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    let key = link_key(&app);
+    let id: i64 = sqlx::query_scalar("SELECT id FROM subscribers WHERE email = $1")
+        .bind(email)
+        .fetch_one(&app.app().db.pool)
+        .await
+        .unwrap();
+    let version: i64 = sqlx::query_scalar("SELECT link_version FROM subscribers WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.app().db.pool)
+        .await
+        .unwrap();
+    let old = key.manage(id, version as u32);
+    assert_eq!(app.get(&format!("/preferences/{old}")).await.status, 200);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_casewire"))
+        .arg("--config")
+        .arg(&app.config_path)
+        .args(["subscribers", "revoke-links", email])
+        .env_remove("CASEWIRE_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no longer works"), "{err}");
+
+    for path in [
+        format!("/preferences/{old}"),
+        format!("/unsubscribe/{old}"),
+        confirm.clone(),
+    ] {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, 404, "{path} still works: {}", page.body);
+    }
+    // A one-click unsubscribe with the old link changes nothing either.
+    let post = app
+        .post_form(
+            &format!("/unsubscribe/{old}"),
+            &[("List-Unsubscribe", "One-Click")],
+        )
+        .await;
+    assert_eq!(post.status, 404);
+    assert_eq!(app.status(email).await.as_deref(), Some("confirmed"));
+
+    // Asking for a new link works: the mail carries the new version.
+    assert_eq!(
+        app.post_form("/preferences", &[("email", email)])
+            .await
+            .status,
+        200
+    );
+    let mail = app
+        .outbox()
+        .await
+        .into_iter()
+        .find(|r| r.message.contains("Subject: Your link to manage"))
+        .expect("a manage-link mail");
+    let link = support::link_in(&mail.message, &format!("{}/preferences/", app.base));
+    let page = app.get(link.strip_prefix(&app.base).unwrap()).await;
+    assert_eq!(page.status, 200, "the new link works");
+
+    // An unknown address is named as such.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_casewire"))
+        .arg("--config")
+        .arg(&app.config_path)
+        .args(["subscribers", "revoke-links", "nobody@example.com"])
+        .env_remove("CASEWIRE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    app.stop().await;
+}
+on_both_engines!(revoked_links_stop_working, revoked_links_stop_working);
