@@ -106,6 +106,7 @@ struct RawSource {
 struct RawFeeds {
     out_dir: Option<PathBuf>,
     items: Option<i64>,
+    archive_page_size: Option<i64>,
     websub_hub: Option<String>,
 }
 
@@ -272,6 +273,10 @@ pub struct FeedSettings {
     pub out_dir: PathBuf,
     /// Newest entries per feed (default 50, 1–1000).
     pub items: usize,
+    /// Entries per RFC 5005 archive document (default 50, 1–1000). Pages are
+    /// numbered from the oldest case study, so changing it renumbers every
+    /// archive document (aggregators then re-read the history).
+    pub archive_page_size: usize,
     /// WebSub hub to notify and advertise; None disables WebSub.
     pub websub_hub: Option<url::Url>,
 }
@@ -755,6 +760,13 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             format!("{items} is out of range (expected 1 to 1000)"),
         );
     }
+    let archive_page_size = raw.feeds.archive_page_size.unwrap_or(50);
+    if !(1..=1000).contains(&archive_page_size) {
+        p.push(
+            "[feeds] archive_page_size",
+            format!("{archive_page_size} is out of range (expected 1 to 1000)"),
+        );
+    }
     let websub_hub = match raw.feeds.websub_hub.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(h) => match url::Url::parse(h) {
@@ -990,6 +1002,12 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
                 if !seen.insert(slug.clone()) {
                     p.push(&key, format!("{:?} appears twice", c.slug));
                 }
+                if slug.as_str() == "all" {
+                    p.push(
+                        &key,
+                        "\"all\" is reserved: /feeds/archive/all/ is the feed history of everything; pick another slug",
+                    );
+                }
                 if c.name.trim().is_empty() {
                     p.push(&format!("[[categories]] {slug} name"), "must not be empty");
                 }
@@ -1148,6 +1166,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         feeds: FeedSettings {
             out_dir: raw.feeds.out_dir.unwrap_or_else(|| "public/feeds".into()),
             items: items as usize,
+            archive_page_size: archive_page_size.clamp(1, 1000) as usize,
             websub_hub,
         },
         database: DatabaseSettings {
@@ -1326,6 +1345,29 @@ timezone = "Europe/Berlin"
         let err = parse(&text, &[]).unwrap_err().to_string();
         assert!(
             err.contains("[[editions]] weekly local_time: an instant edition has no send time"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn feed_archive_page_size_defaults_to_50_and_is_checked() {
+        assert_eq!(parse(MINIMAL, &[]).unwrap().feeds.archive_page_size, 50);
+        let text = MINIMAL.to_owned() + "\n[feeds]\narchive_page_size = 0\n";
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("[feeds] archive_page_size: 0 is out of range (expected 1 to 1000)"),
+            "{err}"
+        );
+        let text = MINIMAL.to_owned() + "\n[feeds]\narchive_page_size = 7\n";
+        assert_eq!(parse(&text, &[]).unwrap().feeds.archive_page_size, 7);
+    }
+
+    #[test]
+    fn a_category_cannot_take_the_name_of_the_feed_archive_of_everything() {
+        let text = MINIMAL.to_owned() + "\n[[categories]]\nslug = \"all\"\nname = \"All\"\n";
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("[[categories]] #2 slug") && err.contains("\"all\" is reserved"),
             "{err}"
         );
     }

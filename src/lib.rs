@@ -7,8 +7,8 @@
 //! - [`config`]: the TOML file, environment overrides, validated [`config::Settings`].
 //! - [`domain`]: newtypes built only by `parse` (slugs, addresses, tokens, time zones).
 //! - [`content`]: case study model, front matter, Markdown, directory store, catalog.
-//! - [`feeds`]: one view model, three writers (RSS, Atom, JSON), atomic output.
-//! - [`editions`]: schedules (per subscriber zone for `local_time` editions), segmentation, digest rendering.
+//! - [`feeds`]: one view model, three writers (RSS, Atom, JSON), RFC 5005 history, atomic output.
+//! - [`editions`]: schedules (per subscriber zone for `local_time` editions), segmentation, digest rendering, the public archive of runs.
 //! - [`store`]: SQLite/PostgreSQL access; the publication ledger.
 //! - [`subscribers`]: sign-up, confirmation, preferences, unsubscribe, import/export.
 //! - [`bounces`]: DSN/ARF parsing, the bounce mailbox, ESP webhooks, VERP, the bounce policy.

@@ -97,6 +97,13 @@ impl Publisher {
         }
         metrics::gauge!("casewire_content_errors").set(files.problems.len() as f64);
         write_out(&settings, &all).await;
+        let gone = feeds::output::remove_unlisted_archive_files(&settings.feeds.out_dir, &all);
+        if gone > 0 {
+            tracing::info!(
+                removed = gone,
+                "removed archive documents that no longer exist"
+            );
+        }
         let (cache, _) = FeedCache::default().with(&all, now, None);
         let report = ledger.sync(&files, now).await?;
         if report.seeded > 0 {
@@ -264,18 +271,19 @@ impl Publisher {
             ((*old.feeds).clone(), Vec::new())
         } else {
             let (s, c) = (settings.clone(), catalog.clone());
-            let built =
-                tokio::task::spawn_blocking(move || feeds::build(&s, &c, &scopes, now)).await?;
-            write_out(&settings, &built).await;
-            let keep: Option<Vec<String>> = reload.then(|| {
-                Scope::all(&settings)
-                    .iter()
-                    .flat_map(|s| {
-                        feeds::Format::ALL.map(|f| format!("{}{}", s.dir(), f.file_name()))
-                    })
-                    .collect()
-            });
-            old.feeds.with(&built, now, keep.as_deref())
+            // A reload may change what every page says: render them all.
+            let previous = (!reload).then(|| old.feeds.clone());
+            let built = tokio::task::spawn_blocking(move || {
+                feeds::build_since(&s, &c, &scopes, now, previous.as_deref())
+            })
+            .await?;
+            write_out(&settings, &built.files).await;
+            remove_out(&settings, &built.retired).await;
+            let keep: Option<Vec<String>> =
+                reload.then(|| built.files.iter().map(|f| f.path.clone()).collect());
+            let (mut cache, changed) = old.feeds.with(&built.files, now, keep.as_deref());
+            cache.retire(&built.retired);
+            (cache, changed)
         };
         if !changed.is_empty() {
             metrics::counter!("casewire_feed_rebuilds_total").increment(1);
@@ -306,7 +314,14 @@ impl Publisher {
         if !changed.is_empty() {
             tracing::info!(feeds = changed.len(), elapsed = ?started.elapsed(), "feeds updated");
             if let Some(tx) = &self.websub {
-                let _ = tx.send(changed.iter().map(|p| settings.feed_url(p)).collect());
+                // Hubs announce current feeds; archive documents are fetched by following links.
+                let _ = tx.send(
+                    changed
+                        .iter()
+                        .filter(|p| !feeds::history::is_archive_path(p))
+                        .map(|p| settings.feed_url(p))
+                        .collect(),
+                );
             }
         }
         Ok(())
@@ -329,6 +344,25 @@ impl Publisher {
         }
         Catalog::new(studies, self.files.problems.clone(), self.files.drafts)
     }
+}
+
+/// Removes archive documents that no longer exist (their scope shrank).
+async fn remove_out(settings: &Settings, paths: &[String]) {
+    if paths.is_empty() {
+        return;
+    }
+    let dir = settings.feeds.out_dir.clone();
+    let paths = paths.to_vec();
+    let _ = tokio::task::spawn_blocking(move || {
+        for p in paths {
+            match std::fs::remove_file(dir.join(&p)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = %dir.join(&p).display(), "cannot remove a retired archive document: {e}"),
+            }
+        }
+    })
+    .await;
 }
 
 /// Writes feed files; a failure is logged and the daemon keeps serving from memory.

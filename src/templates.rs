@@ -39,6 +39,9 @@ fn builtin(name: &str) -> Option<&'static str> {
         "email/manage_link.html" => include_str!("../templates/email/manage_link.html"),
         "email/welcome.txt" => include_str!("../templates/email/welcome.txt"),
         "email/welcome.html" => include_str!("../templates/email/welcome.html"),
+        "pages/archive_index.html" => include_str!("../templates/pages/archive_index.html"),
+        "pages/archive_issue.html" => include_str!("../templates/pages/archive_issue.html"),
+        "pages/not_found.html" => include_str!("../templates/pages/not_found.html"),
         _ => return None,
     })
 }
@@ -89,7 +92,7 @@ pub fn cached(dir: &Path) -> Arc<Environment<'static>> {
 }
 
 /// Every template the daemon renders itself (a folder may hold more partials).
-const NAMES: [&str; 21] = [
+const NAMES: [&str; 24] = [
     "pages/layout.html",
     "pages/_choices.html",
     "pages/_zone.html",
@@ -111,6 +114,9 @@ const NAMES: [&str; 21] = [
     "email/manage_link.html",
     "email/welcome.txt",
     "email/welcome.html",
+    "pages/archive_index.html",
+    "pages/archive_issue.html",
+    "pages/not_found.html",
 ];
 
 /// A template set that compiled and rendered its sample data: every template
@@ -267,6 +273,35 @@ fn samples(settings: &Settings) -> Vec<(&'static str, minijinja::Value)> {
             context! { action => link.clone(), email => "reader@example.com", preferences_url => link.clone() },
         ),
     ];
+    let edition = context! { slug => "weekly", name => "Weekly digest" };
+    let archive_item = context! {
+        slug => "sample", title => "A sample case study", link => link.clone(), summary => "What happened.",
+        categories => vec!["Databases"], reading_minutes => 4, featured => true,
+        published => "2026-01-05", root_cause => "The pool was too small.",
+    };
+    let issue = context! {
+        key => "2026-01-05", date => "2026-01-05", subject => "Weekly: 1 new case study",
+        count => 1, url => link.clone(),
+        groups => vec![context! { category => "Databases", items => vec![archive_item] }],
+    };
+    out.push((
+        "pages/archive_issue.html",
+        context! {
+            edition => edition.clone(), issue => issue.clone(), prev_url => link.clone(), next_url => "",
+            index_url => link.clone(), atom_url => link.clone(), subscribe_url => link.clone(),
+        },
+    ));
+    out.push((
+        "pages/archive_index.html",
+        context! {
+            edition => edition, issues => vec![issue], newer_url => "", older_url => link.clone(),
+            atom_url => link.clone(), subscribe_url => link.clone(),
+        },
+    ));
+    out.push((
+        "pages/not_found.html",
+        context! { message => "No issue of that date.", back_url => link.clone(), back_text => "All issues" },
+    ));
     for (status, saved) in [
         ("confirmed", true),
         ("pending", false),

@@ -76,6 +76,7 @@ async fn setup(engine: Engine) -> TestApp {
             source: "import",
             categories: &[],
             editions: &weekly,
+            timezone: None,
         })
         .collect();
     rows.push(casewire::store::subscribers::NewSubscriber {
@@ -85,6 +86,7 @@ async fn setup(engine: Engine) -> TestApp {
         source: "form",
         categories: &databases,
         editions: &weekly,
+        timezone: None,
     });
     let db = &app.app().db;
     let mut tx = casewire::store::subscribers::begin_write(db).await.unwrap();

@@ -54,6 +54,7 @@ async fn setup(engine: Engine) -> (TestApp, Session) {
             source: "import",
             categories: if i % 3 == 0 { &security } else { &[] },
             editions: &weekly,
+            timezone: None,
         })
         .collect();
     rows.push(casewire::store::subscribers::NewSubscriber {
@@ -63,6 +64,7 @@ async fn setup(engine: Engine) -> (TestApp, Session) {
         source: "form",
         categories: &[],
         editions: &weekly,
+        timezone: None,
     });
     let mut tx = casewire::store::subscribers::begin_write(&app.app().db)
         .await

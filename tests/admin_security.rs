@@ -32,6 +32,7 @@ async fn setup(engine: Engine, https: bool, roomy: bool) -> TestApp {
             name: "Reader".into(),
             categories: vec!["databases".into()],
             editions: vec!["weekly".into()],
+            ..Default::default()
         },
         casewire::store::subscribers::Status::Confirmed,
         "cli",

@@ -107,6 +107,7 @@ fn digest_shows_a_one_line_root_cause_under_each_title() {
             studies,
             follows: &[],
             name: "",
+            archive_url: None,
         },
     )
     .unwrap();

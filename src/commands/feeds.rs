@@ -19,6 +19,7 @@ pub fn build(settings: &Settings, out: Option<PathBuf>) -> Result<Exit> {
     let files = crate::feeds::build_all(settings, &catalog, Utc::now());
     let report = crate::feeds::output::write_all(&out_dir, &files)
         .with_context(|| format!("writing feeds to {}", out_dir.display()))?;
+    crate::feeds::output::remove_unlisted_archive_files(&out_dir, &files);
     eprintln!(
         "{} feeds in {}: {} written, {} unchanged; {} case studies; {} problem(s); {:.0?}",
         files.len(),

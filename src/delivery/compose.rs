@@ -195,8 +195,8 @@ pub struct DigestVars {
     pub unsubscribe_url: String,
     pub preferences_url: String,
     /// List-Unsubscribe (HTTPS one-click and mailto), List-Unsubscribe-Post,
-    /// List-Id and Feedback-ID.
-    pub headers: [ExtraHeader; 4],
+    /// List-Id, Feedback-ID and List-Archive (RFC 2369: the edition's public archive).
+    pub headers: [ExtraHeader; 5],
 }
 
 /// The links and list headers of a digest of `edition` for the recipient
@@ -239,6 +239,13 @@ pub fn digest_vars(settings: &Settings, from: &Mailbox, edition: &str, token: &s
         ExtraHeader {
             name: "Feedback-ID",
             value: format!("{edition}:digest:casewire:{domain}"),
+        },
+        ExtraHeader {
+            name: "List-Archive",
+            value: format!(
+                "<{}>",
+                crate::editions::archive::index_url(settings, edition)
+            ),
         },
     ];
     DigestVars {

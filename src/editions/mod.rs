@@ -1,5 +1,6 @@
 //! Editions: schedules, segmentation of subscribers, and digest rendering.
 
+pub mod archive;
 pub mod preview;
 pub mod render;
 pub mod run;

@@ -111,6 +111,8 @@ pub async fn preview(
             studies,
             follows: &follows,
             name: &name,
+            // A preview belongs to no run, so it has no archive page.
+            archive_url: None,
         },
     )?;
     // What a real send derives from a reader's token, with a stand-in token.

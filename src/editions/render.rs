@@ -67,6 +67,9 @@ pub struct DigestInput<'a> {
     pub follows: &'a [Slug],
     /// Shown in the greeting; empty for bodies shared by many recipients.
     pub name: &'a str,
+    /// The run's public archive page ("view in browser"); None in previews
+    /// and runs without an issue.
+    pub archive_url: Option<&'a str>,
 }
 
 /// Orders a digest's case studies: featured first, then newest, then slug.
@@ -79,13 +82,8 @@ pub fn order(studies: &mut [Arc<CaseStudy>]) {
     });
 }
 
-pub fn render(env: &Environment<'_>, input: DigestInput<'_>) -> anyhow::Result<Digest> {
-    let settings = input.settings;
-    let mut studies = input.studies;
-    order(&mut studies);
-    let count = studies.len();
-    let shown = count.min(input.edition.max_items);
-    let item = |s: &Arc<CaseStudy>| Item {
+fn item(settings: &Settings, s: &Arc<CaseStudy>) -> Item {
+    Item {
         slug: s.slug.to_string(),
         title: s.title.clone(),
         summary: s.summary.clone(),
@@ -121,26 +119,31 @@ pub fn render(env: &Environment<'_>, input: DigestInput<'_>) -> anyhow::Result<D
                 )
             })
             .collect(),
-    };
+    }
+}
 
-    // Each case study appears once, under the first of its categories the reader follows.
+/// `studies` (already in [`order`]) grouped as a digest shows them: each
+/// case study once, under the first of its categories the reader follows
+/// (any, when `follows` is empty); the group of the first item leads, then
+/// the configured order of categories.
+fn groups(settings: &Settings, studies: &[Arc<CaseStudy>], follows: &[Slug]) -> Vec<Group> {
     let mut groups: Vec<(Option<usize>, Vec<Item>)> = Vec::new();
-    for s in &studies[..shown] {
+    for s in studies {
         let cat_index = s
             .categories
             .iter()
-            .filter(|c| input.follows.is_empty() || input.follows.contains(c))
+            .filter(|c| follows.is_empty() || follows.contains(c))
             .filter_map(|c| settings.categories.iter().position(|k| k.slug == *c))
             .min();
         match groups.iter_mut().find(|(k, _)| *k == cat_index) {
-            Some((_, items)) => items.push(item(s)),
-            None => groups.push((cat_index, vec![item(s)])),
+            Some((_, items)) => items.push(item(settings, s)),
+            None => groups.push((cat_index, vec![item(settings, s)])),
         }
     }
     // Featured first: the group holding the first featured item leads, then config order.
     let lead = groups.first().map(|g| g.0);
     groups.sort_by_key(|(k, _)| (Some(*k) != lead, k.unwrap_or(usize::MAX)));
-    let groups: Vec<Group> = groups
+    groups
         .into_iter()
         .map(|(k, items)| Group {
             category: k
@@ -148,8 +151,91 @@ pub fn render(env: &Environment<'_>, input: DigestInput<'_>) -> anyhow::Result<D
                 .unwrap_or_else(|| "More case studies".into()),
             items,
         })
+        .collect()
+}
+
+/// What an archive issue shows: the subject the edition's readers got and
+/// every case study of the run, grouped as in a digest that follows all
+/// categories. Nothing in it is personal.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssueContent {
+    pub subject: String,
+    pub count: usize,
+    /// `[{ "category": ..., "items": [{ "title", "link", "summary", "root_cause", ... }] }]`
+    pub groups: serde_json::Value,
+}
+
+pub fn issue_content(
+    settings: &Settings,
+    edition: &Edition,
+    mut studies: Vec<Arc<CaseStudy>>,
+) -> anyhow::Result<IssueContent> {
+    order(&mut studies);
+    let subject = render_subject(
+        &edition.subject,
+        subject_context(settings, edition, &studies),
+    )?;
+    let mut groups = serde_json::to_value(groups(settings, &studies, &[]))
+        .context("serializing the archive issue")?;
+    // The page shows each case study's teaser, not its whole text: the
+    // sections stay out of the stored issue (the one-line root cause stays).
+    for group in groups.as_array_mut().into_iter().flatten() {
+        for item in group["items"].as_array_mut().into_iter().flatten() {
+            if let Some(item) = item.as_object_mut() {
+                item.remove("sections");
+            }
+        }
+    }
+    Ok(IssueContent {
+        subject,
+        count: studies.len(),
+        groups,
+    })
+}
+
+fn site_context(settings: &Settings) -> minijinja::Value {
+    context! {
+        title => settings.site.title.clone(),
+        description => settings.site.description.clone(),
+        base_url => settings.site.base_url.to_string(),
+        language => settings.site.language.clone(),
+    }
+}
+
+fn edition_context(edition: &Edition) -> minijinja::Value {
+    context! { slug => edition.slug.to_string(), name => edition.name.clone() }
+}
+
+/// What the edition's subject template sees.
+fn subject_context(
+    settings: &Settings,
+    edition: &Edition,
+    studies: &[Arc<CaseStudy>],
+) -> minijinja::Value {
+    let subject_items: Vec<_> = studies
+        .iter()
+        .map(|s| context! { title => s.title.clone(), slug => s.slug.to_string() })
         .collect();
-    let more: Vec<Item> = studies[shown..].iter().take(50).map(item).collect();
+    context! {
+        site => site_context(settings),
+        edition => edition_context(edition),
+        count => studies.len(),
+        items => subject_items,
+    }
+}
+
+pub fn render(env: &Environment<'_>, input: DigestInput<'_>) -> anyhow::Result<Digest> {
+    let settings = input.settings;
+    let mut studies = input.studies;
+    order(&mut studies);
+    let count = studies.len();
+    let shown = count.min(input.edition.max_items);
+    let groups = groups(settings, &studies[..shown], input.follows);
+    let more: Vec<Item> = studies[shown..]
+        .iter()
+        .take(50)
+        .map(|s| item(settings, s))
+        .collect();
     let preheader = truncate_words(
         &studies
             .iter()
@@ -160,25 +246,13 @@ pub fn render(env: &Environment<'_>, input: DigestInput<'_>) -> anyhow::Result<D
         140,
     );
 
-    let site = context! {
-        title => settings.site.title.clone(),
-        description => settings.site.description.clone(),
-        base_url => settings.site.base_url.to_string(),
-        language => settings.site.language.clone(),
-    };
-    let edition =
-        context! { slug => input.edition.slug.to_string(), name => input.edition.name.clone() };
-    let subject_items: Vec<_> = studies
-        .iter()
-        .map(|s| context! { title => s.title.clone(), slug => s.slug.to_string() })
-        .collect();
     let subject = render_subject(
         &input.edition.subject,
-        context! { site => site.clone(), edition => edition.clone(), count => count, items => subject_items },
+        subject_context(settings, input.edition, &studies),
     )?;
     let ctx = context! {
-        site => site,
-        edition => edition,
+        site => site_context(settings),
+        edition => edition_context(input.edition),
         subject => subject.clone(),
         preheader => preheader,
         name => input.name,
@@ -189,6 +263,7 @@ pub fn render(env: &Environment<'_>, input: DigestInput<'_>) -> anyhow::Result<D
         more_url => settings.site.base_url.to_string(),
         unsubscribe_url => PLACEHOLDER_UNSUBSCRIBE_URL,
         preferences_url => PLACEHOLDER_PREFERENCES_URL,
+        archive_url => input.archive_url.unwrap_or_default(),
     };
     let html = env.get_template("email/digest.html")?.render(&ctx)?;
     let text = env.get_template("email/digest.txt")?.render(&ctx)?;
@@ -289,6 +364,7 @@ pub fn sample(settings: &Settings) -> anyhow::Result<Digest> {
             studies,
             follows: &[],
             name: "Sample Reader",
+            archive_url: Some("https://example.com/archive/sample/2026-01-05/"),
         },
     )
 }

@@ -136,6 +136,16 @@ pub async fn run_edition_for(
         .filter(|(_, s)| edition.categories.is_empty() || s.categories.iter().any(|c| edition.categories.contains(c)))
         .collect();
 
+    // The run's public page, stored before any digest is rendered so that
+    // each can link to it; a resumed run finds the page it started with.
+    let archive_url = if dry_run {
+        None
+    } else {
+        super::archive::record(db, settings, catalog, edition, window, high_water, now)
+            .await?
+            .map(|issue| super::archive::issue_url(settings, slug, &issue.key).to_string())
+    };
+
     let env = crate::templates::environment(settings);
     // Content set key → stored body id.
     let mut bodies: HashMap<String, i64> = HashMap::new();
@@ -201,6 +211,7 @@ pub async fn run_edition_for(
                         studies: matching.iter().map(|(_, s)| s.clone()).collect(),
                         follows: &sub.follows,
                         name: "",
+                        archive_url: archive_url.as_deref(),
                     },
                 )
                 .with_context(|| format!("rendering the {slug} digest"))?;

@@ -1,12 +1,21 @@
 //! Atom 1.0 with the `atom_syndication` crate. Entry ids are the case study's
-//! permalink, which derives from its slug and never from its title.
+//! permalink, which derives from its slug and never from its title. Feeds
+//! carry their RFC 5005 links: the current feed `prev-archive`; archive
+//! documents `current`, `prev-archive`/`next-archive` and `<fh:archive/>`.
 
 use atom_syndication::{
     Category, Content, Entry, Feed, FixedDateTime, Generator, Link, Person, Text,
 };
+use std::collections::BTreeMap;
+
+use atom_syndication::extension::Extension;
 use chrono::{DateTime, Utc};
 
 use super::{FeedView, Format, GENERATOR};
+
+/// The prefix and namespace of RFC 5005's feed history elements.
+const FH: &str = "fh";
+pub const FH_NAMESPACE: &str = "http://purl.org/syndication/history/1.0";
 
 fn fixed(t: DateTime<Utc>) -> FixedDateTime {
     t.fixed_offset()
@@ -29,7 +38,31 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
             ..Default::default()
         },
     ];
-    if let Some(hub) = &settings.feeds.websub_hub {
+    let history = &view.history;
+    let archive = history.page.is_some();
+    if archive {
+        links.push(Link {
+            href: view.current_url(Format::Atom).to_string(),
+            rel: "current".into(),
+            mime_type: Some(Format::Atom.mime().into()),
+            ..Default::default()
+        });
+    }
+    for (rel, target) in [
+        ("prev-archive", &history.prev_archive),
+        ("next-archive", &history.next_archive),
+    ] {
+        if let Some(href) = target {
+            links.push(Link {
+                href: href.to_string(),
+                rel: rel.into(),
+                mime_type: Some(Format::Atom.mime().into()),
+                ..Default::default()
+            });
+        }
+    }
+    // Only the current feed is the one to subscribe to (and what a hub announces).
+    if let Some(hub) = settings.feeds.websub_hub.as_ref().filter(|_| !archive) {
         links.push(Link {
             href: hub.to_string(),
             rel: "hub".into(),
@@ -79,9 +112,27 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
             }
         })
         .collect();
+    let (namespaces, extensions) = if archive {
+        let marker = Extension {
+            name: format!("{FH}:archive"),
+            ..Default::default()
+        };
+        (
+            BTreeMap::from([(FH.to_owned(), FH_NAMESPACE.to_owned())]),
+            BTreeMap::from([(
+                FH.to_owned(),
+                BTreeMap::from([("archive".to_owned(), vec![marker])]),
+            )]),
+        )
+    } else {
+        Default::default()
+    };
     let feed = Feed {
         title: Text::plain(view.title.clone()),
-        id: self_url.to_string(),
+        // Every document of a scope's history is one logical feed.
+        id: view.current_url(Format::Atom).to_string(),
+        namespaces,
+        extensions,
         updated: fixed(view.updated),
         authors: vec![Person {
             name: settings.site.author.clone(),

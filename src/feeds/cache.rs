@@ -1,5 +1,6 @@
-//! Feeds held in memory for HTTP: the bytes, a gzip copy, a strong ETag and a
-//! Last-Modified time, computed once per change rather than per request.
+//! Feeds held in memory for HTTP: the bytes, a strong ETag and a
+//! Last-Modified time, computed once per change rather than per request, and
+//! a gzip copy made on the first request that asks for it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,12 +16,18 @@ use super::{FeedFile, Format};
 pub struct CachedFeed {
     pub format: Format,
     pub body: Bytes,
-    pub gzip: Bytes,
+    /// Compressed on the first request that accepts gzip: a long history has
+    /// many archive documents that few clients ever fetch.
+    gzip: std::sync::OnceLock<Bytes>,
     /// Strong validator of the identity encoding, quoted.
     pub etag: String,
     /// Strong validator of the gzip encoding, quoted (another representation, another tag).
     pub etag_gzip: String,
     pub last_modified: DateTime<Utc>,
+    /// A full archive document, served as immutable.
+    pub immutable: bool,
+    /// Of the inputs of an archive document (see `FeedFile::fingerprint`).
+    pub fingerprint: Option<[u8; 16]>,
 }
 
 /// Path (e.g. "databases/rss.xml") to feed. Replaced whole on change.
@@ -32,6 +39,18 @@ pub struct FeedCache {
 impl FeedCache {
     pub fn get(&self, path: &str) -> Option<&Arc<CachedFeed>> {
         self.feeds.get(path)
+    }
+
+    /// Every path held.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.feeds.keys().map(String::as_str)
+    }
+
+    /// Drops `paths` (archive documents that no longer exist).
+    pub fn retire(&mut self, paths: &[String]) {
+        for p in paths {
+            self.feeds.remove(p);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -60,6 +79,25 @@ impl FeedCache {
         for f in files {
             let prev = self.feeds.get(&f.path);
             if prev.is_some_and(|p| p.body.as_ref() == f.body.as_ref()) {
+                // Same bytes; a page that just filled up is now immutable.
+                if prev
+                    .is_some_and(|p| p.immutable != f.immutable || p.fingerprint != f.fingerprint)
+                {
+                    let p = prev.expect("checked");
+                    feeds.insert(
+                        f.path.clone(),
+                        Arc::new(CachedFeed {
+                            format: p.format,
+                            body: p.body.clone(),
+                            gzip: p.gzip.clone(),
+                            etag: p.etag.clone(),
+                            etag_gzip: p.etag_gzip.clone(),
+                            last_modified: p.last_modified,
+                            immutable: f.immutable,
+                            fingerprint: f.fingerprint,
+                        }),
+                    );
+                }
                 continue;
             }
             let last_modified = match prev {
@@ -74,24 +112,34 @@ impl FeedCache {
 }
 
 impl CachedFeed {
+    /// The gzip encoding of the body (computed once).
+    pub fn gzip(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| {
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(self.body.len() / 3),
+                    flate2::Compression::default(),
+                );
+                gz.write_all(&self.body)
+                    .expect("writing to a Vec cannot fail");
+                Bytes::from(gz.finish().expect("writing to a Vec cannot fail"))
+            })
+            .clone()
+    }
+
     fn new(file: &FeedFile, last_modified: DateTime<Utc>) -> Self {
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(file.body.len() / 3),
-            flate2::Compression::default(),
-        );
-        gz.write_all(&file.body)
-            .expect("writing to a Vec cannot fail");
-        let gzip = gz.finish().expect("writing to a Vec cannot fail");
         let digest = hex::encode(&Sha256::digest(&file.body)[..12]);
         Self {
             format: file.format,
             body: Bytes::copy_from_slice(&file.body),
-            gzip: Bytes::from(gzip),
+            gzip: std::sync::OnceLock::new(),
             etag: format!("\"{digest}\""),
             etag_gzip: format!("\"{digest}-gz\""),
             // HTTP dates have whole seconds; comparisons must agree with what we send.
             last_modified: DateTime::from_timestamp(last_modified.timestamp(), 0)
                 .unwrap_or(last_modified),
+            immutable: file.immutable,
+            fingerprint: file.fingerprint,
         }
     }
 }

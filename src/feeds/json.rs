@@ -1,4 +1,7 @@
-//! JSON Feed 1.1 (https://jsonfeed.org/version/1.1) through serde.
+//! JSON Feed 1.1 (https://jsonfeed.org/version/1.1) through serde. Paged
+//! with `next_url`: the current feed leads to the newest archive page, each
+//! page to the next older one; every page names the current feed as its
+//! `feed_url` (the feed's identity).
 
 use std::borrow::Cow;
 
@@ -19,6 +22,8 @@ struct JsonFeed<'a> {
     authors: Vec<Author<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     hubs: Vec<Hub<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_url: Option<&'a str>,
     items: Vec<JsonItem<'a>>,
 }
 
@@ -72,17 +77,19 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
         version: "https://jsonfeed.org/version/1.1",
         title: clean(&view.title),
         home_page_url: base,
-        feed_url: view.self_url(Format::Json).to_string(),
+        feed_url: view.current_url(Format::Json).to_string(),
         description: clean(&view.description),
         language: &settings.site.language,
         authors: vec![Author {
             name: clean(&settings.site.author),
             url: Some(base),
         }],
+        next_url: view.history.next_url.as_ref().map(url::Url::as_str),
         hubs: settings
             .feeds
             .websub_hub
             .iter()
+            .filter(|_| view.history.page.is_none())
             .map(|h| Hub {
                 kind: "WebSub",
                 url: h.as_str(),

@@ -4,10 +4,12 @@
 //!
 //! Everything a feed says derives from the catalog alone (no "now" in the
 //! output), so an unchanged catalog gives byte-identical feeds: files are not
-//! rewritten, and ETags stay valid for aggregators.
+//! rewritten, and ETags stay valid for aggregators. Each scope also has its
+//! history as RFC 5005 archive documents ([`history`]).
 
 pub mod atom;
 pub mod cache;
+pub mod history;
 pub mod json;
 pub mod output;
 pub mod rss;
@@ -95,6 +97,7 @@ impl Format {
 }
 
 /// One scope's feed, ready for any writer.
+#[derive(Clone)]
 pub struct FeedView<'a> {
     pub settings: &'a Settings,
     pub scope: Scope,
@@ -105,6 +108,8 @@ pub struct FeedView<'a> {
     pub items: Vec<&'a Arc<CaseStudy>>,
     /// Newest `updated` of the items (of the catalog when the feed is empty).
     pub updated: DateTime<Utc>,
+    /// Where the document sits in the scope's history (RFC 5005 links).
+    pub history: history::History,
 }
 
 impl<'a> FeedView<'a> {
@@ -130,6 +135,26 @@ impl<'a> FeedView<'a> {
                     .max()
             })
             .unwrap_or_else(|| Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap());
+        let in_scope = catalog.published(now).filter(|s| scope.matches(s)).count();
+        let history = history::current(settings, &scope, in_scope);
+        let mut view = Self::titled(settings, scope, items, updated);
+        view.history = history;
+        view
+    }
+
+    /// Archive document `page` of `scope`.
+    pub fn archive(settings: &'a Settings, scope: Scope, page: history::Page<'a>) -> Self {
+        let mut view = Self::titled(settings, scope, page.items, page.updated);
+        view.history = page.history;
+        view
+    }
+
+    fn titled(
+        settings: &'a Settings,
+        scope: Scope,
+        items: Vec<&'a Arc<CaseStudy>>,
+        updated: DateTime<Utc>,
+    ) -> Self {
         let category = match &scope {
             Scope::All => None,
             Scope::Category(slug) => settings.category(slug.as_str()),
@@ -155,16 +180,32 @@ impl<'a> FeedView<'a> {
             description,
             items,
             updated,
+            history: history::History::default(),
         }
     }
 
-    /// Relative path of this scope's file in `format`, e.g. "databases/rss.xml".
+    /// Relative path of this document in `format`, e.g. "databases/rss.xml"
+    /// or "archive/databases/3.xml".
     pub fn path(&self, format: Format) -> String {
+        match self.history.page {
+            Some(n) => history::page_path(&self.scope, n, format),
+            None => self.current_path(format),
+        }
+    }
+
+    /// The scope's current feed in `format`, whatever page this is.
+    pub fn current_path(&self, format: Format) -> String {
         format!("{}{}", self.scope.dir(), format.file_name())
     }
 
     pub fn self_url(&self, format: Format) -> url::Url {
         self.settings.feed_url(&self.path(format))
+    }
+
+    /// The scope's current feed: the `current` link and the feed's identity
+    /// (Atom id, JSON `feed_url`) of every archive document.
+    pub fn current_url(&self, format: Format) -> url::Url {
+        self.settings.feed_url(&self.current_path(format))
     }
 
     pub fn category_name(&self, slug: &Slug) -> String {
@@ -200,29 +241,99 @@ pub struct FeedFile {
     pub scope: Scope,
     pub body: Arc<[u8]>,
     pub updated: DateTime<Utc>,
+    /// A full archive document: it will not change, and is cached as such.
+    pub immutable: bool,
+    /// Of an archive document's inputs (see [`history::Page::fingerprint`]);
+    /// an unchanged page is not rendered again.
+    pub fingerprint: Option<[u8; 16]>,
 }
 
-/// Renders the feeds of `scopes` (every format each).
+/// What a build produced.
+#[derive(Debug, Default)]
+pub struct Build {
+    /// Files whose inputs changed (every file, without a previous cache).
+    pub files: Vec<FeedFile>,
+    /// Archive documents of the rebuilt scopes that no longer exist (their
+    /// scope shrank), to drop from the cache and the folder.
+    pub retired: Vec<String>,
+}
+
+/// Renders the feeds of `scopes` (every format each), with their archive documents.
 pub fn build(
     settings: &Settings,
     catalog: &Catalog,
     scopes: &[Scope],
     now: DateTime<Utc>,
 ) -> Vec<FeedFile> {
+    build_since(settings, catalog, scopes, now, None).files
+}
+
+/// [`build`], leaving out the archive documents whose inputs are the same
+/// as those of `previous`'s copy (rendering every page of a long history
+/// on each change would cost far more than the change).
+pub fn build_since(
+    settings: &Settings,
+    catalog: &Catalog,
+    scopes: &[Scope],
+    now: DateTime<Utc>,
+    previous: Option<&cache::FeedCache>,
+) -> Build {
     use rayon::prelude::*;
-    // Render HTML for every item that will appear, in parallel, before the writers need it.
     let views: Vec<FeedView<'_>> = scopes
         .iter()
         .map(|s| FeedView::new(settings, catalog, s.clone(), now))
         .collect();
-    let mut needed: Vec<&Arc<CaseStudy>> =
-        views.iter().flat_map(|v| v.items.iter().copied()).collect();
+    let mut retired = Vec::new();
+    let mut pages: Vec<(FeedView<'_>, Format, [u8; 16])> = Vec::new();
+    for scope in scopes {
+        let all = history::pages(settings, catalog, scope, now);
+        let count = all.len();
+        if let Some(prev) = previous {
+            retired.extend(
+                prev.paths()
+                    .filter(|p| history::is_page_of(p, scope))
+                    .filter(|p| {
+                        p.rsplit('/')
+                            .next()
+                            .and_then(|f| f.split('.').next())
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .is_none_or(|n| n > count)
+                    })
+                    .map(str::to_owned),
+            );
+        }
+        for page in all {
+            let wanted: Vec<(Format, [u8; 16])> = [Format::Atom, Format::Json]
+                .into_iter()
+                .map(|f| (f, page.fingerprint(f)))
+                .filter(|(f, fp)| {
+                    let path = history::page_path(scope, page.n, *f);
+                    previous
+                        .and_then(|c| c.get(&path))
+                        .is_none_or(|cached| cached.fingerprint != Some(*fp))
+                })
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let view = FeedView::archive(settings, scope.clone(), page);
+            for (f, fp) in wanted {
+                pages.push((view.clone(), f, fp));
+            }
+        }
+    }
+    // Render HTML for every item that will appear, in parallel, before the writers need it.
+    let mut needed: Vec<&Arc<CaseStudy>> = views
+        .iter()
+        .chain(pages.iter().map(|(v, _, _)| v))
+        .flat_map(|v| v.items.iter().copied())
+        .collect();
     needed.sort_by(|a, b| a.slug.cmp(&b.slug));
     needed.dedup_by(|a, b| a.slug == b.slug);
     needed.par_iter().for_each(|s| {
         s.html();
     });
-    views
+    let mut files: Vec<FeedFile> = views
         .par_iter()
         .flat_map_iter(|view| {
             Format::ALL.into_iter().map(move |format| FeedFile {
@@ -231,9 +342,21 @@ pub fn build(
                 scope: view.scope.clone(),
                 body: Arc::from(view.render(format)),
                 updated: view.updated,
+                immutable: false,
+                fingerprint: None,
             })
         })
-        .collect()
+        .collect();
+    files.par_extend(pages.par_iter().map(|(view, format, fp)| FeedFile {
+        path: view.path(*format),
+        format: *format,
+        scope: view.scope.clone(),
+        body: Arc::from(view.render(*format)),
+        updated: view.updated,
+        immutable: view.history.full,
+        fingerprint: Some(*fp),
+    }));
+    Build { files, retired }
 }
 
 /// Every feed of every scope.

@@ -85,3 +85,39 @@ pub fn remove_stale_temp_files(out_dir: &Path) -> usize {
         })
         .count()
 }
+
+/// Removes archive documents under `out_dir/archive/` that `files` does not
+/// hold (pages of a scope that shrank, of a removed category, or numbered
+/// for another `feeds.archive_page_size`); returns how many. Called after a
+/// full build, so every document that should exist is in `files`.
+pub fn remove_unlisted_archive_files(out_dir: &Path, files: &[FeedFile]) -> usize {
+    let listed: std::collections::HashSet<PathBuf> =
+        files.iter().map(|f| out_dir.join(&f.path)).collect();
+    let root = out_dir.join(super::history::DIR);
+    if !root.is_dir() {
+        return 0;
+    }
+    walkdir::WalkDir::new(&root)
+        .min_depth(2)
+        .max_depth(2)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type().is_file()
+                && !listed.contains(e.path())
+                && e.path().extension().is_some_and(|x| x == "xml" || x == "json")
+                && e.path()
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| match std::fs::remove_file(e.path()) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(file = %e.path().display(), "cannot remove an old archive document: {err}");
+                false
+            }
+        })
+        .count()
+}

@@ -1,6 +1,7 @@
 //! `GET /feeds/...`: served from the in-memory cache with a strong ETag,
 //! Last-Modified, 304 for conditional requests, gzip when accepted, and the
-//! WebSub `Link` headers. HEAD is answered by axum from the same handler.
+//! WebSub `Link` headers. Full RFC 5005 archive documents are cached as
+//! immutable. HEAD is answered by axum from the same handler.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -46,7 +47,7 @@ pub async fn serve(
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else if gzip {
-        let mut r = Response::new(Body::from(feed.gzip.clone()));
+        let mut r = Response::new(Body::from(feed.gzip()));
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         r
@@ -64,7 +65,11 @@ pub async fn serve(
     );
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
+        HeaderValue::from_static(if feed.immutable {
+            crate::feeds::history::FULL_PAGE_CACHE_CONTROL
+        } else {
+            "public, max-age=300"
+        }),
     );
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     if !not_modified {
@@ -73,7 +78,15 @@ pub async fn serve(
             HeaderValue::from_static(feed.format.content_type()),
         );
     }
-    if let Some(hub) = &snapshot.settings.feeds.websub_hub {
+    // Archive documents (they alone have a fingerprint) are not subscribed to.
+    let archive = feed.fingerprint.is_some();
+    if let Some(hub) = snapshot
+        .settings
+        .feeds
+        .websub_hub
+        .as_ref()
+        .filter(|_| !archive)
+    {
         let self_url = snapshot.settings.feed_url(&path);
         if let Ok(v) =
             HeaderValue::from_str(&format!("<{hub}>; rel=\"hub\", <{self_url}>; rel=\"self\""))

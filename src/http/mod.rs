@@ -1,9 +1,10 @@
-//! The HTTP interface (axum): feeds, health and metrics, subscriber pages and
-//! the admin API, one file per resource. Handlers read the current snapshot;
+//! The HTTP interface (axum): feeds, health and metrics, the public archive,
+//! subscriber pages and the admin API, one file per resource. Handlers read the current snapshot;
 //! none of them changes state on GET (DESIGN.md invariant 1).
 
 pub mod admin;
 mod api;
+mod archive;
 pub mod client_ip;
 mod confirm;
 mod feeds;
@@ -60,6 +61,11 @@ pub fn router(state: AppState) -> Router {
         .route("/feeds/{*path}", get(feeds::serve))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .route("/archive/{edition}", get(archive::add_slash))
+        .route("/archive/{edition}/", get(archive::index))
+        .route("/archive/{edition}/atom.xml", get(archive::atom))
+        .route("/archive/{edition}/{date}", get(archive::add_slash))
+        .route("/archive/{edition}/{date}/", get(archive::issue))
         .merge(subscriber_routes())
         .layer(middleware::from_fn(track))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))

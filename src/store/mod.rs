@@ -7,6 +7,7 @@
 //! and the few statements that differ (row claiming) branch on [`Backend`].
 
 pub mod admin;
+pub mod archive;
 pub mod bounces;
 pub mod edition_pauses;
 pub mod editions;
