@@ -205,7 +205,7 @@ async fn pages_filters_and_subscriber_actions(engine: Engine) {
     assert_eq!(r.status, 200);
     assert!(r
         .body
-        .starts_with("email,name,categories,editions,status\n"));
+        .starts_with("email,name,categories,editions,status,timezone\n"));
     assert_eq!(r.body.lines().count(), 1 + 120);
     app.stop().await;
 }
