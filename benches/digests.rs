@@ -1,24 +1,27 @@
-//! Digests benchmark: one edition run of personalized digests to Postfix's
-//! `smtp-sink` on 127.0.0.1, as an operator runs it (`casewire digest send`,
-//! release build, measured with wait4): subscribers over 8 categories, each
-//! following one or two, 48 newly published case studies, digests of about
-//! 20 KB. Next to it, in the same run, Postfix's `smtp-source` sends the same
-//! number of same-size messages to the same sink. Prints figures; asserts
-//! nothing.
+//! Digests benchmark: edition runs of personalized digests to Postfix's
+//! `smtp-sink` on 127.0.0.1, as an operator runs them (`casewire digest send`,
+//! release build, measured with wait4), over a matrix of list sizes, digest
+//! sizes and engines. Subscribers follow one or two of 8 categories; 48 case
+//! studies are new. A ~20 KB digest lists up to 12 of them, a ~5 KB digest
+//! two. Next to each run, in the same process, Postfix's `smtp-source` sends
+//! the same number of same-size messages to the same sink. Prints one table;
+//! asserts nothing.
 //!
 //! `cargo bench --bench digests`. Environment:
-//! - DIGESTS_SUBSCRIBERS (default 100000)
+//! - DIGESTS_SUBSCRIBERS (default "20000,100000")
+//! - DIGESTS_SIZES (default "5,20": ~KB per digest; 5 or 20)
 //! - DIGESTS_ENGINES (default "sqlite,postgres")
-//! - DIGESTS_MILLION=1 adds a 1,000,000-subscriber run on SQLite for its peak RSS
+//! - DIGESTS_MILLION=1 adds a 1,000,000-subscriber run on SQLite (20 KB) for its peak RSS
 //! - DIGESTS_CONCURRENCY (default 16)
 //! - CASEWIRE_TEST_POSTGRES (default postgres://postgres@127.0.0.1:5432/test)
+//! - DIGESTS_WRAPPER: a command the run goes under, e.g. a profiler
 
 #[path = "corpus/mod.rs"]
 mod corpus;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use casewire::content::{Catalog, DirectoryStore};
 use casewire::store::ledger::Ledger;
@@ -35,26 +38,89 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// One cell of the matrix, as measured.
+struct Cell {
+    engine: String,
+    subscribers: usize,
+    sent: i64,
+    size: usize,
+    wall: Duration,
+    cpu: Duration,
+    rss_mb: f64,
+    /// smtp-source's rate for the same count and size, when compared.
+    theirs: Option<f64>,
+}
+
+impl Cell {
+    fn rate(&self) -> f64 {
+        self.sent as f64 / self.wall.as_secs_f64()
+    }
+}
+
 fn main() {
-    let n: usize = env_or("DIGESTS_SUBSCRIBERS", 100_000);
+    let counts: Vec<usize> = env_list("DIGESTS_SUBSCRIBERS", "20000,100000")
+        .iter()
+        .map(|s| {
+            s.replace('_', "")
+                .parse()
+                .expect("DIGESTS_SUBSCRIBERS: numbers")
+        })
+        .collect();
+    let sizes: Vec<usize> = env_list("DIGESTS_SIZES", "5,20")
+        .iter()
+        .map(|s| s.parse().expect("DIGESTS_SIZES: 5 or 20"))
+        .collect();
+    let engines = env_list("DIGESTS_ENGINES", "sqlite,postgres");
     let concurrency: usize = env_or("DIGESTS_CONCURRENCY", 16);
-    let engines = std::env::var("DIGESTS_ENGINES").unwrap_or_else(|_| "sqlite,postgres".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    println!("digests benchmark: {n} subscribers, 8 categories, 48 new case studies, concurrency {concurrency}");
-    for engine in engines.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        rt.block_on(one_run(engine, n, concurrency, true));
+    println!("digests benchmark: 8 categories, 48 new case studies, concurrency {concurrency}");
+    let mut cells = Vec::new();
+    for &n in &counts {
+        for &kb in &sizes {
+            for engine in &engines {
+                cells.push(rt.block_on(one_run(engine, n, kb, concurrency, true)));
+            }
+        }
     }
     if std::env::var_os("DIGESTS_MILLION").is_some() {
-        rt.block_on(one_run("sqlite", 1_000_000, concurrency, false));
+        cells.push(rt.block_on(one_run("sqlite", 1_000_000, 20, concurrency, false)));
+    }
+    println!();
+    println!("| subscribers | digest | engine | casewire | wall | CPU | peak RSS | smtp-source | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for c in &cells {
+        let (theirs, ratio) = match c.theirs {
+            Some(t) => (format!("{t:.0}/s"), format!("{:.2}", c.rate() / t)),
+            None => (String::new(), String::new()),
+        };
+        println!(
+            "| {} | {:.1} KB | {} | {:.0}/s | {:.1} s | {:.1} s | {:.1} MB | {theirs} | {ratio} |",
+            c.subscribers,
+            c.size as f64 / 1024.0,
+            c.engine,
+            c.rate(),
+            c.wall.as_secs_f64(),
+            c.cpu.as_secs_f64(),
+            c.rss_mb,
+        );
     }
 }
 
-async fn one_run(engine: &str, n: usize, concurrency: usize, compare: bool) {
+async fn one_run(engine: &str, n: usize, kb: usize, concurrency: usize, compare: bool) -> Cell {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/bench-data/digests/{engine}-{n}"));
+        .join(format!("target/bench-data/digests/{engine}-{n}-{kb}"));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("content")).unwrap();
     let db_url = match engine {
@@ -62,27 +128,48 @@ async fn one_run(engine: &str, n: usize, concurrency: usize, compare: bool) {
         "postgres" => fresh_postgres().await,
         other => panic!("unknown engine {other:?} (sqlite or postgres)"),
     };
+    let max_items = if kb <= 5 { 2 } else { 12 };
     let port = free_port();
     let config = root.join("casewire.toml");
-    std::fs::write(&config, config_text(&root, &db_url, port, concurrency)).unwrap();
+    std::fs::write(
+        &config,
+        config_text(&root, &db_url, port, concurrency, max_items),
+    )
+    .unwrap();
     let settings = casewire::config::Settings::load(&config).unwrap();
 
     let t = Instant::now();
-    write_content(&root.join("content"));
+    write_content(&root.join("content"), kb <= 5);
     let db = Db::open(&db_url).await.unwrap();
     let mut ledger = Ledger::load(db.clone()).await.unwrap();
     ledger.sync(&Catalog::default(), Utc::now()).await.unwrap();
     let catalog = DirectoryStore::new(&settings).scan(None);
     ledger.sync(&catalog, Utc::now()).await.unwrap();
     insert_subscribers(&db, n).await;
+    let label = format!("[{engine}, {n}, {kb} KB]");
     println!(
-        "[{engine}, {n}] setup (content, ledger, subscribers) in {:.1?}",
+        "{label} setup (content, ledger, subscribers) in {:.1?}",
         t.elapsed()
     );
 
     let _sink = start_sink(port);
+    // DIGESTS_WRAPPER runs the command under a profiler, e.g.
+    // "perf record -g -o /tmp/digests.perf" (its figures are then the profiler's).
+    let wrapper: Vec<String> = std::env::var("DIGESTS_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_casewire"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_casewire")),
+    };
     let run = corpus::run_child(
-        Command::new(env!("CARGO_BIN_EXE_casewire"))
+        command
             .args([
                 "--config",
                 config.to_str().unwrap(),
@@ -112,8 +199,17 @@ async fn one_run(engine: &str, n: usize, concurrency: usize, compare: bool) {
     .flatten();
     let size = size.unwrap_or(0.0) as usize + 1200; // + headers and MIME framing
     db.pool.close().await;
-    let rate = sent as f64 / run.wall.as_secs_f64();
-    println!("[{engine}, {n}] casewire digest send: {sent} digests of ~{:.1} KB in {:.2?} = {rate:.0} digests/s (whole run: segment, render, queue, deliver); peak RSS {:.1} MB; CPU {:.2?}", size as f64 / 1024.0, run.wall, run.max_rss_kb as f64 / 1024.0, run.cpu);
+    let mut cell = Cell {
+        engine: engine.to_owned(),
+        subscribers: n,
+        sent,
+        size,
+        wall: run.wall,
+        cpu: run.cpu,
+        rss_mb: run.max_rss_kb as f64 / 1024.0,
+        theirs: None,
+    };
+    println!("{label} casewire digest send: {sent} digests of ~{:.1} KB in {:.2?} = {:.0} digests/s (whole run: segment, render, queue, deliver); peak RSS {:.1} MB; CPU {:.2?}", size as f64 / 1024.0, run.wall, cell.rate(), cell.rss_mb, run.cpu);
     for line in log.lines().filter(|l| l.contains("weekly:")) {
         println!("    {}", line.trim());
     }
@@ -122,8 +218,13 @@ async fn one_run(engine: &str, n: usize, concurrency: usize, compare: bool) {
     }
     if compare {
         let theirs = smtp_source(sent.max(1) as usize, size, concurrency, port);
-        println!("[{engine}, {n}] smtp-source -s {concurrency}: {theirs:.0} messages/s; casewire / smtp-source = {:.2}", rate / theirs);
+        println!(
+            "{label} smtp-source -s {concurrency}: {theirs:.0} messages/s; casewire / smtp-source = {:.2}",
+            cell.rate() / theirs
+        );
+        cell.theirs = Some(theirs);
     }
+    cell
 }
 
 async fn fresh_postgres() -> String {
@@ -142,7 +243,13 @@ async fn fresh_postgres() -> String {
     format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
-fn config_text(root: &Path, db_url: &str, port: u16, concurrency: usize) -> String {
+fn config_text(
+    root: &Path,
+    db_url: &str,
+    port: u16,
+    concurrency: usize,
+    max_items: usize,
+) -> String {
     let mut t = format!(
         r#"[site]
 title = "Casewire Bench"
@@ -173,7 +280,7 @@ slug = "weekly"
 name = "Weekly digest"
 schedule = "0 8 * * MON"
 timezone = "Europe/Berlin"
-max_items = 12
+max_items = {max_items}
 "#,
         content = root.join("content").display().to_string(),
         feeds = root.join("feeds").display().to_string(),
@@ -191,9 +298,18 @@ max_items = 12
 }
 
 /// 48 case studies, six per category, with summaries long enough that a
-/// reader following one or two categories gets a digest of about 20 KB.
-fn write_content(dir: &Path) {
-    let summary = "A routine change met an unusual load pattern, and the safeguards everyone relied on turned out to depend on an assumption nobody had written down. This write-up follows the incident from the first alert to the fix, and explains which signals were there all along, how experienced teams watch for them, and why they are so easy to miss in review. The timeline shows where the first hour went: dashboards that averaged away the tail, a runbook written for a smaller fleet, and a rollback that could not undo a schema change. The fix was small; finding it was not, and the follow-up work changed how the team reviews capacity assumptions.";
+/// reader following one or two categories gets a digest of about 20 KB
+/// (`short`: two sentences, for the small digests of two case studies).
+fn write_content(dir: &Path, short: bool) {
+    let long = "A routine change met an unusual load pattern, and the safeguards everyone relied on turned out to depend on an assumption nobody had written down. This write-up follows the incident from the first alert to the fix, and explains which signals were there all along, how experienced teams watch for them, and why they are so easy to miss in review. The timeline shows where the first hour went: dashboards that averaged away the tail, a runbook written for a smaller fleet, and a rollback that could not undo a schema change. The fix was small; finding it was not, and the follow-up work changed how the team reviews capacity assumptions.";
+    let summary = if short {
+        &long[..long
+            .match_indices(". ")
+            .nth(1)
+            .map_or(long.len(), |(i, _)| i + 1)]
+    } else {
+        long
+    };
     for (i, (slug, _)) in corpus::CATEGORIES.iter().cycle().take(48).enumerate() {
         let other = corpus::CATEGORIES[(i + 3) % 8].0;
         let body = format!(

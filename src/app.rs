@@ -107,7 +107,10 @@ impl Parts {
         slot.tasks.spawn(
             ContentWatcher::new(
                 settings.content.dir.clone(),
-                Duration::from_millis(50),
+                // Long enough to gather one save's events (an editor's
+                // temp file and rename), short enough that publishing
+                // stays well under 100 ms.
+                Duration::from_millis(20),
                 self.publisher.clone(),
             )
             .run(slot.stop.clone()),

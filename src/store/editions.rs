@@ -288,15 +288,12 @@ pub async fn advance_cursors(
     if subscriber_ids.is_empty() {
         return Ok(());
     }
-    // Ids are integers from the database, so inlining them is safe.
-    let ids = subscriber_ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    sqlx::query(&format!("UPDATE subscriber_editions SET cursor_event_id = $1 WHERE edition = $2 AND cursor_event_id < $1 AND subscriber_id IN ({ids})"))
+    let backend = Backend::of(&**tx);
+    let ids = super::in_list(backend, "subscriber_id", "$3", super::ListType::Ids);
+    sqlx::query(&format!("UPDATE subscriber_editions SET cursor_event_id = $1 WHERE edition = $2 AND cursor_event_id < $1 AND {ids}"))
         .bind(high_water)
         .bind(edition)
+        .bind(super::ListParam::ids(backend, subscriber_ids))
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -313,17 +310,16 @@ pub async fn record_window(
     if subscriber_ids.is_empty() {
         return Ok(());
     }
-    // Ids are integers from the database, so inlining them is safe.
-    let ids = subscriber_ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    sqlx::query(&format!("UPDATE subscriber_editions SET last_window_at = $1 WHERE edition = $2 AND subscriber_id IN ({ids})"))
-        .bind(to_millis(fired_at))
-        .bind(edition)
-        .execute(&mut **tx)
-        .await?;
+    let backend = Backend::of(&**tx);
+    let ids = super::in_list(backend, "subscriber_id", "$3", super::ListType::Ids);
+    sqlx::query(&format!(
+        "UPDATE subscriber_editions SET last_window_at = $1 WHERE edition = $2 AND {ids}"
+    ))
+    .bind(to_millis(fired_at))
+    .bind(edition)
+    .bind(super::ListParam::ids(backend, subscriber_ids))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

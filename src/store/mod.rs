@@ -79,6 +79,68 @@ impl Params {
     }
 }
 
+/// `column` is one of a list of integer ids bound as one parameter (`param`,
+/// e.g. `$3`; bind [`ListParam::ids`]): the statement's text is the same
+/// whatever the list's length, so each engine prepares it once and reuses
+/// the plan. (sqlx caches prepared statements by text; an id list written
+/// into the text made every batch a new statement, parsed and planned again,
+/// and on PostgreSQL one more round trip to prepare it.) SQLite reads a JSON
+/// array; PostgreSQL an array literal, `= ANY`, which its planner turns into
+/// index lookups (a JSON set-returning function there was estimated badly
+/// and scanned the table).
+pub fn in_list(backend: Backend, column: &str, param: &str, ty: ListType) -> String {
+    match (backend, ty) {
+        (Backend::Sqlite, _) => format!("{column} IN (SELECT value FROM json_each({param}))"),
+        (Backend::Postgres, ListType::Ids) => format!("{column} = ANY(CAST({param} AS BIGINT[]))"),
+        (Backend::Postgres, ListType::Texts) => format!("{column} = ANY(CAST({param} AS TEXT[]))"),
+    }
+}
+
+/// What an [`in_list`] holds.
+#[derive(Debug, Clone, Copy)]
+pub enum ListType {
+    Ids,
+    Texts,
+}
+
+/// The value bound for an [`in_list`].
+pub struct ListParam;
+
+impl ListParam {
+    pub fn ids(backend: Backend, ids: &[i64]) -> String {
+        let joined = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        match backend {
+            Backend::Sqlite => format!("[{joined}]"),
+            Backend::Postgres => format!("{{{joined}}}"),
+        }
+    }
+
+    pub fn texts(backend: Backend, values: &[&str]) -> String {
+        match backend {
+            Backend::Sqlite => serde_json::to_string(values).expect("strings serialize"),
+            Backend::Postgres => {
+                // Array literal: every element quoted, `"` and `\` escaped.
+                let mut out = String::from("{");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push('"');
+                    for c in v.chars() {
+                        if c == '"' || c == '\\' {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
+                    out.push('"');
+                }
+                out.push('}');
+                out
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database {url}: {source}")]

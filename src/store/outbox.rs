@@ -201,7 +201,7 @@ where
 // ---------------------------------------------------------------------------
 // Delivery: claiming, leases, results, status.
 
-use super::{Backend, Db, Params};
+use super::{in_list, Backend, Db, ListParam, ListType};
 
 /// Columns a worker needs to send one row.
 #[derive(Debug, Clone)]
@@ -384,20 +384,18 @@ pub async fn blocked_reasons(
     }
     // Addresses are normalized (lower case) wherever they are written, so
     // one exact match per address finds its suppression.
+    let backend = Backend::of(conn);
     let ids: Vec<i64> = recipients.iter().filter_map(|(_, id)| *id).collect();
-    let mut sql = String::from("SELECT 's', email, reason FROM suppressions WHERE email IN (");
-    Params::new(Backend::of(conn)).push_list(&mut sql, recipients.len());
-    sql.push(')');
-    if !ids.is_empty() {
-        sql.push_str(&format!(
-            " UNION ALL SELECT 'u', CAST(id AS TEXT), status FROM subscribers WHERE id IN ({})",
-            id_list(&ids)
-        ));
-    }
-    let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
-    for (e, _) in recipients {
-        q = q.bind(e.as_str());
-    }
+    let emails: Vec<&str> = recipients.iter().map(|(e, _)| e.as_str()).collect();
+    let sql = format!(
+        "SELECT 's', email, reason FROM suppressions WHERE {}
+         UNION ALL SELECT 'u', CAST(id AS TEXT), status FROM subscribers WHERE {}",
+        in_list(backend, "email", "$1", ListType::Texts),
+        in_list(backend, "id", "$2", ListType::Ids),
+    );
+    let q = sqlx::query_as::<_, (String, String, String)>(&sql)
+        .bind(ListParam::texts(backend, &emails))
+        .bind(ListParam::ids(backend, &ids));
     let mut suppressed: HashMap<String, String> = HashMap::new();
     let mut status: HashMap<i64, String> = HashMap::new();
     for (kind, key, value) in q.fetch_all(conn).await? {
@@ -504,22 +502,27 @@ pub async fn record_outcomes(
         .collect();
     // The common case, only successes: one statement is atomic on its own,
     // and skipping BEGIN/COMMIT saves two round trips per batch.
-    if sent.len() == outcomes.len() && sent.len() <= 500 {
-        mark_sent(conn, owner, &sent, now).await?;
+    let backend = Backend::of(conn);
+    if sent.len() == outcomes.len() {
+        mark_sent(conn, backend, owner, &sent, now).await?;
         return Ok(());
     }
     let mut tx = conn.begin().await?;
-    for chunk in sent.chunks(500) {
-        mark_sent(&mut *tx, owner, chunk, now).await?;
+    if !sent.is_empty() {
+        mark_sent(&mut *tx, backend, owner, &sent, now).await?;
     }
-    for chunk in released.chunks(500) {
+    if !released.is_empty() {
         let sql = format!(
             "UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1
-             WHERE lease_owner = $2 AND state = 'sending' AND id IN ({})",
-            id_list(chunk)
+             WHERE lease_owner = $2 AND state = 'sending' AND {}",
+            in_list(backend, "id", "$3", ListType::Ids)
         );
-        let q = sqlx::query(&sql).bind(now).bind(owner);
-        q.execute(&mut *tx).await?;
+        sqlx::query(&sql)
+            .bind(now)
+            .bind(owner)
+            .bind(ListParam::ids(backend, &released))
+            .execute(&mut *tx)
+            .await?;
     }
     for o in outcomes {
         match o {
@@ -609,27 +612,28 @@ async fn finish(
     Ok(())
 }
 
-async fn mark_sent<'c, E>(executor: E, owner: &str, ids: &[i64], now: i64) -> Result<(), StoreError>
+async fn mark_sent<'c, E>(
+    executor: E,
+    backend: Backend,
+    owner: &str,
+    ids: &[i64],
+    now: i64,
+) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let sql = format!(
         "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
-         WHERE lease_owner = $2 AND id IN ({})",
-        id_list(ids)
+         WHERE lease_owner = $2 AND {}",
+        in_list(backend, "id", "$3", ListType::Ids)
     );
     sqlx::query(&sql)
         .bind(now)
         .bind(owner)
+        .bind(ListParam::ids(backend, ids))
         .execute(executor)
         .await?;
     Ok(())
-}
-
-/// Row ids written into the statement: they are integers, so this is safe,
-/// and it spares SQLite a bound parameter per id (see [`Params`]).
-fn id_list(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Rows per state, for `casewire status`.
