@@ -122,5 +122,5 @@ fn main() {
         "  max    {:>8.1} ms",
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
-    println!("  (includes the watcher's 50 ms debounce; target p95 < 300 ms)");
+    println!("  (includes the watcher's 20 ms debounce; target p95 ≤ 100 ms)");
 }

@@ -103,18 +103,17 @@ impl Parts {
 
     /// The watcher of `[content] dir`.
     fn watcher(&self, settings: &Settings) -> Slot {
+        self.watch(ContentWatcher::new(
+            settings.content.dir.clone(),
+            WATCH_DEBOUNCE,
+            self.publisher.clone(),
+        ))
+    }
+
+    /// Runs a watcher that is already watching.
+    fn watch(&self, watcher: ContentWatcher) -> Slot {
         let slot = Slot::new(&self.shutdown);
-        slot.tasks.spawn(
-            ContentWatcher::new(
-                settings.content.dir.clone(),
-                // Long enough to gather one save's events (an editor's
-                // temp file and rename), short enough that publishing
-                // stays well under 100 ms.
-                Duration::from_millis(20),
-                self.publisher.clone(),
-            )
-            .run(slot.stop.clone()),
-        );
+        slot.tasks.spawn(watcher.run(slot.stop.clone()));
         slot
     }
 
@@ -163,6 +162,10 @@ pub struct RunningApp {
 }
 
 /// Starts every task; returns once feeds are built and the listener is bound.
+/// Long enough to gather one save's events (an editor's temp file and
+/// rename), short enough that publishing stays well under 100 ms.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(20);
+
 pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     let settings = Arc::new(settings);
     let metrics = crate::telemetry::metrics_handle();
@@ -199,6 +202,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     let health = Arc::new(crate::health::Health::default());
     let signals = Signals::default();
     let (tx, rx) = mpsc::channel(256);
+    // Watching starts before the first scan, so a file changed while the
+    // scan runs (or right after the daemon answers) is queued for the
+    // publisher, never missed until the periodic rescan.
+    let watching = ContentWatcher::new(settings.content.dir.clone(), WATCH_DEBOUNCE, tx.clone());
     let websub = settings.feeds.websub_hub.clone().map(|hub| {
         let (wtx, wrx) = mpsc::unbounded_channel();
         tracker.spawn(
@@ -261,7 +268,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
             .run(shutdown.clone()),
         );
     }
-    tracker.spawn(HttpServer { listener, state }.run(shutdown.clone()));
     let parts = Parts {
         db: db.clone(),
         publisher: tx.clone(),
@@ -270,8 +276,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         shutdown: shutdown.clone(),
     };
     let worker = parts.worker(&settings)?;
-    let watcher = parts.watcher(&settings);
+    let watcher = parts.watch(watching);
     let pollers = parts.pollers(&settings);
+    tracker.spawn(HttpServer { listener, state }.run(shutdown.clone()));
     tracing::info!(%addr, "casewire is serving");
     Ok(RunningApp {
         addr,
