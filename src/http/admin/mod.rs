@@ -13,7 +13,7 @@ mod audit;
 mod content;
 mod editions;
 mod login;
-mod overview;
+pub(crate) mod overview;
 mod subscribers;
 mod suppressions;
 

@@ -97,29 +97,7 @@ pub async fn refresh(
         let Some(run) = store::runs(db, slug, 1).await?.into_iter().next() else {
             continue;
         };
-        let key = (slug.to_owned(), run.window.clone());
-        let known = admin
-            .overview
-            .final_runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied();
-        let counts = match known {
-            Some(c) => c,
-            None => {
-                let c = store::run_counts(db, slug, &run.window).await?;
-                if c.is_final() && run.finished_at.is_some() {
-                    admin
-                        .overview
-                        .final_runs
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, c);
-                }
-                c
-            }
-        };
+        let counts = run_counts(admin, db, slug, &run).await?;
         runs.insert(slug.to_owned(), (run, counts));
     }
     let mut rates = Vec::new();
@@ -142,6 +120,52 @@ pub async fn refresh(
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), counts.clone()));
     Ok(counts)
+}
+
+/// A run's counts: from the cache once none of its digests can change,
+/// counted (and then cached, if final) otherwise.
+async fn run_counts(
+    admin: &AdminState,
+    db: &Db,
+    slug: &str,
+    run: &Run,
+) -> Result<RunCounts, StoreError> {
+    let key = (slug.to_owned(), run.window.clone());
+    let known = admin
+        .overview
+        .final_runs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .copied();
+    if let Some(c) = known {
+        return Ok(c);
+    }
+    let c = store::run_counts(db, slug, &run.window).await?;
+    if c.is_final() && run.finished_at.is_some() {
+        admin
+            .overview
+            .final_runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, c);
+    }
+    Ok(c)
+}
+
+/// Counts, at daemon start, the last run of each edition whose digests have
+/// all ended: those counts never change, and they are the expensive part
+/// of the first overview (a run of a million digests is a million rows).
+/// Nothing that can change is cached here, so the operator's first look
+/// still counts subscribers and the outbox as they are then.
+pub async fn warm(admin: &AdminState, db: &Db, settings: &Settings) -> Result<(), StoreError> {
+    for e in &settings.editions {
+        let slug = e.slug.as_str();
+        if let Some(run) = store::runs(db, slug, 1).await?.into_iter().next() {
+            run_counts(admin, db, slug, &run).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The next fire time of an edition, in its own zone.
