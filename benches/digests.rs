@@ -2,14 +2,15 @@
 //! `smtp-sink` on 127.0.0.1, as an operator runs them (`casewire digest send`,
 //! release build, measured with wait4), over a matrix of list sizes, digest
 //! sizes and engines. Subscribers follow one or two of 8 categories; 48 case
-//! studies are new. A ~20 KB digest lists up to 12 of them, a ~5 KB digest
-//! two. Next to each run, in the same process, Postfix's `smtp-source` sends
+//! studies are new. A large digest (~21 KB) lists up to 12 of them, a small
+//! one (~9 KB) two, with two-sentence summaries. Next to each run, in the same process, Postfix's `smtp-source` sends
 //! the same number of same-size messages to the same sink. Prints one table;
 //! asserts nothing.
 //!
 //! `cargo bench --bench digests`. Environment:
 //! - DIGESTS_SUBSCRIBERS (default "20000,100000")
-//! - DIGESTS_SIZES (default "5,20": ~KB per digest; 5 or 20)
+//! - DIGESTS_ITEMS (default "2,12": case studies per digest; 2 is the small
+//!   digest with short summaries)
 //! - DIGESTS_ENGINES (default "sqlite,postgres")
 //! - DIGESTS_MILLION=1 adds a 1,000,000-subscriber run on SQLite (20 KB) for its peak RSS
 //! - DIGESTS_CONCURRENCY (default 16)
@@ -75,9 +76,9 @@ fn main() {
                 .expect("DIGESTS_SUBSCRIBERS: numbers")
         })
         .collect();
-    let sizes: Vec<usize> = env_list("DIGESTS_SIZES", "5,20")
+    let items: Vec<usize> = env_list("DIGESTS_ITEMS", "2,12")
         .iter()
-        .map(|s| s.parse().expect("DIGESTS_SIZES: 5 or 20"))
+        .map(|s| s.parse().expect("DIGESTS_ITEMS: case studies per digest"))
         .collect();
     let engines = env_list("DIGESTS_ENGINES", "sqlite,postgres");
     let concurrency: usize = env_or("DIGESTS_CONCURRENCY", 16);
@@ -88,14 +89,14 @@ fn main() {
     println!("digests benchmark: 8 categories, 48 new case studies, concurrency {concurrency}");
     let mut cells = Vec::new();
     for &n in &counts {
-        for &kb in &sizes {
+        for &max_items in &items {
             for engine in &engines {
-                cells.push(rt.block_on(one_run(engine, n, kb, concurrency, true)));
+                cells.push(rt.block_on(one_run(engine, n, max_items, concurrency, true)));
             }
         }
     }
     if std::env::var_os("DIGESTS_MILLION").is_some() {
-        cells.push(rt.block_on(one_run("sqlite", 1_000_000, 20, concurrency, false)));
+        cells.push(rt.block_on(one_run("sqlite", 1_000_000, 12, concurrency, false)));
     }
     println!();
     println!("| subscribers | digest | engine | casewire | wall | CPU | peak RSS | smtp-source | ratio |");
@@ -118,9 +119,16 @@ fn main() {
     }
 }
 
-async fn one_run(engine: &str, n: usize, kb: usize, concurrency: usize, compare: bool) -> Cell {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/bench-data/digests/{engine}-{n}-{kb}"));
+async fn one_run(
+    engine: &str,
+    n: usize,
+    max_items: usize,
+    concurrency: usize,
+    compare: bool,
+) -> Cell {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "target/bench-data/digests/{engine}-{n}-{max_items}"
+    ));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("content")).unwrap();
     let db_url = match engine {
@@ -128,7 +136,6 @@ async fn one_run(engine: &str, n: usize, kb: usize, concurrency: usize, compare:
         "postgres" => fresh_postgres().await,
         other => panic!("unknown engine {other:?} (sqlite or postgres)"),
     };
-    let max_items = if kb <= 5 { 2 } else { 12 };
     let port = free_port();
     let config = root.join("casewire.toml");
     std::fs::write(
@@ -139,14 +146,14 @@ async fn one_run(engine: &str, n: usize, kb: usize, concurrency: usize, compare:
     let settings = casewire::config::Settings::load(&config).unwrap();
 
     let t = Instant::now();
-    write_content(&root.join("content"), kb <= 5);
+    write_content(&root.join("content"), max_items <= 2);
     let db = Db::open(&db_url).await.unwrap();
     let mut ledger = Ledger::load(db.clone()).await.unwrap();
     ledger.sync(&Catalog::default(), Utc::now()).await.unwrap();
     let catalog = DirectoryStore::new(&settings).scan(None);
     ledger.sync(&catalog, Utc::now()).await.unwrap();
     insert_subscribers(&db, n).await;
-    let label = format!("[{engine}, {n}, {kb} KB]");
+    let label = format!("[{engine}, {n}, {max_items} items]");
     println!(
         "{label} setup (content, ledger, subscribers) in {:.1?}",
         t.elapsed()

@@ -161,11 +161,11 @@ pub struct RunningApp {
     pollers: Option<Slot>,
 }
 
-/// Starts every task; returns once feeds are built and the listener is bound.
 /// Long enough to gather one save's events (an editor's temp file and
 /// rename), short enough that publishing stays well under 100 ms.
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(20);
 
+/// Starts every task; returns once feeds are built and the listener is bound.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     let settings = Arc::new(settings);
     let metrics = crate::telemetry::metrics_handle();

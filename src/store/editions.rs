@@ -289,11 +289,12 @@ pub async fn advance_cursors(
         return Ok(());
     }
     let backend = Backend::of(&**tx);
-    let ids = super::in_list(backend, "subscriber_id", "$3", super::ListType::Ids);
+    let list = super::List::Ids(subscriber_ids);
+    let ids = list.predicate(backend, "subscriber_id", "$3");
     sqlx::query(&format!("UPDATE subscriber_editions SET cursor_event_id = $1 WHERE edition = $2 AND cursor_event_id < $1 AND {ids}"))
         .bind(high_water)
         .bind(edition)
-        .bind(super::ListParam::ids(backend, subscriber_ids))
+        .bind(list.value(backend))
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -311,13 +312,14 @@ pub async fn record_window(
         return Ok(());
     }
     let backend = Backend::of(&**tx);
-    let ids = super::in_list(backend, "subscriber_id", "$3", super::ListType::Ids);
+    let list = super::List::Ids(subscriber_ids);
+    let ids = list.predicate(backend, "subscriber_id", "$3");
     sqlx::query(&format!(
         "UPDATE subscriber_editions SET last_window_at = $1 WHERE edition = $2 AND {ids}"
     ))
     .bind(to_millis(fired_at))
     .bind(edition)
-    .bind(super::ListParam::ids(backend, subscriber_ids))
+    .bind(list.value(backend))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -79,66 +79,67 @@ impl Params {
     }
 }
 
-/// `column` is one of a list of integer ids bound as one parameter (`param`,
-/// e.g. `$3`; bind [`ListParam::ids`]): the statement's text is the same
-/// whatever the list's length, so each engine prepares it once and reuses
-/// the plan. (sqlx caches prepared statements by text; an id list written
-/// into the text made every batch a new statement, parsed and planned again,
-/// and on PostgreSQL one more round trip to prepare it.) SQLite reads a JSON
-/// array; PostgreSQL an array literal, `= ANY`, which its planner turns into
-/// index lookups (a JSON set-returning function there was estimated badly
-/// and scanned the table).
-pub fn in_list(backend: Backend, column: &str, param: &str, ty: ListType) -> String {
-    match (backend, ty) {
-        (Backend::Sqlite, _) => format!("{column} IN (SELECT value FROM json_each({param}))"),
-        (Backend::Postgres, ListType::Ids) => format!("{column} = ANY(CAST({param} AS BIGINT[]))"),
-        (Backend::Postgres, ListType::Texts) => format!("{column} = ANY(CAST({param} AS TEXT[]))"),
-    }
-}
-
-/// What an [`in_list`] holds.
+/// A list bound as one parameter: `column IN` the list. The statement's
+/// text is the same whatever the list's length, so each engine prepares it
+/// once and reuses the plan. (sqlx caches prepared statements by text; a
+/// list written into the text made every batch a new statement, parsed and
+/// planned again, and on PostgreSQL one more round trip to prepare it.)
+/// SQLite reads a JSON array; PostgreSQL an array literal with `= ANY`,
+/// which its planner turns into index lookups (a JSON set-returning
+/// function there was estimated badly and scanned the table).
 #[derive(Debug, Clone, Copy)]
-pub enum ListType {
-    Ids,
-    Texts,
+pub enum List<'a> {
+    Ids(&'a [i64]),
+    Texts(&'a [&'a str]),
 }
 
-/// The value bound for an [`in_list`].
-pub struct ListParam;
-
-impl ListParam {
-    pub fn ids(backend: Backend, ids: &[i64]) -> String {
-        let joined = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        match backend {
-            Backend::Sqlite => format!("[{joined}]"),
-            Backend::Postgres => format!("{{{joined}}}"),
-        }
-    }
-
-    pub fn texts(backend: Backend, values: &[&str]) -> String {
-        match backend {
-            Backend::Sqlite => serde_json::to_string(values).expect("strings serialize"),
-            Backend::Postgres => {
-                // Array literal: every element quoted, `"` and `\` escaped.
-                let mut out = String::from("{");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push('"');
-                    for c in v.chars() {
-                        if c == '"' || c == '\\' {
-                            out.push('\\');
-                        }
-                        out.push(c);
-                    }
-                    out.push('"');
-                }
-                out.push('}');
-                out
+impl List<'_> {
+    /// `column` is in the list bound at `param` (e.g. `$3`).
+    pub fn predicate(&self, backend: Backend, column: &str, param: &str) -> String {
+        match (backend, self) {
+            (Backend::Sqlite, _) => format!("{column} IN (SELECT value FROM json_each({param}))"),
+            (Backend::Postgres, List::Ids(_)) => {
+                format!("{column} = ANY(CAST({param} AS BIGINT[]))")
+            }
+            (Backend::Postgres, List::Texts(_)) => {
+                format!("{column} = ANY(CAST({param} AS TEXT[]))")
             }
         }
     }
+
+    /// The value to bind at the predicate's `param`.
+    pub fn value(&self, backend: Backend) -> String {
+        match (backend, self) {
+            (Backend::Sqlite, List::Ids(ids)) => serde_json::to_string(ids),
+            (Backend::Sqlite, List::Texts(texts)) => serde_json::to_string(texts),
+            (Backend::Postgres, List::Ids(ids)) => Ok(format!(
+                "{{{}}}",
+                ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            )),
+            (Backend::Postgres, List::Texts(texts)) => Ok(pg_text_array(texts)),
+        }
+        .expect("ids and strings serialize")
+    }
+}
+
+/// A PostgreSQL array literal: every element quoted, `"` and `\` escaped.
+fn pg_text_array(values: &[&str]) -> String {
+    let mut out = String::from("{");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in v.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,4 +292,29 @@ pub fn to_millis(t: DateTime<Utc>) -> i64 {
 
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_values_quote_what_each_engine_needs() {
+        let texts = [
+            "a@example.org",
+            r#"odd"quote\@example.org"#,
+            "x,y{}@example.org",
+        ];
+        assert_eq!(
+            List::Texts(&texts).value(Backend::Postgres),
+            r#"{"a@example.org","odd\"quote\\@example.org","x,y{}@example.org"}"#
+        );
+        assert_eq!(
+            List::Texts(&texts).value(Backend::Sqlite),
+            r#"["a@example.org","odd\"quote\\@example.org","x,y{}@example.org"]"#
+        );
+        assert_eq!(List::Ids(&[3, 1]).value(Backend::Postgres), "{3,1}");
+        assert_eq!(List::Ids(&[3, 1]).value(Backend::Sqlite), "[3,1]");
+        assert_eq!(List::Ids(&[]).value(Backend::Postgres), "{}");
+    }
 }

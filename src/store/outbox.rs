@@ -201,7 +201,7 @@ where
 // ---------------------------------------------------------------------------
 // Delivery: claiming, leases, results, status.
 
-use super::{in_list, Backend, Db, ListParam, ListType};
+use super::{Backend, Db, List};
 
 /// Columns a worker needs to send one row.
 #[derive(Debug, Clone)]
@@ -387,15 +387,16 @@ pub async fn blocked_reasons(
     let backend = Backend::of(conn);
     let ids: Vec<i64> = recipients.iter().filter_map(|(_, id)| *id).collect();
     let emails: Vec<&str> = recipients.iter().map(|(e, _)| e.as_str()).collect();
+    let (emails, ids) = (List::Texts(&emails), List::Ids(&ids));
     let sql = format!(
         "SELECT 's', email, reason FROM suppressions WHERE {}
          UNION ALL SELECT 'u', CAST(id AS TEXT), status FROM subscribers WHERE {}",
-        in_list(backend, "email", "$1", ListType::Texts),
-        in_list(backend, "id", "$2", ListType::Ids),
+        emails.predicate(backend, "email", "$1"),
+        ids.predicate(backend, "id", "$2"),
     );
     let q = sqlx::query_as::<_, (String, String, String)>(&sql)
-        .bind(ListParam::texts(backend, &emails))
-        .bind(ListParam::ids(backend, &ids));
+        .bind(emails.value(backend))
+        .bind(ids.value(backend));
     let mut suppressed: HashMap<String, String> = HashMap::new();
     let mut status: HashMap<i64, String> = HashMap::new();
     for (kind, key, value) in q.fetch_all(conn).await? {
@@ -515,12 +516,12 @@ pub async fn record_outcomes(
         let sql = format!(
             "UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1
              WHERE lease_owner = $2 AND state = 'sending' AND {}",
-            in_list(backend, "id", "$3", ListType::Ids)
+            List::Ids(&released).predicate(backend, "id", "$3")
         );
         sqlx::query(&sql)
             .bind(now)
             .bind(owner)
-            .bind(ListParam::ids(backend, &released))
+            .bind(List::Ids(&released).value(backend))
             .execute(&mut *tx)
             .await?;
     }
@@ -625,12 +626,12 @@ where
     let sql = format!(
         "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
          WHERE lease_owner = $2 AND {}",
-        in_list(backend, "id", "$3", ListType::Ids)
+        List::Ids(ids).predicate(backend, "id", "$3")
     );
     sqlx::query(&sql)
         .bind(now)
         .bind(owner)
-        .bind(ListParam::ids(backend, ids))
+        .bind(List::Ids(ids).value(backend))
         .execute(executor)
         .await?;
     Ok(())

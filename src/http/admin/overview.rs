@@ -161,8 +161,11 @@ async fn run_counts(
 pub async fn warm(admin: &AdminState, db: &Db, settings: &Settings) -> Result<(), StoreError> {
     for e in &settings.editions {
         let slug = e.slug.as_str();
+        // A run still queueing cannot be final: nothing to keep yet.
         if let Some(run) = store::runs(db, slug, 1).await?.into_iter().next() {
-            run_counts(admin, db, slug, &run).await?;
+            if run.finished_at.is_some() {
+                run_counts(admin, db, slug, &run).await?;
+            }
         }
     }
     Ok(())
