@@ -47,13 +47,15 @@ fn main() {
     let _ = std::fs::remove_dir_all(&publish_dir);
     std::fs::create_dir_all(&publish_dir).unwrap();
 
-    let mut daemon = Command::new(&casewire)
+    let daemon = Command::new(&casewire)
         .args(["--config", config.to_str().unwrap(), "run"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start casewire run");
+    // Killed on drop, so a probe that panics does not leave it running.
+    let daemon = Daemon(daemon);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,8 +111,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     });
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&publish_dir);
 
     latencies.sort();
@@ -123,4 +124,14 @@ fn main() {
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
     println!("  (includes the watcher's 20 ms debounce; target p95 ≤ 100 ms)");
+}
+
+/// The daemon under test; killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
