@@ -162,7 +162,12 @@ fn main() {
         .arg("run")
         .current_dir(&root)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // OVERVIEW_DAEMON_LOG=1 shows the daemon's log (with RUST_LOG=casewire=debug, what the overview's counts cost).
+        .stderr(if std::env::var_os("OVERVIEW_DAEMON_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");

@@ -258,6 +258,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
             }
         });
     }
+    tracker.spawn(crate::telemetry::publish_tallies(
+        db.clone(),
+        shutdown.clone(),
+    ));
     tracker.spawn(
         crate::bounces::rates::RateWatch {
             db: db.clone(),

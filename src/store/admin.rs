@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{from_millis, to_millis, Backend, Db, StoreError};
+use super::{from_millis, to_millis, Db, StoreError};
 use crate::store::subscribers::{Status, Subscriber};
 
 /// An operator account (never with its hash, except from [`user_for_login`]).
@@ -353,13 +353,9 @@ pub async fn subscriber_page(
     Ok((out, more))
 }
 
-/// Subscribers per status (one grouped count over the `(status, id)` index).
+/// Subscribers per status (kept by triggers: see [`super::tallies`]).
 pub async fn subscriber_counts(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT status, COUNT(*) FROM subscribers GROUP BY status ORDER BY status")
-            .fetch_all(&db.pool)
-            .await?,
-    )
+    super::tallies::read(db, super::tallies::Tally::Subscribers).await
 }
 
 /// A message sent (or meant) for one subscriber.
@@ -454,46 +450,14 @@ impl RunCounts {
     }
 }
 
-/// Counts the digests of run `window` of `edition` by state. Their dedupe
-/// keys share the prefix `digest:{edition}:{window}:`; on SQLite the prefix
-/// is read as a range of the unique index (LIKE would scan), on PostgreSQL
-/// with LIKE (a range would follow the database's collation).
+/// Counts the digests of run `window` of `edition` by state (kept by
+/// triggers, see [`super::tallies::run_states`]).
 pub async fn run_counts(db: &Db, edition: &str, window: &str) -> Result<RunCounts, StoreError> {
     let prefix = format!("digest:{edition}:{window}:");
-    let rows = match db.backend {
-        Backend::Sqlite => {
-            // ';' is the byte after ':', so [prefix, prefix-with-';') is the prefix.
-            let end = format!("digest:{edition}:{window};");
-            sqlx::query(
-                "SELECT state, COUNT(*), SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END) FROM outbox
-                 WHERE dedupe_key >= $1 AND dedupe_key < $2 GROUP BY state",
-            )
-            .bind(&prefix)
-            .bind(end)
-            .fetch_all(&db.pool)
-            .await?
-        }
-        Backend::Postgres => {
-            let escaped = prefix
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            sqlx::query(
-                "SELECT state, COUNT(*), SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END)::BIGINT FROM outbox
-                 WHERE dedupe_key LIKE $1 GROUP BY state",
-            )
-            .bind(format!("{escaped}%"))
-            .fetch_all(&db.pool)
-            .await?
-        }
-    };
     let mut c = RunCounts::default();
-    for r in rows {
-        let state: String = r.try_get(0)?;
-        let n: i64 = r.try_get(1)?;
-        let retried: Option<i64> = r.try_get(2)?;
-        c.retried += retried.unwrap_or(0);
+    for (state, n) in super::tallies::run_states(db, &prefix).await? {
         match state.as_str() {
+            "+retried" => c.retried = n,
             "queued" => c.queued = n,
             "sending" => c.sending = n,
             "sent" => c.sent = n,

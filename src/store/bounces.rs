@@ -173,15 +173,12 @@ impl Rates {
     }
 }
 
-/// Rates over messages sent since `since` (bounces and complaints counted
-/// by when they arrived).
+/// Rates over messages sent since `since`, to the hour (from the hourly
+/// counters: see [`super::tallies::sent_since`]), with bounces and
+/// complaints counted by when they arrived.
 pub async fn rates_since(db: &Db, since: DateTime<Utc>) -> Result<Rates, StoreError> {
+    let sent = super::tallies::sent_since(db, since).await?;
     let since = to_millis(since);
-    let sent: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND sent_at >= $1")
-            .bind(since)
-            .fetch_one(&db.pool)
-            .await?;
     let (bounces, complaints) = event_counts(
         db,
         "SELECT kind, COUNT(*) FROM bounce_events WHERE created_at >= $1 GROUP BY kind",

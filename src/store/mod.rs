@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod outbox;
 pub mod relay;
 pub mod subscribers;
+pub mod tallies;
 
 use std::path::Path;
 use std::str::FromStr;

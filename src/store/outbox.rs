@@ -637,12 +637,10 @@ where
     Ok(())
 }
 
-/// Rows per state, for `casewire status`.
+/// Rows per state, for `casewire status` and the console (kept by triggers:
+/// see [`super::tallies`]).
 pub async fn depth_by_state(db: &Db) -> Result<Vec<(State, i64)>, StoreError> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
-            .fetch_all(&db.pool)
-            .await?;
+    let rows = super::tallies::read(db, super::tallies::Tally::Outbox).await?;
     Ok(typed_states(rows))
 }
 

@@ -85,12 +85,14 @@ pub async fn refresh(
     settings: &Settings,
 ) -> Result<Arc<Counts>, StoreError> {
     let now = Utc::now();
+    let started = Instant::now();
     let outbox = crate::store::outbox::depth_by_state(db)
         .await?
         .into_iter()
         .map(|(state, n)| (state.as_str().to_owned(), n))
         .collect();
     let subscribers = store::subscriber_counts(db).await?;
+    let tallied = started.elapsed();
     let mut runs = HashMap::new();
     for e in &settings.editions {
         let slug = e.slug.as_str();
@@ -100,6 +102,7 @@ pub async fn refresh(
         let counts = run_counts(admin, db, slug, &run).await?;
         runs.insert(slug.to_owned(), (run, counts));
     }
+    let run_counted = started.elapsed();
     let mut rates = Vec::new();
     for (label, days) in crate::bounces::rates::WINDOWS {
         rates.push((
@@ -107,6 +110,12 @@ pub async fn refresh(
             crate::store::bounces::rates_since(db, now - chrono::Duration::days(days)).await?,
         ));
     }
+    tracing::debug!(
+        ?tallied,
+        ?run_counted,
+        total = ?started.elapsed(),
+        "counted the console's overview"
+    );
     let counts = Arc::new(Counts {
         at: now,
         outbox,
