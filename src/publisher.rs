@@ -97,7 +97,10 @@ impl Publisher {
         }
         metrics::gauge!("casewire_content_errors").set(files.problems.len() as f64);
         write_out(&settings, &all).await;
-        let gone = feeds::output::remove_unlisted_archive_files(&settings.feeds.out_dir, &all);
+        let gone = feeds::output::remove_unlisted_archive_files(
+            &settings.feeds.out_dir,
+            all.iter().map(|f| f.path.as_str()),
+        );
         if gone > 0 {
             tracing::info!(
                 removed = gone,

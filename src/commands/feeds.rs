@@ -16,13 +16,12 @@ pub fn build(settings: &Settings, out: Option<PathBuf>) -> Result<Exit> {
     for p in &catalog.problems {
         eprintln!("{p}");
     }
-    let files = crate::feeds::build_all(settings, &catalog, Utc::now());
-    let report = crate::feeds::output::write_all(&out_dir, &files)
+    let (paths, report) = crate::feeds::write_every(settings, &catalog, Utc::now(), &out_dir)
         .with_context(|| format!("writing feeds to {}", out_dir.display()))?;
-    crate::feeds::output::remove_unlisted_archive_files(&out_dir, &files);
+    crate::feeds::output::remove_unlisted_archive_files(&out_dir, paths.iter().map(String::as_str));
     eprintln!(
         "{} feeds in {}: {} written, {} unchanged; {} case studies; {} problem(s); {:.0?}",
-        files.len(),
+        paths.len(),
         out_dir.display(),
         report.written,
         report.unchanged,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -43,8 +43,10 @@ pub struct CaseStudy {
     /// The sections recognised from the body's headings (`[content]
     /// sections`), in document order; empty for upstream entries.
     pub sections: Vec<super::sections::Section>,
-    /// Sanitized, absolute-linked HTML; rendered on first use and then kept.
-    html: OnceLock<Arc<str>>,
+    /// Sanitized, absolute-linked HTML; rendered on first use and then kept
+    /// (until [`CaseStudy::forget_html`], for a file). A std Mutex: held only
+    /// to read or replace the pointer, never while rendering.
+    html: Mutex<Option<Arc<str>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,23 +113,35 @@ impl CaseStudy {
     /// rendered from the file on first use; a file that no longer parses falls
     /// back to the summary (its last good metadata stays in the catalog).
     pub fn html(&self) -> Arc<str> {
+        if let Some(html) = self.html.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return html;
+        }
+        let rendered = match &self.origin {
+            Origin::File(path) => std::fs::read_to_string(path).ok().and_then(|src| {
+                frontmatter::split(&text::xml_clean(&src))
+                    .ok()
+                    .map(|s| markdown::render(s.body, &self.link))
+            }),
+            Origin::Upstream { .. } => None,
+        };
+        let html: Arc<str> = Arc::from(
+            rendered.unwrap_or_else(|| format!("<p>{}</p>", minijinja::HtmlEscape(&self.summary))),
+        );
+        // Two threads may render at once; the first copy kept is the one shared.
         self.html
-            .get_or_init(|| {
-                let rendered = match &self.origin {
-                    Origin::File(path) => std::fs::read_to_string(path).ok().and_then(|src| {
-                        frontmatter::split(&text::xml_clean(&src))
-                            .ok()
-                            .map(|s| markdown::render(s.body, &self.link))
-                    }),
-                    Origin::Upstream { .. } => None,
-                };
-                Arc::from(
-                    rendered.unwrap_or_else(|| {
-                        format!("<p>{}</p>", minijinja::HtmlEscape(&self.summary))
-                    }),
-                )
-            })
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(html)
             .clone()
+    }
+
+    /// Drops the kept HTML of a file (it is rendered again from the file on
+    /// next use): a cold build of a long history would otherwise hold every
+    /// case study's HTML at once. Entries that are not files keep theirs.
+    pub fn forget_html(&self) {
+        if matches!(self.origin, Origin::File(_)) {
+            *self.html.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
     }
 
     /// Builds an entry whose HTML is already known (upstream feeds, tests).
@@ -158,8 +172,7 @@ impl CaseStudy {
             format!("{title}\0{summary}\0{html}").as_bytes(),
         ));
         let words = html.split_whitespace().count();
-        let cell = OnceLock::new();
-        let _ = cell.set(Arc::from(html));
+        let cell = Mutex::new(Some(Arc::from(html)));
         Self {
             slug,
             title,
@@ -384,7 +397,7 @@ impl CaseStudy {
             link,
             warnings,
             sections,
-            html: OnceLock::new(),
+            html: Mutex::new(None),
         })))
     }
 }

@@ -15,6 +15,7 @@ pub mod output;
 pub mod rss;
 pub mod websub;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -357,6 +358,106 @@ pub fn build_since(
         fingerprint: Some(*fp),
     }));
     Build { files, retired }
+}
+
+/// How many archive documents [`write_every`] renders and writes at a time.
+const WRITE_CHUNK: usize = 4;
+
+/// Renders every feed of every scope and writes each below `out_dir` as it
+/// goes (`casewire feeds build`); returns the paths written or found
+/// unchanged. Archive documents are rendered a few at a time, in the order
+/// of their newest entry, and a case study's HTML is dropped after the last
+/// document that shows it, so a long history is never held at once (a
+/// 10,000-study store has a thousand documents, 376 MB of them).
+pub fn write_every(
+    settings: &Settings,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    out_dir: &std::path::Path,
+) -> Result<(Vec<String>, output::WriteReport), output::OutputError> {
+    use rayon::prelude::*;
+    let scopes = Scope::all(settings);
+    let mut report = output::WriteReport::default();
+    let mut paths = Vec::new();
+    let mut write = |files: Vec<(String, Vec<u8>)>| -> Result<(), output::OutputError> {
+        let written: Vec<bool> = files
+            .par_iter()
+            .map(|(path, body)| output::write_if_changed(&out_dir.join(path), body))
+            .collect::<Result<_, _>>()?;
+        for w in written {
+            if w {
+                report.written += 1;
+            } else {
+                report.unchanged += 1;
+            }
+        }
+        paths.extend(files.into_iter().map(|(p, _)| p));
+        Ok(())
+    };
+    let current: Vec<FeedView<'_>> = scopes
+        .iter()
+        .map(|s| FeedView::new(settings, catalog, s.clone(), now))
+        .collect();
+    write(render_views(&current, &Format::ALL))?;
+
+    // Each archive document, oldest entries first (the empty last pages at the end).
+    let position: HashMap<&str, usize> = catalog
+        .published(now)
+        .enumerate()
+        .map(|(i, s)| (s.slug.as_str(), i))
+        .collect();
+    let mut pages: Vec<FeedView<'_>> = scopes
+        .iter()
+        .flat_map(|scope| {
+            history::pages(settings, catalog, scope, now)
+                .into_iter()
+                .map(|page| FeedView::archive(settings, scope.clone(), page))
+        })
+        .collect();
+    // Positions count from the newest: an older page's newest entry has a larger one.
+    pages.sort_by_key(|v| match v.items.first() {
+        Some(s) => (
+            false,
+            std::cmp::Reverse(position.get(s.slug.as_str()).copied()),
+        ),
+        None => (true, std::cmp::Reverse(None)),
+    });
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for s in pages.iter().flat_map(|v| v.items.iter()) {
+        *uses.entry(s.slug.as_str()).or_default() += 1;
+    }
+    for chunk in pages.chunks(WRITE_CHUNK) {
+        write(render_views(chunk, &[Format::Atom, Format::Json]))?;
+        for s in chunk.iter().flat_map(|v| v.items.iter()) {
+            let left = uses.get_mut(s.slug.as_str()).expect("counted above");
+            *left -= 1;
+            if *left == 0 {
+                s.forget_html();
+            }
+        }
+    }
+    Ok((paths, report))
+}
+
+/// `views` in `formats`, each study's HTML rendered (in parallel) before
+/// the writers need it.
+fn render_views(views: &[FeedView<'_>], formats: &[Format]) -> Vec<(String, Vec<u8>)> {
+    use rayon::prelude::*;
+    let mut needed: Vec<&Arc<CaseStudy>> =
+        views.iter().flat_map(|v| v.items.iter().copied()).collect();
+    needed.sort_by(|a, b| a.slug.cmp(&b.slug));
+    needed.dedup_by(|a, b| a.slug == b.slug);
+    needed.par_iter().for_each(|s| {
+        s.html();
+    });
+    views
+        .par_iter()
+        .flat_map_iter(|view| {
+            formats
+                .iter()
+                .map(move |f| (view.path(*f), view.render(*f)))
+        })
+        .collect()
 }
 
 /// Every feed of every scope.

@@ -86,13 +86,17 @@ pub fn remove_stale_temp_files(out_dir: &Path) -> usize {
         .count()
 }
 
-/// Removes archive documents under `out_dir/archive/` that `files` does not
-/// hold (pages of a scope that shrank, of a removed category, or numbered
-/// for another `feeds.archive_page_size`); returns how many. Called after a
-/// full build, so every document that should exist is in `files`.
-pub fn remove_unlisted_archive_files(out_dir: &Path, files: &[FeedFile]) -> usize {
+/// Removes archive documents under `out_dir/archive/` that `paths` (below
+/// `out_dir`) does not list (pages of a scope that shrank, of a removed
+/// category, or numbered for another `feeds.archive_page_size`); returns how
+/// many. Called after a full build, so every document that should exist is
+/// listed.
+pub fn remove_unlisted_archive_files<'a>(
+    out_dir: &Path,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> usize {
     let listed: std::collections::HashSet<PathBuf> =
-        files.iter().map(|f| out_dir.join(&f.path)).collect();
+        paths.into_iter().map(|p| out_dir.join(p)).collect();
     let root = out_dir.join(super::history::DIR);
     if !root.is_dir() {
         return 0;
