@@ -257,7 +257,7 @@ fn main() {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!("overview on {n} subscribers and {n} digests of the last run (SQLite):");
         println!(
-            "  first load, {after} ms after login (counts subscribers and the outbox; finished runs counted at start): {:.1} ms",
+            "  first load, {after} ms after login (counts from the triggers' tallies, runs not yet cached): {:.1} ms",
             ms(cold)
         );
         println!(

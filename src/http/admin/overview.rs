@@ -2,11 +2,11 @@
 //! edition's last and next run with what became of its digests, bounce and
 //! complaint rates, subscribers by status, and the content's problems.
 //!
-//! On a list of a million the counts are the expensive part, so they are
-//! grouped counts over indexed columns, kept for [`FRESH`] and refreshed in
-//! the background when older (the page shows their age): a page load reads
-//! the cache plus a few one-row tables and the in-memory catalog. Counts of
-//! a run none of whose digests can change any more are kept for good.
+//! The counts come from the counters the database keeps by trigger
+//! ([`crate::store::tallies`]), so even the first load reads a few hundred
+//! rows on a list of a million. They are kept for [`FRESH`] and refreshed in
+//! the background when older (the page shows their age); counts of a run
+//! none of whose digests can change any more are kept for good.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
