@@ -250,14 +250,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
             .context("loading the link key")?,
         admin: Arc::new(crate::http::admin::AdminState::new(&settings.admin)),
     };
-    {
-        let (admin, db, settings) = (state.admin.clone(), db.clone(), settings.clone());
-        tracker.spawn(async move {
-            if let Err(e) = crate::http::admin::overview::warm(&admin, &db, &settings).await {
-                tracing::warn!(error = %e, "cannot count the console's finished runs");
-            }
-        });
-    }
     tracker.spawn(crate::telemetry::publish_tallies(
         db.clone(),
         shutdown.clone(),

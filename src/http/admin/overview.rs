@@ -5,8 +5,7 @@
 //! The counts come from the counters the database keeps by trigger
 //! ([`crate::store::tallies`]), so even the first load reads a few hundred
 //! rows on a list of a million. They are kept for [`FRESH`] and refreshed in
-//! the background when older (the page shows their age); counts of a run
-//! none of whose digests can change any more are kept for good.
+//! the background when older (the page shows their age).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,8 +42,6 @@ pub struct Cache {
     /// A std Mutex: held only to read or replace the pointer, never across an await.
     current: std::sync::Mutex<Option<(Instant, Arc<Counts>)>>,
     refreshing: AtomicBool,
-    /// Counts of runs whose digests have all ended (sent, suppressed, dead, expired).
-    final_runs: std::sync::Mutex<HashMap<(String, String), RunCounts>>,
 }
 
 /// The overview's counts: fresh ones from the cache; stale ones at once
@@ -99,7 +96,7 @@ pub async fn refresh(
         let Some(run) = store::runs(db, slug, 1).await?.into_iter().next() else {
             continue;
         };
-        let counts = run_counts(admin, db, slug, &run).await?;
+        let counts = store::run_counts(db, slug, &run.window).await?;
         runs.insert(slug.to_owned(), (run, counts));
     }
     let run_counted = started.elapsed();
@@ -129,55 +126,6 @@ pub async fn refresh(
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), counts.clone()));
     Ok(counts)
-}
-
-/// A run's counts: from the cache once none of its digests can change,
-/// counted (and then cached, if final) otherwise.
-async fn run_counts(
-    admin: &AdminState,
-    db: &Db,
-    slug: &str,
-    run: &Run,
-) -> Result<RunCounts, StoreError> {
-    let key = (slug.to_owned(), run.window.clone());
-    let known = admin
-        .overview
-        .final_runs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-        .copied();
-    if let Some(c) = known {
-        return Ok(c);
-    }
-    let c = store::run_counts(db, slug, &run.window).await?;
-    if c.is_final() && run.finished_at.is_some() {
-        admin
-            .overview
-            .final_runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, c);
-    }
-    Ok(c)
-}
-
-/// Counts, at daemon start, the last run of each edition whose digests have
-/// all ended: those counts never change, and they are the expensive part
-/// of the first overview (a run of a million digests is a million rows).
-/// Nothing that can change is cached here, so the operator's first look
-/// still counts subscribers and the outbox as they are then.
-pub async fn warm(admin: &AdminState, db: &Db, settings: &Settings) -> Result<(), StoreError> {
-    for e in &settings.editions {
-        let slug = e.slug.as_str();
-        // A run still queueing cannot be final: nothing to keep yet.
-        if let Some(run) = store::runs(db, slug, 1).await?.into_iter().next() {
-            if run.finished_at.is_some() {
-                run_counts(admin, db, slug, &run).await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The next fire time of an edition, in its own zone.
