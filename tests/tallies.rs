@@ -3,7 +3,8 @@
 //! count: after every kind of write the product makes, after concurrent
 //! transactions that move rows between states in differing orders (shared
 //! counters would deadlock those on PostgreSQL), and after the migration
-//! that adds them runs on a database that already has rows.
+//! that adds them runs on a database that already has rows, and after a
+//! whole edition run whose batches count themselves on SQLite.
 
 mod support;
 
@@ -429,4 +430,142 @@ async fn the_migration_counts_existing_rows(engine: Engine) {
 on_both_engines!(
     the_migration_counts_existing_rows,
     the_migration_counts_existing_rows
+);
+
+/// The send path counts its own batches on SQLite (migration 0070): a whole
+/// edition run queued in multi-row statements, claimed and marked sent in
+/// bulk, with a digest that took a second attempt, one refused, and hand
+/// edits between the batches (which the triggers still count). PostgreSQL's
+/// per-statement triggers count the same writes.
+async fn a_digest_run_counts_its_batches(engine: Engine) {
+    use casewire::content::{Catalog, DirectoryStore};
+    use casewire::editions::run::run_edition;
+    use casewire::store::ledger::Ledger;
+
+    let server = SmtpServer::start(&[
+        "--tempfail",
+        "d2@example.org:1",
+        "--reject",
+        "d5@example.org",
+    ]);
+    let site = prepare(
+        options(engine)
+            .editions("[[editions]]\nslug = \"weekly\"\nname = \"Weekly\"\nschedule = \"@daily\"\n")
+            .smtp(&server)
+            .mail("concurrency = 2"),
+    );
+    let settings = Arc::new(site.settings().clone());
+    let db = Db::open(&settings.database.url).await.unwrap();
+    let mut ledger = Ledger::load(db.clone()).await.unwrap();
+    ledger.sync(&Catalog::default(), Utc::now()).await.unwrap();
+
+    let emails: Vec<String> = (0..40).map(|i| format!("d{i}@example.org")).collect();
+    let (categories, editions) = (Vec::new(), vec!["weekly".to_owned()]);
+    let rows: Vec<NewSubscriber> = emails
+        .iter()
+        .map(|email| NewSubscriber {
+            email,
+            name: "",
+            status: Status::Confirmed,
+            source: "import",
+            timezone: None,
+            categories: &categories,
+            editions: &editions,
+        })
+        .collect();
+    let mut conn = db.pool.acquire().await.unwrap();
+    subscribers::insert_many(&mut conn, &rows, Utc::now())
+        .await
+        .unwrap();
+    drop(conn);
+    std::fs::write(
+        site.content_dir.join("lost-writes.md"),
+        support::study("Lost writes", "lost-writes", "2026-11-20", &["databases"]),
+    )
+    .unwrap();
+    let catalog = DirectoryStore::new(&settings).scan(None);
+    assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
+    ledger.sync(&catalog, Utc::now()).await.unwrap();
+
+    let edition = settings.edition("weekly").unwrap().clone();
+    let report = run_edition(
+        &db,
+        &settings,
+        &catalog,
+        &edition,
+        RUNS[0],
+        Utc::now(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.enqueued, 40, "{report:?}");
+    assert_tallies(&db, "queueing a run").await;
+    // The same run again queues nothing and counts nothing.
+    run_edition(
+        &db,
+        &settings,
+        &catalog,
+        &edition,
+        RUNS[0],
+        Utc::now(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_tallies(&db, "queueing the run again").await;
+    // A hand edit between batches: one digest ends before it is claimed.
+    sqlx::query("UPDATE outbox SET state = 'expired' WHERE recipient = 'd7@example.org'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let mut worker = WorkerOptions::new(&settings);
+    worker.stop_when_idle = true;
+    worker.retry_base = Duration::from_millis(1);
+    worker.batch_size = 8;
+    DeliveryWorker {
+        db: db.clone(),
+        settings: settings.clone(),
+        mailer: Mailer::from_settings(&settings.mail).unwrap(),
+        wake: Default::default(),
+        options: worker,
+        progress: Default::default(),
+    }
+    .try_run(CancellationToken::new())
+    .await
+    .unwrap();
+    let counts = casewire::store::admin::run_counts(&db, "weekly", RUNS[0])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            counts.sent,
+            counts.suppressed,
+            counts.expired,
+            counts.retried
+        ),
+        (38, 1, 1, 1),
+        "{counts:?}"
+    );
+    assert_tallies(&db, "delivering a run").await;
+    // Nothing is left set aside for a batch.
+    if engine == Engine::Sqlite {
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tally_batch")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(held, 0);
+    }
+    sqlx::query(
+        "UPDATE outbox SET state = 'queued', attempts = 3 WHERE recipient = 'd8@example.org'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_tallies(&db, "a hand edit after the run").await;
+}
+on_both_engines!(
+    a_digest_run_counts_its_batches,
+    a_digest_run_counts_its_batches
 );

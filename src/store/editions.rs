@@ -5,8 +5,10 @@
 //! subscribers.
 
 use chrono::{DateTime, Utc};
+use sqlx::Row as _;
 
-use super::outbox::Kind;
+use super::outbox::{Kind, State};
+use super::tallies::{Batch, Row};
 use super::{to_millis, Backend, Db, Params, StoreError};
 use crate::domain::{EmailAddress, Slug};
 
@@ -240,6 +242,9 @@ pub async fn enqueue_digests(
     let now = to_millis(now);
     let mut inserted = 0;
     let backend = Backend::of(tx);
+    // On SQLite the counters of everything queued here are written at the
+    // end, one change per key (store::tallies::Batch).
+    let mut batch = Batch::begin(tx).await?;
     for chunk in rows.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO outbox (dedupe_key, kind, edition, subscriber_id, recipient, body_id, vars, state, attempts, next_attempt_at, created_at, updated_at) VALUES ",
@@ -257,6 +262,9 @@ pub async fn enqueue_digests(
             sql.push(')');
         }
         sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
+        if backend == Backend::Sqlite {
+            sql.push_str(" RETURNING dedupe_key, subscriber_id");
+        }
         let mut q = sqlx::query(&sql);
         for r in chunk {
             q = q
@@ -270,8 +278,28 @@ pub async fn enqueue_digests(
                 .bind(now)
                 .bind(now);
         }
-        inserted += q.execute(&mut **tx).await?.rows_affected();
+        if backend == Backend::Postgres {
+            // Its triggers count per statement already.
+            inserted += q.execute(&mut **tx).await?.rows_affected();
+            continue;
+        }
+        let queued = q.fetch_all(&mut **tx).await?;
+        for row in &queued {
+            batch.moved(
+                None,
+                Some(Row {
+                    kind: Kind::Digest.as_str(),
+                    dedupe_key: row.try_get(0)?,
+                    subscriber_id: row.try_get(1)?,
+                    state: State::Queued.as_str(),
+                    attempts: 0,
+                    sent_at: None,
+                }),
+            );
+        }
+        inserted += queued.len() as u64;
     }
+    batch.finish(tx).await?;
     if inserted > 0 {
         metrics::counter!("casewire_outbox_enqueued_total", "kind" => Kind::Digest.as_str(), "edition" => edition.to_owned()).increment(inserted);
     }

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{AnyConnection, Connection};
+use sqlx::{AnyConnection, Connection, Row as _};
 
+use super::tallies::{Batch, Row};
 use super::{to_millis, StoreError};
 use crate::domain::EmailAddress;
 
@@ -226,6 +227,7 @@ pub struct ClaimedRow {
 struct StoredRow {
     id: i64,
     kind: String,
+    dedupe_key: String,
     edition: Option<String>,
     subscriber_id: Option<i64>,
     recipient: String,
@@ -259,7 +261,7 @@ fn triage(row: StoredRow) -> Result<ClaimedRow, (i64, String)> {
 }
 
 const CLAIM_COLUMNS: &str =
-    "id, kind, edition, subscriber_id, recipient, body_id, message, vars, attempts, created_at";
+    "id, kind, dedupe_key, edition, subscriber_id, recipient, body_id, message, vars, attempts, created_at";
 
 /// Claims up to `limit` due rows for `owner` until `lease_until`: queued rows
 /// whose `next_attempt_at` has come, and `sending` rows whose lease expired
@@ -271,6 +273,25 @@ const CLAIM_COLUMNS: &str =
 /// locked with `FOR UPDATE SKIP LOCKED` and no two claims return the same row.
 /// SQLite has one writer, so the single `UPDATE … RETURNING` is the claim.
 pub async fn claim(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    owner: &str,
+    limit: i64,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    edition: Option<&str>,
+) -> Result<Vec<ClaimedRow>, StoreError> {
+    if backend == Backend::Postgres {
+        return claim_in(conn, backend, owner, limit, now, lease_until, edition).await;
+    }
+    // SQLite: the claim and its counters (store::tallies::Batch) commit together.
+    let mut tx = conn.begin().await?;
+    let rows = claim_in(&mut tx, backend, owner, limit, now, lease_until, edition).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+async fn claim_in(
     conn: &mut AnyConnection,
     backend: Backend,
     owner: &str,
@@ -306,7 +327,24 @@ pub async fn claim(
     if let Some(e) = edition {
         q = q.bind(e);
     }
+    let mut batch = Batch::begin(&mut *conn).await?;
     let stored = q.fetch_all(&mut *conn).await?;
+    for row in &stored {
+        let before = Row {
+            kind: &row.kind,
+            dedupe_key: &row.dedupe_key,
+            subscriber_id: row.subscriber_id,
+            state: State::Queued.as_str(),
+            attempts: row.attempts,
+            sent_at: None,
+        };
+        let after = Row {
+            state: State::Sending.as_str(),
+            ..before
+        };
+        batch.moved(Some(before), Some(after));
+    }
+    batch.finish(&mut *conn).await?;
     let mut rows = Vec::with_capacity(stored.len());
     let mut unsendable = Vec::new();
     for row in stored {
@@ -502,9 +540,10 @@ pub async fn record_outcomes(
         })
         .collect();
     // The common case, only successes: one statement is atomic on its own,
-    // and skipping BEGIN/COMMIT saves two round trips per batch.
+    // and skipping BEGIN/COMMIT saves PostgreSQL two round trips per batch.
+    // (SQLite writes the batch's counters in a second statement.)
     let backend = Backend::of(conn);
-    if sent.len() == outcomes.len() {
+    if sent.len() == outcomes.len() && backend == Backend::Postgres {
         mark_sent(conn, backend, owner, &sent, now).await?;
         return Ok(());
     }
@@ -613,28 +652,52 @@ async fn finish(
     Ok(())
 }
 
-async fn mark_sent<'c, E>(
-    executor: E,
+/// Marks `ids` sent. On SQLite the counters of the whole batch are written
+/// here (store::tallies::Batch), in the caller's transaction.
+async fn mark_sent(
+    conn: &mut AnyConnection,
     backend: Backend,
     owner: &str,
     ids: &[i64],
     now: i64,
-) -> Result<(), StoreError>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Any>,
-{
-    let sql = format!(
+) -> Result<(), StoreError> {
+    let mut sql = format!(
         "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
-         WHERE lease_owner = $2 AND {}",
+         WHERE lease_owner = $2 AND state = 'sending' AND {}",
         List::Ids(ids).predicate(backend, "id", "$3")
     );
-    sqlx::query(&sql)
-        .bind(now)
-        .bind(owner)
-        .bind(List::Ids(ids).value(backend))
-        .execute(executor)
-        .await?;
-    Ok(())
+    let q = |sql| {
+        sqlx::query(sql)
+            .bind(now)
+            .bind(owner)
+            .bind(List::Ids(ids).value(backend))
+    };
+    if backend == Backend::Postgres {
+        // Its triggers count per statement already.
+        q(&sql).execute(conn).await?;
+        return Ok(());
+    }
+    sql.push_str(" RETURNING kind, dedupe_key, subscriber_id, attempts");
+    let mut batch = Batch::begin(&mut *conn).await?;
+    let moved = q(&sql).fetch_all(&mut *conn).await?;
+    for row in &moved {
+        let after = Row {
+            kind: row.try_get(0)?,
+            dedupe_key: row.try_get(1)?,
+            subscriber_id: row.try_get(2)?,
+            state: State::Sent.as_str(),
+            attempts: row.try_get(3)?,
+            sent_at: Some(now),
+        };
+        let before = Row {
+            state: State::Sending.as_str(),
+            attempts: after.attempts - 1,
+            sent_at: None,
+            ..after
+        };
+        batch.moved(Some(before), Some(after));
+    }
+    batch.finish(conn).await
 }
 
 /// Rows per state, for `casewire status` and the console (kept by triggers:
@@ -745,6 +808,7 @@ mod tests {
         StoredRow {
             id: 7,
             kind: kind.into(),
+            dedupe_key: "k".into(),
             edition: None,
             subscriber_id: Some(1),
             recipient: recipient.into(),
