@@ -2,12 +2,18 @@
 //! with `next_url`: the current feed leads to the newest archive page, each
 //! page to the next older one; every page names the current feed as its
 //! `feed_url` (the feed's identity).
+//!
+//! A case study's item is the same in every document that lists it, so it
+//! is serialized once per build ([`item`]) and spliced into each document
+//! ([`write`]): the bytes are those of serializing the whole feed at once.
 
 use std::borrow::Cow;
 
 use serde::Serialize;
 
+use crate::config::Settings;
 use crate::content::text::xml_clean as clean;
+use crate::content::CaseStudy;
 
 use super::{FeedView, Format};
 
@@ -51,7 +57,7 @@ struct JsonItem<'a> {
     date_published: String,
     date_modified: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tags: Vec<String>,
+    tags: Vec<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     authors: Vec<Author<'a>>,
     #[serde(rename = "_casewire")]
@@ -70,10 +76,117 @@ struct Extension<'a> {
     sections: serde_json::Map<String, serde_json::Value>,
 }
 
-pub fn write(view: &FeedView<'_>) -> Vec<u8> {
+/// `study`'s item as it appears (pretty, and indented for its place in the
+/// `items` array) in every JSON Feed document that lists it: nothing in it
+/// depends on the document's scope or page (tag names come from the settings).
+pub fn item(settings: &Settings, study: &CaseStudy) -> Vec<u8> {
+    let json = serde_json::to_vec_pretty(&item_model(settings, study)).expect("item serializes");
+    // Pretty JSON puts a newline only between tokens (a string holds `\n`
+    // escaped), so indenting after each one nests the item a level deeper.
+    let lines = json.iter().filter(|&&b| b == b'\n').count();
+    let mut out = Vec::with_capacity(json.len() + (lines + 1) * ITEM_INDENT.len());
+    for (i, line) in json.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(ITEM_INDENT);
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+/// How deep serde_json's pretty printer puts an element of the top-level
+/// object's `items` array.
+const ITEM_INDENT: &[u8] = b"    ";
+
+fn item_model<'a>(settings: &'a Settings, s: &'a CaseStudy) -> JsonItem<'a> {
+    JsonItem {
+        id: s.link.as_str(),
+        url: s.link.as_str(),
+        title: clean(&s.title),
+        content_html: {
+            let html = s.html();
+            match clean(&html) {
+                Cow::Borrowed(_) => html.clone(),
+                Cow::Owned(o) => o.into(),
+            }
+        },
+        summary: clean(&s.summary),
+        date_published: s.published.to_rfc3339(),
+        date_modified: s.updated_or_published().to_rfc3339(),
+        tags: s
+            .categories
+            .iter()
+            .map(|c| super::category_name(settings, c))
+            .chain(s.tags.iter().map(String::as_str))
+            .map(clean)
+            .collect(),
+        authors: s
+            .authors
+            .iter()
+            .map(|a| Author {
+                name: clean(a),
+                url: None,
+            })
+            .collect(),
+        extension: Extension {
+            slug: s.slug.as_str(),
+            categories: s.categories.iter().map(|c| c.as_str()).collect(),
+            featured: s.featured,
+            reading_minutes: s.reading_minutes(),
+            sections: s
+                .sections
+                .iter()
+                .map(|sec| {
+                    (
+                        sec.key.clone(),
+                        serde_json::json!({
+                            "heading": clean(&sec.heading),
+                            "text": clean(&sec.text),
+                        }),
+                    )
+                })
+                .collect(),
+        },
+    }
+}
+
+/// The document `view`, with `items` (each [`item`] of `view.items`, in
+/// that order) spliced into its `items` array, the last member.
+pub fn write(view: &FeedView<'_>, items: &[&[u8]]) -> Vec<u8> {
+    debug_assert_eq!(items.len(), view.items.len());
+    let skeleton = serde_json::to_vec_pretty(&feed(view, Vec::new())).expect("feed serializes");
+    // The last member, and markup: a string holding it would have its quotes escaped.
+    const EMPTY: &[u8] = b"\"items\": []";
+    let at = skeleton
+        .windows(EMPTY.len())
+        .rposition(|w| w == EMPTY)
+        .expect("the feed's items come last");
+    let size = skeleton.len() + items.iter().map(|i| i.len() + 2).sum::<usize>() + 8;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&skeleton[..at]);
+    if items.is_empty() {
+        out.extend_from_slice(EMPTY);
+    } else {
+        out.extend_from_slice(b"\"items\": [\n");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b",\n");
+            }
+            out.extend_from_slice(item);
+        }
+        out.extend_from_slice(b"\n  ]");
+    }
+    out.extend_from_slice(&skeleton[at + EMPTY.len()..]);
+    out.push(b'\n');
+    out
+}
+
+/// The feed of `view` holding `items` (none for the skeleton).
+fn feed<'a>(view: &'a FeedView<'_>, items: Vec<JsonItem<'a>>) -> JsonFeed<'a> {
     let settings = view.settings;
     let base = settings.site.base_url.as_str();
-    let feed = JsonFeed {
+    JsonFeed {
         version: "https://jsonfeed.org/version/1.1",
         title: clean(&view.title),
         home_page_url: base,
@@ -95,58 +208,59 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
                 url: h.as_str(),
             })
             .collect(),
-        items: view
-            .items
-            .iter()
-            .map(|s| JsonItem {
-                id: s.link.as_str(),
-                url: s.link.as_str(),
-                title: clean(&s.title),
-                content_html: match clean(&s.html()) {
-                    Cow::Borrowed(_) => s.html(),
-                    Cow::Owned(o) => o.into(),
-                },
-                summary: clean(&s.summary),
-                date_published: s.published.to_rfc3339(),
-                date_modified: s.updated_or_published().to_rfc3339(),
-                tags: s
-                    .categories
-                    .iter()
-                    .map(|c| view.category_name(c))
-                    .chain(s.tags.iter().cloned())
-                    .map(|t| clean(&t).into_owned())
-                    .collect(),
-                authors: s
-                    .authors
-                    .iter()
-                    .map(|a| Author {
-                        name: clean(a),
-                        url: None,
-                    })
-                    .collect(),
-                extension: Extension {
-                    slug: s.slug.as_str(),
-                    categories: s.categories.iter().map(|c| c.as_str()).collect(),
-                    featured: s.featured,
-                    reading_minutes: s.reading_minutes(),
-                    sections: s
-                        .sections
-                        .iter()
-                        .map(|sec| {
-                            (
-                                sec.key.clone(),
-                                serde_json::json!({
-                                    "heading": clean(&sec.heading),
-                                    "text": clean(&sec.text),
-                                }),
-                            )
-                        })
-                        .collect(),
-                },
-            })
-            .collect(),
-    };
-    let mut out = serde_json::to_vec_pretty(&feed).expect("feed serializes");
+        items,
+    }
+}
+
+/// The whole document serialized at once, as before splicing: what
+/// [`write`] must equal byte for byte.
+#[cfg(test)]
+pub(crate) fn write_whole(view: &FeedView<'_>) -> Vec<u8> {
+    let items = view
+        .items
+        .iter()
+        .map(|s| item_model(view.settings, s))
+        .collect();
+    let mut out = serde_json::to_vec_pretty(&feed(view, items)).expect("feed serializes");
     out.push(b'\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::fixture;
+
+    #[test]
+    fn spliced_items_give_the_bytes_of_the_whole_feed() {
+        let settings = fixture::settings();
+        let catalog = fixture::catalog(&settings);
+        let views = fixture::views(&settings, &catalog);
+        let (mut archives, mut currents, mut empty) = (0, 0, 0);
+        for view in &views {
+            let items: Vec<Vec<u8>> = view.items.iter().map(|s| item(&settings, s)).collect();
+            let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            let spliced = write(view, &refs);
+            let whole = write_whole(view);
+            let what = view.path(Format::Json);
+            assert_eq!(
+                String::from_utf8(spliced.clone()).unwrap(),
+                String::from_utf8(whole).unwrap(),
+                "{what}"
+            );
+            let parsed: serde_json::Value = serde_json::from_slice(&spliced).expect("valid JSON");
+            let listed = parsed["items"].as_array().expect("items").len();
+            assert_eq!(listed, view.items.len(), "{what}");
+            match (view.items.len(), view.history.page) {
+                (0, _) => empty += 1,
+                (1, _) => {}
+                (_, Some(_)) => archives += 1,
+                (_, None) => currents += 1,
+            }
+        }
+        assert!(
+            archives >= 3 && currents >= 3 && empty >= 1,
+            "{archives} {currents} {empty}"
+        );
+    }
 }

@@ -209,21 +209,50 @@ impl<'a> FeedView<'a> {
         self.settings.feed_url(&self.current_path(format))
     }
 
-    pub fn category_name(&self, slug: &Slug) -> String {
-        self.settings
-            .category(slug.as_str())
-            .map(|c| c.name.clone())
-            .unwrap_or_else(|| slug.to_string())
-    }
-
-    pub fn render(&self, format: Format) -> Vec<u8> {
+    /// This document in `format`; `entries` holds the entries of every item
+    /// (Atom and JSON Feed).
+    fn render(&self, format: Format, entries: &EntryMap<'_>) -> Vec<u8> {
+        let pick = |part: fn(&Entries) -> &[u8]| -> Vec<&[u8]> {
+            self.items
+                .iter()
+                .map(|s| part(&entries[s.slug.as_str()]))
+                .collect()
+        };
         match format {
             Format::Rss => rss::write(self),
-            Format::Atom => atom::write(self),
-            Format::Json => json::write(self),
+            Format::Atom => atom::write(self, &pick(|e| &e.atom)),
+            Format::Json => json::write(self, &pick(|e| &e.json)),
         }
     }
 }
+
+/// How feeds name the category `slug`: as the settings do, or by its slug
+/// when they do not define it. The same in every scope.
+pub fn category_name<'a>(settings: &'a Settings, slug: &'a Slug) -> &'a str {
+    settings
+        .category(slug.as_str())
+        .map_or(slug.as_str(), |c| c.name.as_str())
+}
+
+/// A case study's Atom `<entry>` and JSON Feed item, rendered once per build
+/// and spliced into every document that lists it: neither depends on the
+/// document (its scope, page or format's other parts).
+struct Entries {
+    atom: Vec<u8>,
+    json: Vec<u8>,
+}
+
+impl Entries {
+    fn render(settings: &Settings, study: &CaseStudy) -> Self {
+        Self {
+            atom: atom::entry(settings, study),
+            json: json::item(settings, study),
+        }
+    }
+}
+
+/// The entries of the case studies that the documents being rendered list, by slug.
+type EntryMap<'a> = HashMap<&'a str, Entries>;
 
 fn non_empty(s: &str, fallback: &str) -> String {
     if s.trim().is_empty() {
@@ -279,7 +308,6 @@ pub fn build_since(
     now: DateTime<Utc>,
     previous: Option<&cache::FeedCache>,
 ) -> Build {
-    use rayon::prelude::*;
     let views: Vec<FeedView<'_>> = scopes
         .iter()
         .map(|s| FeedView::new(settings, catalog, s.clone(), now))
@@ -323,52 +351,65 @@ pub fn build_since(
             }
         }
     }
-    // Render HTML for every item that will appear, in parallel, before the writers need it.
-    let mut needed: Vec<&Arc<CaseStudy>> = views
+    let mut docs: Vec<(&FeedView<'_>, Format)> = views
         .iter()
-        .chain(pages.iter().map(|(v, _, _)| v))
-        .flat_map(|v| v.items.iter().copied())
+        .flat_map(|v| Format::ALL.into_iter().map(move |f| (v, f)))
         .collect();
-    needed.sort_by(|a, b| a.slug.cmp(&b.slug));
-    needed.dedup_by(|a, b| a.slug == b.slug);
-    needed.par_iter().for_each(|s| {
-        s.html();
-    });
+    let current = docs.len();
+    docs.extend(pages.iter().map(|(v, f, _)| (v, *f)));
+    let mut bodies: Vec<Option<Vec<u8>>> = vec![None; docs.len()];
+    render_streamed(settings, catalog, now, &docs, false, |chunk| {
+        for (i, body) in chunk {
+            bodies[i] = Some(body);
+        }
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    let mut bodies = bodies
+        .into_iter()
+        .map(|b| Arc::from(b.expect("every document rendered")));
     let mut files: Vec<FeedFile> = views
-        .par_iter()
-        .flat_map_iter(|view| {
-            Format::ALL.into_iter().map(move |format| FeedFile {
-                path: view.path(format),
-                format,
-                scope: view.scope.clone(),
-                body: Arc::from(view.render(format)),
-                updated: view.updated,
-                immutable: false,
-                fingerprint: None,
-            })
+        .iter()
+        .flat_map(|view| Format::ALL.into_iter().map(move |format| (view, format)))
+        .zip(bodies.by_ref().take(current))
+        .map(|((view, format), body)| FeedFile {
+            path: view.path(format),
+            format,
+            scope: view.scope.clone(),
+            body,
+            updated: view.updated,
+            immutable: false,
+            fingerprint: None,
         })
         .collect();
-    files.par_extend(pages.par_iter().map(|(view, format, fp)| FeedFile {
-        path: view.path(*format),
-        format: *format,
-        scope: view.scope.clone(),
-        body: Arc::from(view.render(*format)),
-        updated: view.updated,
-        immutable: view.history.full,
-        fingerprint: Some(*fp),
-    }));
+    files.extend(
+        pages
+            .iter()
+            .zip(bodies)
+            .map(|((view, format, fp), body)| FeedFile {
+                path: view.path(*format),
+                format: *format,
+                scope: view.scope.clone(),
+                body,
+                updated: view.updated,
+                immutable: view.history.full,
+                fingerprint: Some(*fp),
+            }),
+    );
     Build { files, retired }
 }
 
-/// How many archive documents [`write_every`] renders and writes at a time.
-const WRITE_CHUNK: usize = 4;
+/// How many documents [`render_streamed`] renders (and [`write_every`]
+/// writes) at a time.
+const CHUNK: usize = 8;
 
 /// Renders every feed of every scope and writes each below `out_dir` as it
 /// goes (`casewire feeds build`); returns the paths written or found
-/// unchanged. Archive documents are rendered a few at a time, in the order
-/// of their newest entry, and a case study's HTML is dropped after the last
-/// document that shows it, so a long history is never held at once (a
-/// 10,000-study store has a thousand documents, 376 MB of them).
+/// unchanged. Documents are rendered a few at a time, in the order of their
+/// newest entry, and a case study's HTML and entries are dropped as soon as
+/// no document left needs them, so a long history is never held at once (a
+/// 10,000-study store has a thousand documents, 376 MB of them). The
+/// current feeds come last, after the archive documents they link to.
 pub fn write_every(
     settings: &Settings,
     catalog: &Catalog,
@@ -377,36 +418,11 @@ pub fn write_every(
 ) -> Result<(Vec<String>, output::WriteReport), output::OutputError> {
     use rayon::prelude::*;
     let scopes = Scope::all(settings);
-    let mut report = output::WriteReport::default();
-    let mut paths = Vec::new();
-    let mut write = |files: Vec<(String, Vec<u8>)>| -> Result<(), output::OutputError> {
-        let written: Vec<bool> = files
-            .par_iter()
-            .map(|(path, body)| output::write_if_changed(&out_dir.join(path), body))
-            .collect::<Result<_, _>>()?;
-        for w in written {
-            if w {
-                report.written += 1;
-            } else {
-                report.unchanged += 1;
-            }
-        }
-        paths.extend(files.into_iter().map(|(p, _)| p));
-        Ok(())
-    };
     let current: Vec<FeedView<'_>> = scopes
         .iter()
         .map(|s| FeedView::new(settings, catalog, s.clone(), now))
         .collect();
-    write(render_views(&current, &Format::ALL))?;
-
-    // Each archive document, oldest entries first (the empty last pages at the end).
-    let position: HashMap<&str, usize> = catalog
-        .published(now)
-        .enumerate()
-        .map(|(i, s)| (s.slug.as_str(), i))
-        .collect();
-    let mut pages: Vec<FeedView<'_>> = scopes
+    let pages: Vec<FeedView<'_>> = scopes
         .iter()
         .flat_map(|scope| {
             history::pages(settings, catalog, scope, now)
@@ -414,50 +430,140 @@ pub fn write_every(
                 .map(|page| FeedView::archive(settings, scope.clone(), page))
         })
         .collect();
-    // Positions count from the newest: an older page's newest entry has a larger one.
-    pages.sort_by_key(|v| match v.items.first() {
-        Some(s) => (
-            false,
-            std::cmp::Reverse(position.get(s.slug.as_str()).copied()),
-        ),
-        None => (true, std::cmp::Reverse(None)),
-    });
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for s in pages.iter().flat_map(|v| v.items.iter()) {
-        *uses.entry(s.slug.as_str()).or_default() += 1;
-    }
-    for chunk in pages.chunks(WRITE_CHUNK) {
-        write(render_views(chunk, &[Format::Atom, Format::Json]))?;
-        for s in chunk.iter().flat_map(|v| v.items.iter()) {
-            let left = uses.get_mut(s.slug.as_str()).expect("counted above");
-            *left -= 1;
-            if *left == 0 {
-                s.forget_html();
+    let docs: Vec<(&FeedView<'_>, Format)> = pages
+        .iter()
+        .flat_map(|v| [Format::Atom, Format::Json].map(|f| (v, f)))
+        .chain(
+            current
+                .iter()
+                .flat_map(|v| Format::ALL.into_iter().map(move |f| (v, f))),
+        )
+        .collect();
+    let mut report = output::WriteReport::default();
+    let mut paths = vec![String::new(); docs.len()];
+    render_streamed(settings, catalog, now, &docs, true, |chunk| {
+        let written: Vec<(usize, String, bool)> = chunk
+            .par_iter()
+            .map(|(i, body)| {
+                let (view, format) = docs[*i];
+                let path = view.path(format);
+                let written = output::write_if_changed(&out_dir.join(&path), body)?;
+                Ok((*i, path, written))
+            })
+            .collect::<Result<_, _>>()?;
+        for (i, path, w) in written {
+            paths[i] = path;
+            if w {
+                report.written += 1;
+            } else {
+                report.unchanged += 1;
             }
         }
-    }
+        Ok(())
+    })?;
     Ok((paths, report))
 }
 
-/// `views` in `formats`, each study's HTML rendered (in parallel) before
-/// the writers need it.
-fn render_views(views: &[FeedView<'_>], formats: &[Format]) -> Vec<(String, Vec<u8>)> {
+/// Renders `docs` (a view and a format each) [`CHUNK`] at a time, in the
+/// order of their newest entry (the archive documents of a scope, oldest
+/// first, before a current feed with the same newest entry), handing each
+/// chunk's bodies to `sink` with their index in `docs`.
+///
+/// Each case study's [`Entries`] are rendered (in parallel) just before the
+/// first document that lists it and dropped after the last, so only the
+/// case studies of documents in progress hold theirs. With `forget_html`,
+/// a file's HTML is dropped too once its entries exist and no RSS document
+/// left shows it (it is rendered again if anything asks later).
+fn render_streamed<'a, E: Send>(
+    settings: &'a Settings,
+    catalog: &'a Catalog,
+    now: DateTime<Utc>,
+    docs: &[(&FeedView<'a>, Format)],
+    forget_html: bool,
+    mut sink: impl FnMut(Vec<(usize, Vec<u8>)>) -> Result<(), E>,
+) -> Result<(), E> {
     use rayon::prelude::*;
-    let mut needed: Vec<&Arc<CaseStudy>> =
-        views.iter().flat_map(|v| v.items.iter().copied()).collect();
-    needed.sort_by(|a, b| a.slug.cmp(&b.slug));
-    needed.dedup_by(|a, b| a.slug == b.slug);
-    needed.par_iter().for_each(|s| {
-        s.html();
+    let position: HashMap<&str, usize> = catalog
+        .published(now)
+        .enumerate()
+        .map(|(i, s)| (s.slug.as_str(), i))
+        .collect();
+    // Positions count from the newest: an older document's newest entry has
+    // a larger one. Empty documents last.
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    order.sort_by_key(|&i| {
+        let (view, _) = docs[i];
+        match view.items.first() {
+            Some(s) => (
+                false,
+                std::cmp::Reverse(position.get(s.slug.as_str()).copied()),
+                view.history.page.is_none(),
+            ),
+            None => (true, std::cmp::Reverse(None), view.history.page.is_none()),
+        }
     });
-    views
-        .par_iter()
-        .flat_map_iter(|view| {
-            formats
-                .iter()
-                .map(move |f| (view.path(*f), view.render(*f)))
-        })
-        .collect()
+    // Documents left that list each case study: [entries, RSS items].
+    let mut uses: HashMap<&str, [usize; 2]> = HashMap::new();
+    let kind = |format: Format| usize::from(format == Format::Rss);
+    for (view, format) in docs {
+        for s in &view.items {
+            uses.entry(s.slug.as_str()).or_default()[kind(*format)] += 1;
+        }
+    }
+    let mut entries: EntryMap<'a> = HashMap::new();
+    for chunk in order.chunks(CHUNK) {
+        let mut studies: Vec<(&'a Arc<CaseStudy>, bool)> = chunk
+            .iter()
+            .flat_map(|&i| {
+                let (view, format) = docs[i];
+                let wants_entries = format != Format::Rss;
+                view.items.iter().map(move |s| (*s, wants_entries))
+            })
+            .filter(|(s, wants_entries)| !*wants_entries || !entries.contains_key(s.slug.as_str()))
+            .collect();
+        // Each case study once, wanting entries if any document here does.
+        studies.sort_by(|a, b| a.0.slug.cmp(&b.0.slug).then(b.1.cmp(&a.1)));
+        studies.dedup_by(|a, b| a.0.slug == b.0.slug);
+        let rendered: Vec<(&'a str, Entries)> = studies
+            .par_iter()
+            .filter_map(|&(s, wants_entries)| {
+                if !wants_entries {
+                    s.html();
+                    return None;
+                }
+                let e = Entries::render(settings, s);
+                if forget_html && uses[s.slug.as_str()][1] == 0 {
+                    s.forget_html();
+                }
+                Some((s.slug.as_str(), e))
+            })
+            .collect();
+        entries.extend(rendered);
+        let bodies: Vec<(usize, Vec<u8>)> = chunk
+            .par_iter()
+            .map(|&i| {
+                let (view, format) = docs[i];
+                (i, view.render(format, &entries))
+            })
+            .collect();
+        sink(bodies)?;
+        for &i in chunk {
+            let (view, format) = docs[i];
+            for s in &view.items {
+                let slug = s.slug.as_str();
+                let left = uses.get_mut(slug).expect("counted above");
+                left[kind(format)] -= 1;
+                if left[0] == 0 {
+                    entries.remove(slug);
+                }
+                let html_wanted = left[1] > 0 || (left[0] > 0 && !entries.contains_key(slug));
+                if forget_html && !html_wanted {
+                    s.forget_html();
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every feed of every scope.
@@ -552,4 +658,112 @@ pub fn affected_scopes<'a>(
                 .map(|c| Scope::Category(c.clone())),
         )
         .collect()
+}
+
+/// Settings and a catalog whose text holds everything a writer must escape
+/// or drop, for the writers' tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use crate::config::Settings;
+    use crate::content::sections::Section;
+    use crate::content::{CaseStudy, Catalog, Origin};
+    use crate::domain::Slug;
+
+    pub fn settings() -> Settings {
+        let text = r#"
+[site]
+title = "Ops & <Incidents> \u0001 ]]> Café"
+description = "Post-mortems: \"what\" & 'why' \u001b"
+base_url = "https://example.com/cases"
+
+[feeds]
+archive_page_size = 2
+websub_hub = "https://hub.example.com/"
+
+[mail]
+from = "Casewire <digest@example.com>"
+
+[[categories]]
+slug = "databases"
+name = "Data & <Stores> \u0007 ]]>"
+
+[[categories]]
+slug = "networks"
+name = "Réseaux 日本"
+"#;
+        Settings::from_toml(Path::new("casewire.toml"), text, std::iter::empty())
+            .expect("fixture settings")
+    }
+
+    pub fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()
+    }
+
+    /// Seven case studies, in one or both categories (one in a category the
+    /// settings do not define), with text that escaping and cleaning change.
+    pub fn catalog(settings: &Settings) -> Catalog {
+        let cats = ["databases", "networks", "databases networks", "unknown-cat"];
+        let studies = (0..7)
+            .map(|i| {
+                let slug = Slug::parse(&format!("study-{i}")).unwrap();
+                let categories = cats[i % cats.len()]
+                    .split(' ')
+                    .map(|c| Slug::parse(c).unwrap())
+                    .collect();
+                let mut study = CaseStudy::with_html(
+                    slug.clone(),
+                    format!("Title {i} & <b>bold</b> ]]>"),
+                    Utc.with_ymd_and_hms(2026, 1, 1 + i as u32, 9, 30, 0)
+                        .unwrap(),
+                    (i % 2 == 0).then(|| Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()),
+                    format!("Summary {i}: a < b && c > d, \"quoted\" 'single'"),
+                    categories,
+                    vec![format!("Zoë Ünal {i}"), "A & B".into()],
+                    settings.permalink(&slug),
+                    Origin::Upstream {
+                        feed: settings.site.base_url.clone(),
+                    },
+                    format!(
+                        "<p>Body {i} &amp; more &lt;tags&gt; ]]> <![CDATA[x]]> é 日本 😀</p>\n\
+                         <pre>line\n\tindented \\ back\\slash \"q\"</pre>"
+                    ),
+                );
+                // Past the model's own cleaning: only the writers' is left.
+                study.title.push_str(" \u{1}\u{fffe}");
+                study.summary.push('\u{b}');
+                study.authors.push("Ctl\u{1f}Author".into());
+                study.tags = vec!["tag & <x>".into(), "esc\u{1b}ape".into()];
+                study.featured = i == 3;
+                study.sections = vec![Section {
+                    key: "root_cause".into(),
+                    heading: "Root <cause> \u{2}".into(),
+                    text: "It was DNS & \"caching\".\n\nSecond\tparagraph.".into(),
+                }];
+                Arc::new(study)
+            })
+            .collect();
+        Catalog::new(studies, Vec::new(), 0)
+    }
+
+    /// Every document of every scope: the current feeds, then the archive pages.
+    pub fn views<'a>(settings: &'a Settings, catalog: &'a Catalog) -> Vec<super::FeedView<'a>> {
+        let scopes = super::Scope::all(settings);
+        let mut views: Vec<super::FeedView<'a>> = scopes
+            .iter()
+            .map(|s| super::FeedView::new(settings, catalog, s.clone(), now()))
+            .collect();
+        for scope in &scopes {
+            views.extend(
+                super::history::pages(settings, catalog, scope, now())
+                    .into_iter()
+                    .map(|page| super::FeedView::archive(settings, scope.clone(), page)),
+            );
+        }
+        views
+    }
 }

@@ -50,7 +50,7 @@ pub fn write(view: &FeedView<'_>) -> Vec<u8> {
                     .categories
                     .iter()
                     .map(|c| Category {
-                        name: view.category_name(c),
+                        name: super::category_name(settings, c).to_owned(),
                         domain: None,
                     })
                     .collect::<Vec<_>>(),
