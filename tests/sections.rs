@@ -213,6 +213,53 @@ fn shipped_seeds_have_every_expected_section() {
         .collect();
     assert!(missing.is_empty(), "{missing:#?}");
     for s in catalog.all() {
-        assert!(s.section("root_cause").is_some(), "{}", s.slug);
+        assert!(s.section(&settings, "root_cause").is_some(), "{}", s.slug);
     }
+}
+
+/// Sections are most of a file's text, so the catalog does not hold them
+/// from the scan on: they are read from the file on first use and dropped
+/// with the HTML after a build (`forget_html`), to be read again on next use.
+#[test]
+fn sections_are_read_on_use_and_not_held_after_forgetting() {
+    let site = site_with_two_studies();
+    let settings = site.settings();
+    let catalog = DirectoryStore::new(&settings).scan(None);
+    let pool = catalog
+        .all()
+        .iter()
+        .find(|s| s.slug.as_str() == "pool")
+        .expect("pool")
+        .clone();
+    let root_cause = |s: &casewire::content::CaseStudy| {
+        s.section(&settings, "root_cause")
+            .map(|r| r.text)
+            .unwrap_or_default()
+    };
+    // Edited after the scan: what the first use reads is the file as it is then.
+    let edited = STRUCTURED.replace("Every request held", "Each request kept");
+    site.write(
+        "pool.md",
+        &yaml_study("title: Pool exhaustion\ndate: 2026-03-14T09:00:00Z\nslug: pool\ncategories: [databases]", &edited),
+    );
+    assert!(
+        root_cause(&pool).starts_with("Each request kept"),
+        "{}",
+        root_cause(&pool)
+    );
+    // Kept once read ...
+    site.write(
+        "pool.md",
+        &yaml_study("title: Pool exhaustion\ndate: 2026-03-14T09:00:00Z\nslug: pool\ncategories: [databases]", STRUCTURED),
+    );
+    assert!(root_cause(&pool).starts_with("Each request kept"));
+    assert_eq!(pool.sections(&settings).len(), 5);
+    // ... until forgotten.
+    pool.forget_html();
+    assert!(root_cause(&pool).starts_with("Every request held"));
+    // A file that is gone has none (its last good metadata stays).
+    pool.forget_html();
+    std::fs::remove_file(settings.content.dir.join("pool.md")).unwrap();
+    assert!(pool.sections(&settings).is_empty());
+    assert_eq!(pool.title, "Pool exhaustion");
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::frontmatter::{self, LineError, Split};
 use super::markdown;
+use super::sections::Section;
 use super::text;
 use crate::config::Settings;
 use crate::domain::Slug;
@@ -41,8 +42,12 @@ pub struct CaseStudy {
     /// dropped); `path:line: warning: ...`, reported and not an error.
     pub warnings: Vec<Problem>,
     /// The sections recognised from the body's headings (`[content]
-    /// sections`), in document order; empty for upstream entries.
-    pub sections: Vec<super::sections::Section>,
+    /// sections`), in document order; empty for upstream entries. Like the
+    /// HTML, read from the file on first use and kept until
+    /// [`CaseStudy::forget_html`]: they are most of a file's text, and a
+    /// catalog holding them all from the scan on was most of a cold
+    /// build's peak memory.
+    sections: Mutex<Option<Arc<[Section]>>>,
     /// Sanitized, absolute-linked HTML; rendered on first use and then kept
     /// (until [`CaseStudy::forget_html`], for a file). A std Mutex: held only
     /// to read or replace the pointer, never while rendering.
@@ -98,8 +103,46 @@ impl CaseStudy {
     }
 
     /// The section with this key, if the case study has it.
-    pub fn section(&self, key: &str) -> Option<&super::sections::Section> {
-        self.sections.iter().find(|s| s.key == key)
+    pub fn section(&self, settings: &Settings, key: &str) -> Option<Section> {
+        self.sections(settings)
+            .iter()
+            .find(|s| s.key == key)
+            .cloned()
+    }
+
+    /// The recognised sections, in document order (see the field). A file
+    /// that no longer reads or parses has none.
+    pub fn sections(&self, settings: &Settings) -> Arc<[Section]> {
+        if let Some(kept) = self
+            .sections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return kept;
+        }
+        let found: Arc<[Section]> = match &self.origin {
+            Origin::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|src| {
+                    frontmatter::split(&text::xml_clean(&src))
+                        .ok()
+                        .map(|s| super::sections::extract(s.body, &settings.content.sections))
+                })
+                .unwrap_or_default()
+                .into(),
+            Origin::Upstream { .. } => Arc::from(Vec::new()),
+        };
+        self.sections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(found)
+            .clone()
+    }
+
+    /// Sets the sections of an entry built in code (tests, tools).
+    pub fn set_sections(&mut self, sections: Vec<Section>) {
+        *self.sections.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(sections.into());
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -135,12 +178,14 @@ impl CaseStudy {
             .clone()
     }
 
-    /// Drops the kept HTML of a file (it is rendered again from the file on
-    /// next use): a cold build of a long history would otherwise hold every
-    /// case study's HTML at once. Entries that are not files keep theirs.
+    /// Drops the kept HTML and sections of a file (they are read again from
+    /// the file on next use): a cold build of a long history would otherwise
+    /// hold every case study's HTML at once. Entries that are not files keep
+    /// theirs.
     pub fn forget_html(&self) {
         if matches!(self.origin, Origin::File(_)) {
             *self.html.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *self.sections.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
@@ -188,7 +233,7 @@ impl CaseStudy {
             origin,
             link,
             warnings: Vec::new(),
-            sections: Vec::new(),
+            sections: Mutex::new(Some(Arc::from(Vec::new()))),
             html: cell,
         }
     }
@@ -396,7 +441,8 @@ impl CaseStudy {
             origin: Origin::File(path.to_owned()),
             link,
             warnings,
-            sections,
+            // Read again on first use (see the field).
+            sections: Mutex::new(None),
             html: Mutex::new(None),
         })))
     }

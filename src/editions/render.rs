@@ -102,11 +102,11 @@ fn item(settings: &Settings, s: &Arc<CaseStudy>) -> Item {
         featured: s.featured,
         published: s.published.format("%Y-%m-%d").to_string(),
         root_cause: s
-            .section("root_cause")
+            .section(settings, "root_cause")
             .map(|r| r.first_line(FIRST_LINE_CHARS))
             .unwrap_or_default(),
         sections: s
-            .sections
+            .sections(settings)
             .iter()
             .map(|sec| {
                 (

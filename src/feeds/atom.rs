@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use atom_syndication::extension::Extension;
 use chrono::{DateTime, Utc};
 
-use super::{FeedView, Format, GENERATOR};
+use super::{FeedView, Format, Spliced, GENERATOR};
 use crate::config::Settings;
 use crate::content::text::xml_clean_bytes;
 use crate::content::CaseStudy;
@@ -103,7 +103,7 @@ fn entry_model(settings: &Settings, study: &CaseStudy) -> Entry {
 /// The document `view`, with `entries` (each [`entry`] of `view.items`, in
 /// that order) spliced in where the writer puts entries: after the feed's
 /// own elements, before its extensions (`<fh:archive>`).
-pub fn write(view: &FeedView<'_>, entries: &[&[u8]]) -> Vec<u8> {
+pub fn write<'e>(view: &FeedView<'_>, entries: &[&'e [u8]]) -> Spliced<'e> {
     debug_assert_eq!(entries.len(), view.items.len());
     let skeleton = xml_clean_bytes(
         feed(view, Vec::new())
@@ -124,13 +124,13 @@ pub fn write(view: &FeedView<'_>, entries: &[&[u8]]) -> Vec<u8> {
         );
         skeleton.len() - b"</feed>".len()
     };
-    let size = skeleton.len() + entries.iter().map(|e| e.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&skeleton[..at]);
+    let len = skeleton.len();
+    let mut out = Spliced::new(skeleton, entries.len() + 2);
+    out.own(0..at);
     for e in entries {
-        out.extend_from_slice(e);
+        out.borrow(e);
     }
-    out.extend_from_slice(&skeleton[at..]);
+    out.own(at..len);
     out
 }
 
@@ -255,7 +255,7 @@ mod tests {
         for view in &views {
             let entries: Vec<Vec<u8>> = view.items.iter().map(|s| entry(&settings, s)).collect();
             let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
-            let spliced = write(view, &refs);
+            let spliced = write(view, &refs).to_vec();
             let whole = write_whole(view);
             let what = view.path(Format::Atom);
             assert_eq!(

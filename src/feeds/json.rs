@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::content::text::xml_clean as clean;
 use crate::content::CaseStudy;
 
-use super::{FeedView, Format};
+use super::{FeedView, Format, Spliced};
 
 #[derive(Serialize)]
 struct JsonFeed<'a> {
@@ -135,7 +135,7 @@ fn item_model<'a>(settings: &'a Settings, s: &'a CaseStudy) -> JsonItem<'a> {
             featured: s.featured,
             reading_minutes: s.reading_minutes(),
             sections: s
-                .sections
+                .sections(settings)
                 .iter()
                 .map(|sec| {
                     (
@@ -153,32 +153,32 @@ fn item_model<'a>(settings: &'a Settings, s: &'a CaseStudy) -> JsonItem<'a> {
 
 /// The document `view`, with `items` (each [`item`] of `view.items`, in
 /// that order) spliced into its `items` array, the last member.
-pub fn write(view: &FeedView<'_>, items: &[&[u8]]) -> Vec<u8> {
+pub fn write<'e>(view: &FeedView<'_>, items: &[&'e [u8]]) -> Spliced<'e> {
     debug_assert_eq!(items.len(), view.items.len());
-    let skeleton = serde_json::to_vec_pretty(&feed(view, Vec::new())).expect("feed serializes");
+    let mut skeleton = serde_json::to_vec_pretty(&feed(view, Vec::new())).expect("feed serializes");
+    skeleton.push(b'\n');
     // The last member, and markup: a string holding it would have its quotes escaped.
     const EMPTY: &[u8] = b"\"items\": []";
     let at = skeleton
         .windows(EMPTY.len())
         .rposition(|w| w == EMPTY)
         .expect("the feed's items come last");
-    let size = skeleton.len() + items.iter().map(|i| i.len() + 2).sum::<usize>() + 8;
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&skeleton[..at]);
+    let len = skeleton.len();
+    let mut out = Spliced::new(skeleton, 2 * items.len() + 3);
     if items.is_empty() {
-        out.extend_from_slice(EMPTY);
-    } else {
-        out.extend_from_slice(b"\"items\": [\n");
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b",\n");
-            }
-            out.extend_from_slice(item);
-        }
-        out.extend_from_slice(b"\n  ]");
+        out.own(0..len);
+        return out;
     }
-    out.extend_from_slice(&skeleton[at + EMPTY.len()..]);
-    out.push(b'\n');
+    out.own(0..at);
+    out.borrow(b"\"items\": [\n");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.borrow(b",\n");
+        }
+        out.borrow(item);
+    }
+    out.borrow(b"\n  ]");
+    out.own(at + EMPTY.len()..len);
     out
 }
 
@@ -240,7 +240,7 @@ mod tests {
         for view in &views {
             let items: Vec<Vec<u8>> = view.items.iter().map(|s| item(&settings, s)).collect();
             let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
-            let spliced = write(view, &refs);
+            let spliced = write(view, &refs).to_vec();
             let whole = write_whole(view);
             let what = view.path(Format::Json);
             assert_eq!(

@@ -210,19 +210,80 @@ impl<'a> FeedView<'a> {
     }
 
     /// This document in `format`; `entries` holds the entries of every item
-    /// (Atom and JSON Feed).
-    fn render(&self, format: Format, entries: &EntryMap<'_>) -> Vec<u8> {
-        let pick = |part: fn(&Entries) -> &[u8]| -> Vec<&[u8]> {
+    /// (Atom and JSON Feed), which the document borrows rather than copies.
+    fn render<'e>(&self, format: Format, entries: &'e EntryMap<'_>) -> Spliced<'e> {
+        let pick = |part: fn(&Entries) -> &[u8]| -> Vec<&'e [u8]> {
             self.items
                 .iter()
                 .map(|s| part(&entries[s.slug.as_str()]))
                 .collect()
         };
         match format {
-            Format::Rss => rss::write(self),
+            Format::Rss => Spliced::whole(rss::write(self)),
             Format::Atom => atom::write(self, &pick(|e| &e.atom)),
             Format::Json => json::write(self, &pick(|e| &e.json)),
         }
+    }
+}
+
+/// A document as the pieces it is made of, in order: ranges of the bytes
+/// it rendered itself, and entries it borrows from the build (written out
+/// with one vectored write, never copied into one buffer).
+pub struct Spliced<'e> {
+    own: Vec<u8>,
+    parts: Vec<Part<'e>>,
+}
+
+enum Part<'e> {
+    Own(std::ops::Range<usize>),
+    Borrowed(&'e [u8]),
+}
+
+impl<'e> Spliced<'e> {
+    /// A document with nothing spliced in.
+    pub fn whole(own: Vec<u8>) -> Self {
+        let all = Part::Own(0..own.len());
+        Self {
+            own,
+            parts: vec![all],
+        }
+    }
+
+    /// `own`, its pieces to come from [`Spliced::own`] and [`Spliced::borrow`].
+    fn new(own: Vec<u8>, capacity: usize) -> Self {
+        Self {
+            own,
+            parts: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn own(&mut self, range: std::ops::Range<usize>) {
+        self.parts.push(Part::Own(range));
+    }
+
+    fn borrow(&mut self, bytes: &'e [u8]) {
+        self.parts.push(Part::Borrowed(bytes));
+    }
+
+    /// The pieces, in order.
+    pub fn slices(&self) -> Vec<&[u8]> {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Own(r) => &self.own[r.clone()],
+                Part::Borrowed(b) => *b,
+            })
+            .collect()
+    }
+
+    /// The document's bytes in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let slices = self.slices();
+        let mut out = Vec::with_capacity(slices.iter().map(|s| s.len()).sum());
+        for s in slices {
+            out.extend_from_slice(s);
+        }
+        out
     }
 }
 
@@ -238,15 +299,15 @@ pub fn category_name<'a>(settings: &'a Settings, slug: &'a Slug) -> &'a str {
 /// and spliced into every document that lists it: neither depends on the
 /// document (its scope, page or format's other parts).
 struct Entries {
-    atom: Vec<u8>,
-    json: Vec<u8>,
+    atom: Box<[u8]>,
+    json: Box<[u8]>,
 }
 
 impl Entries {
     fn render(settings: &Settings, study: &CaseStudy) -> Self {
         Self {
-            atom: atom::entry(settings, study),
-            json: json::item(settings, study),
+            atom: atom::entry(settings, study).into_boxed_slice(),
+            json: json::item(settings, study).into_boxed_slice(),
         }
     }
 }
@@ -358,9 +419,11 @@ pub fn build_since(
     let current = docs.len();
     docs.extend(pages.iter().map(|(v, f, _)| (v, *f)));
     let mut bodies: Vec<Option<Vec<u8>>> = vec![None; docs.len()];
-    render_streamed(settings, catalog, now, &docs, false, |chunk| {
+    // Larger chunks than a streamed write: everything is held anyway, and
+    // each chunk waits for its slowest document.
+    render_streamed(settings, catalog, now, &docs, 64, false, |chunk| {
         for (i, body) in chunk {
-            bodies[i] = Some(body);
+            bodies[i] = Some(body.to_vec());
         }
         Ok::<(), std::convert::Infallible>(())
     })
@@ -399,8 +462,7 @@ pub fn build_since(
     Build { files, retired }
 }
 
-/// How many documents [`render_streamed`] renders (and [`write_every`]
-/// writes) at a time.
+/// How many documents [`write_every`] renders and writes at a time.
 const CHUNK: usize = 8;
 
 /// Renders every feed of every scope and writes each below `out_dir` as it
@@ -441,13 +503,13 @@ pub fn write_every(
         .collect();
     let mut report = output::WriteReport::default();
     let mut paths = vec![String::new(); docs.len()];
-    render_streamed(settings, catalog, now, &docs, true, |chunk| {
+    render_streamed(settings, catalog, now, &docs, CHUNK, true, |chunk| {
         let written: Vec<(usize, String, bool)> = chunk
             .par_iter()
             .map(|(i, body)| {
                 let (view, format) = docs[*i];
                 let path = view.path(format);
-                let written = output::write_if_changed(&out_dir.join(&path), body)?;
+                let written = output::write_parts_if_changed(&out_dir.join(&path), &body.slices())?;
                 Ok((*i, path, written))
             })
             .collect::<Result<_, _>>()?;
@@ -464,7 +526,7 @@ pub fn write_every(
     Ok((paths, report))
 }
 
-/// Renders `docs` (a view and a format each) [`CHUNK`] at a time, in the
+/// Renders `docs` (a view and a format each) `chunk` at a time, in the
 /// order of their newest entry (the archive documents of a scope, oldest
 /// first, before a current feed with the same newest entry), handing each
 /// chunk's bodies to `sink` with their index in `docs`.
@@ -479,8 +541,9 @@ fn render_streamed<'a, E: Send>(
     catalog: &'a Catalog,
     now: DateTime<Utc>,
     docs: &[(&FeedView<'a>, Format)],
+    chunk: usize,
     forget_html: bool,
-    mut sink: impl FnMut(Vec<(usize, Vec<u8>)>) -> Result<(), E>,
+    mut sink: impl FnMut(Vec<(usize, Spliced<'_>)>) -> Result<(), E>,
 ) -> Result<(), E> {
     use rayon::prelude::*;
     let position: HashMap<&str, usize> = catalog
@@ -511,7 +574,7 @@ fn render_streamed<'a, E: Send>(
         }
     }
     let mut entries: EntryMap<'a> = HashMap::new();
-    for chunk in order.chunks(CHUNK) {
+    for chunk in order.chunks(chunk.max(1)) {
         let mut studies: Vec<(&'a Arc<CaseStudy>, bool)> = chunk
             .iter()
             .flat_map(|&i| {
@@ -539,7 +602,7 @@ fn render_streamed<'a, E: Send>(
             })
             .collect();
         entries.extend(rendered);
-        let bodies: Vec<(usize, Vec<u8>)> = chunk
+        let bodies: Vec<(usize, Spliced<'_>)> = chunk
             .par_iter()
             .map(|&i| {
                 let (view, format) = docs[i];
@@ -739,11 +802,11 @@ name = "Réseaux 日本"
                 study.authors.push("Ctl\u{1f}Author".into());
                 study.tags = vec!["tag & <x>".into(), "esc\u{1b}ape".into()];
                 study.featured = i == 3;
-                study.sections = vec![Section {
+                study.set_sections(vec![Section {
                     key: "root_cause".into(),
                     heading: "Root <cause> \u{2}".into(),
                     text: "It was DNS & \"caching\".\n\nSecond\tparagraph.".into(),
-                }];
+                }]);
                 Arc::new(study)
             })
             .collect();

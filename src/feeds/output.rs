@@ -2,7 +2,7 @@
 //! rename), and only when the bytes differ, so readers of the folder never see
 //! a half-written feed and unchanged files keep their mtime.
 
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 
 use super::FeedFile;
@@ -44,13 +44,23 @@ pub fn write_all(out_dir: &Path, files: &[FeedFile]) -> Result<WriteReport, Outp
 
 /// Returns whether the file was (re)written.
 pub fn write_if_changed(path: &Path, body: &[u8]) -> Result<bool, OutputError> {
+    write_parts_if_changed(path, &[body])
+}
+
+/// [`write_if_changed`] for a body made of `parts`, in order (written with
+/// vectored writes, not joined first).
+pub fn write_parts_if_changed(path: &Path, parts: &[&[u8]]) -> Result<bool, OutputError> {
     let err = |source| OutputError {
         path: path.to_owned(),
         source,
     };
-    if let Ok(existing) = std::fs::read(path) {
-        if existing == body {
-            return Ok(false);
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // Only a file of the same length can hold the same bytes: read no other.
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == len as u64) {
+        if let Ok(existing) = std::fs::read(path) {
+            if same_bytes(&existing, parts) {
+                return Ok(false);
+            }
         }
     }
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -60,9 +70,39 @@ pub fn write_if_changed(path: &Path, body: &[u8]) -> Result<bool, OutputError> {
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
     let mut tmp = builder.tempfile_in(dir).map_err(err)?;
-    tmp.write_all(body).map_err(err)?;
+    write_all_parts(&mut tmp, parts).map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(true)
+}
+
+fn same_bytes(existing: &[u8], parts: &[&[u8]]) -> bool {
+    let mut rest = existing;
+    for p in parts {
+        match rest.split_at_checked(p.len()) {
+            Some((head, tail)) if head == *p => rest = tail,
+            _ => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// `Write::write_all` for several buffers (`write_all_vectored` is unstable).
+fn write_all_parts(w: &mut impl Write, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match w.write_vectored(left) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Removes the `.casewire-*` temp files that a write killed mid-way (kill -9,
@@ -124,4 +164,34 @@ pub fn remove_unlisted_archive_files<'a>(
             }
         })
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_written_in_order_and_compared_before_rewriting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive/all/1.json");
+        // More parts than one writev takes (IOV_MAX is 1024), some empty.
+        let owned: Vec<Vec<u8>> = (0..3000)
+            .map(|i| format!("{i}:").repeat(i % 3).into_bytes())
+            .collect();
+        let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let joined = parts.concat();
+        assert!(write_parts_if_changed(&path, &parts).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), joined);
+        assert!(!write_parts_if_changed(&path, &parts).unwrap());
+        assert!(!write_if_changed(&path, &joined).unwrap());
+        // The same length, other bytes: rewritten.
+        let mut other = joined.clone();
+        *other.last_mut().unwrap() = b'#';
+        assert!(write_if_changed(&path, &other).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), other);
+        // Shorter: rewritten, and no temp file left behind.
+        assert!(write_parts_if_changed(&path, &[b"{}", b"\n"]).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}\n");
+        assert_eq!(remove_stale_temp_files(dir.path()), 0);
+    }
 }

@@ -58,7 +58,7 @@ pub async fn queue_welcome(
             summary: c.summary.clone(),
             published: c.published.format("%Y-%m-%d").to_string(),
             root_cause: c
-                .section("root_cause")
+                .section(settings, "root_cause")
                 .map(|r| r.first_line(200))
                 .unwrap_or_default(),
         })
