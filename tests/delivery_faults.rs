@@ -422,6 +422,67 @@ on_both_engines!(
     rcpt_550_5_1_1_suppresses_that_address_alone
 );
 
+/// Where the relay offers PIPELINING (RFC 2920) a message's MAIL, RCPT and
+/// DATA go out together; where it does not, one at a time. Either way a
+/// refused recipient is told apart from the rest (RCPT's own reply, not the
+/// DATA reply that follows it in the pipeline) and suppressed alone.
+async fn commands_are_pipelined_only_where_the_relay_offers_it(engine: Engine) {
+    for offered in [true, false] {
+        let to = recipients(4);
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("commands.log");
+        let log_arg = log.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "--reject",
+            to[1].as_str(),
+            "--command-log",
+            log_arg.as_str(),
+        ];
+        if !offered {
+            args.push("--no-pipelining");
+        }
+        let server = SmtpServer::start(&args);
+        let tdb = prepare(options(engine, &server));
+        let s = settings(&tdb);
+        let db = Db::open(&s.database.url).await.unwrap();
+        queue(&db, &to, None).await;
+
+        let (p, fault) = run_worker(&db, &s).await;
+        assert_eq!(fault, None, "offered: {offered}");
+        assert_eq!(
+            (p.sent(), p.suppressed(), p.dead()),
+            (3, 1, 0),
+            "offered: {offered}"
+        );
+        let supp = suppressions(&db).await;
+        assert_eq!(supp.len(), 1, "{supp:?}");
+        assert_eq!(supp[0].0, to[1]);
+        assert!(supp[0].1.contains("550 5.1.1"), "{supp:?}");
+        let mut others = to.clone();
+        others.remove(1);
+        assert_each_received_once(&server, &others);
+        let want = if offered {
+            "MAIL pipelined"
+        } else {
+            "MAIL waited"
+        };
+        let lines: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l == want),
+            "offered: {offered}: {lines:?}"
+        );
+    }
+}
+on_both_engines!(
+    commands_are_pipelined_only_where_the_relay_offers_it,
+    commands_are_pipelined_only_where_the_relay_offers_it
+);
+
 async fn content_554_5_7_1_kills_the_row_without_suppressing(engine: Engine) {
     let server = SmtpServer::start(&["--data-reply", "554 5.7.1 Message content rejected"]);
     let tdb = prepare(options(engine, &server));

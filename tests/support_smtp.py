@@ -20,6 +20,12 @@ so a test can switch a fault off and on at run time):
 --auth-log FILE         append a line to FILE for every AUTH command received
                         (whatever follows), so a test sees whether a login
                         was attempted at all
+--no-pipelining         do not offer PIPELINING (RFC 2920) in the EHLO reply
+                        (offered by default; commands are read in order either way)
+--command-log FILE      append a line to FILE for every MAIL command:
+                        "MAIL pipelined" when the client had already sent the
+                        transaction's next command (it was waiting in the
+                        server's input), else "MAIL waited"
 Prints "READY <port>" on stdout once it accepts connections.
 """
 
@@ -51,6 +57,8 @@ class Recorder:
         self.fail_after = a.fail_after
         self.drop_after_data = a.drop_after_data
         self.auth_log = a.auth_log
+        self.pipelining = not a.no_pipelining
+        self.command_log = a.command_log
         self.counter = itertools.count(1)
         self.accepted = 0
         self.lock = threading.Lock()
@@ -65,7 +73,21 @@ class Recorder:
         ok = auth_data.login == user.encode() and auth_data.password == password.encode()
         return AuthResult(success=ok, handled=False)
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            # Every line but the last is "250-..."; PIPELINING goes before it.
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.command_log:
+            # What the client sent after MAIL, still unread: with pipelining,
+            # the RCPT that follows is already here.
+            waiting = bytes(server._reader._buffer)
+            how = "pipelined" if waiting.upper().startswith(b"RCPT") else "waited"
+            with open(self.command_log, "a") as f:
+                f.write("MAIL %s\n" % how)
         if not self.healed():
             if self.mail_reply:
                 return self.mail_reply
@@ -151,6 +173,8 @@ def main():
     p.add_argument("--421-after", dest="fail_after", type=int)
     p.add_argument("--drop-after-data", action="store_true")
     p.add_argument("--auth-log")
+    p.add_argument("--no-pipelining", action="store_true")
+    p.add_argument("--command-log")
     a = p.parse_args()
     tempfail = []
     for t in a.tempfail:

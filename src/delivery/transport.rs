@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
@@ -112,7 +112,15 @@ struct SmtpPool {
     timeout: Duration,
     max_idle: usize,
     /// A std Mutex: held to push or pop, never across an await.
-    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: std::sync::Mutex<Vec<(Session, Instant)>>,
+}
+
+/// One open connection and what its relay offers beyond what lettre records.
+struct Session {
+    conn: AsyncSmtpConnection,
+    /// The relay offers PIPELINING (RFC 2920): a message's MAIL, RCPT and
+    /// DATA go out in one write, and their replies are read after it.
+    pipelining: bool,
 }
 
 /// A connection idle longer than this is checked with NOOP before reuse
@@ -148,7 +156,7 @@ impl StageMark {
 }
 
 impl SmtpPool {
-    async fn connect(&self, mark: &StageMark) -> Result<AsyncSmtpConnection, DeliveryError> {
+    async fn connect(&self, mark: &StageMark) -> Result<Session, DeliveryError> {
         let target = format!("{}:{}", self.host, self.port);
         mark.set(Stage::Connect);
         let mut conn = if self.implicit_tls {
@@ -197,6 +205,8 @@ impl SmtpPool {
                 .await
                 .map_err(|e| DeliveryError::from_lettre(Stage::Tls, &e))?;
         }
+        mark.set(Stage::Greeting);
+        let pipelining = offers_pipelining(&mut conn, &self.hello).await?;
         if let Some(c) = &self.credentials {
             mark.set(Stage::Auth);
             if !conn.is_encrypted() && !self.allow_plaintext_auth {
@@ -211,25 +221,25 @@ impl SmtpPool {
                 .await
                 .map_err(|e| DeliveryError::from_lettre(Stage::Auth, &e))?;
         }
-        Ok(conn)
+        Ok(Session { conn, pipelining })
     }
 
-    async fn checkout(&self, mark: &StageMark) -> Result<AsyncSmtpConnection, DeliveryError> {
+    async fn checkout(&self, mark: &StageMark) -> Result<Session, DeliveryError> {
         loop {
             let parked = self.idle.lock().expect("not poisoned").pop();
-            let Some((mut conn, since)) = parked else {
+            let Some((mut session, since)) = parked else {
                 return self.connect(mark).await;
             };
             let idle = since.elapsed();
             if idle > IDLE_MAX {
-                conn.abort().await;
+                session.conn.abort().await;
                 continue;
             }
-            if idle > IDLE_CHECK_AFTER && !conn.test_connected().await {
-                conn.abort().await;
+            if idle > IDLE_CHECK_AFTER && !session.conn.test_connected().await {
+                session.conn.abort().await;
                 continue;
             }
-            return Ok(conn);
+            return Ok(session);
         }
     }
 
@@ -239,14 +249,14 @@ impl SmtpPool {
         bytes: &[u8],
         mark: &StageMark,
     ) -> Result<(), DeliveryError> {
-        let mut conn = self.checkout(mark).await?;
-        let result = transmit(&mut conn, envelope, bytes, mark).await;
-        if conn.has_broken() {
-            conn.abort().await;
+        let mut session = self.checkout(mark).await?;
+        let result = transmit(&mut session, envelope, bytes, mark).await;
+        if session.conn.has_broken() {
+            session.conn.abort().await;
         } else {
             let mut idle = self.idle.lock().expect("not poisoned");
             if idle.len() < self.max_idle {
-                idle.push((conn, Instant::now()));
+                idle.push((session, Instant::now()));
             }
         }
         result.map(|_| ())
@@ -254,24 +264,49 @@ impl SmtpPool {
 
     async fn shutdown(&self) {
         let conns: Vec<_> = std::mem::take(&mut *self.idle.lock().expect("not poisoned"));
-        for (mut c, _) in conns {
-            let _ = c.quit().await;
+        for (mut s, _) in conns {
+            let _ = s.conn.quit().await;
         }
     }
 }
 
-/// One SMTP transaction on `conn`: MAIL (with SMTPUTF8 or 8BITMIME when the
-/// envelope or content needs them), RCPT per recipient, DATA, content; each
-/// command's failure carries its stage, and any failure aborts the
-/// connection. The content is dot-stuffed with a substring search and goes
-/// out in one write with its final `.` line (lettre stuffs byte by byte,
-/// which was the largest single cost of a digest).
-async fn transmit(
+/// Whether the relay lists PIPELINING in its answer to EHLO. lettre keeps
+/// only the extensions it uses itself, so EHLO is sent once more on a new
+/// connection (before AUTH; RFC 5321 lets a client repeat it, which resets
+/// nothing but the mail transaction) and its lines are read here. A relay
+/// that refuses the repeated EHLO is spoken to one command at a time.
+async fn offers_pipelining(
     conn: &mut AsyncSmtpConnection,
+    hello: &ClientId,
+) -> Result<bool, DeliveryError> {
+    match conn.command(Ehlo::new(hello.clone())).await {
+        Ok(reply) => Ok(reply.message().skip(1).any(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
+        })),
+        Err(e) if e.status().is_some() => Ok(false),
+        Err(e) => Err(DeliveryError::from_lettre(Stage::Greeting, &e)),
+    }
+}
+
+/// One SMTP transaction on `session`: MAIL (with SMTPUTF8 or 8BITMIME when
+/// the envelope or content needs them), RCPT per recipient, DATA, content;
+/// each command's failure carries its stage, and any failure aborts the
+/// connection. Where the relay offers PIPELINING, MAIL, RCPT and DATA go out
+/// in one write and their replies are read in order after it (two round
+/// trips a message instead of four); the first refusal ends the transaction
+/// with its own stage, as it does one command at a time. The content is
+/// dot-stuffed with a substring search and goes out in one write with its
+/// final `.` line (lettre stuffs byte by byte, which was the largest single
+/// cost of a digest).
+async fn transmit(
+    session: &mut Session,
     envelope: &Envelope,
     bytes: &[u8],
     mark: &StageMark,
 ) -> Result<Response, DeliveryError> {
+    let conn = &mut session.conn;
     let ascii = |a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii();
     let ascii_addresses = envelope.from().is_none_or(ascii) && envelope.to().iter().all(ascii);
     let mut params = Vec::new();
@@ -304,22 +339,43 @@ async fn transmit(
     let at = |stage: Stage| {
         move |e: lettre::transport::smtp::Error| DeliveryError::from_lettre(stage, &e)
     };
+    let pipelining = session.pipelining;
     let result = async {
-        mark.set(Stage::MailFrom);
-        conn.command(Mail::new(envelope.from().cloned(), params))
-            .await
-            .map_err(at(Stage::MailFrom))?;
-        mark.set(Stage::RcptTo);
-        for to in envelope.to() {
-            conn.command(Rcpt::new(to.clone(), Vec::new()))
+        let mail = Mail::new(envelope.from().cloned(), params);
+        let rcpts = envelope
+            .to()
+            .iter()
+            .map(|to| Rcpt::new(to.clone(), Vec::new()));
+        if pipelining {
+            use std::fmt::Write as _;
+            let mut group = mail.to_string();
+            for rcpt in rcpts {
+                let _ = write!(group, "{rcpt}");
+            }
+            let _ = write!(group, "{Data}");
+            mark.set(Stage::MailFrom);
+            conn.command(Prepared(group))
                 .await
-                .map_err(at(Stage::RcptTo))?;
+                .map_err(at(Stage::MailFrom))?;
+            mark.set(Stage::RcptTo);
+            for _ in envelope.to() {
+                conn.read_response().await.map_err(at(Stage::RcptTo))?;
+            }
+            mark.set(Stage::Data);
+            conn.read_response().await.map_err(at(Stage::Data))?;
+        } else {
+            mark.set(Stage::MailFrom);
+            conn.command(mail).await.map_err(at(Stage::MailFrom))?;
+            mark.set(Stage::RcptTo);
+            for rcpt in rcpts {
+                conn.command(rcpt).await.map_err(at(Stage::RcptTo))?;
+            }
+            mark.set(Stage::Data);
+            conn.command(Data).await.map_err(at(Stage::Data))?;
         }
-        mark.set(Stage::Data);
-        conn.command(Data).await.map_err(at(Stage::Data))?;
         mark.set(Stage::Content);
         match std::str::from_utf8(bytes) {
-            Ok(text) => conn.command(DataContent(dot_stuff(text))).await,
+            Ok(text) => conn.command(Prepared(dot_stuff(text))).await,
             Err(_) => conn.message(bytes).await,
         }
         .map_err(at(Stage::Content))
@@ -349,10 +405,11 @@ fn dot_stuff(text: &str) -> String {
     out
 }
 
-/// Prepared DATA content, written by lettre's `command` as it is.
-struct DataContent(String);
+/// Text written by lettre's `command` as it is: prepared DATA content, or a
+/// group of pipelined commands.
+struct Prepared(String);
 
-impl std::fmt::Display for DataContent {
+impl std::fmt::Display for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
