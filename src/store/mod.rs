@@ -85,9 +85,13 @@ impl Params {
 /// once and reuses the plan. (sqlx caches prepared statements by text; a
 /// list written into the text made every batch a new statement, parsed and
 /// planned again, and on PostgreSQL one more round trip to prepare it.)
-/// SQLite reads a JSON array; PostgreSQL an array literal with `= ANY`,
-/// which its planner turns into index lookups (a JSON set-returning
-/// function there was estimated badly and scanned the table).
+/// SQLite reads a JSON array; PostgreSQL an array literal, unnested. (Not
+/// `= ANY(CAST($n AS BIGINT[]))`: in a plan that filters rows instead of
+/// looking them up, e.g. on a table filled since it was last analyzed,
+/// PostgreSQL parses the text literal again for every row it looks at,
+/// and advancing 500 cursors of a 20,000-subscriber edition took 54 ms
+/// instead of 5. A JSON set-returning function was estimated badly and
+/// scanned the table.)
 #[derive(Debug, Clone, Copy)]
 pub enum List<'a> {
     Ids(&'a [i64]),
@@ -100,10 +104,10 @@ impl List<'_> {
         match (backend, self) {
             (Backend::Sqlite, _) => format!("{column} IN (SELECT value FROM json_each({param}))"),
             (Backend::Postgres, List::Ids(_)) => {
-                format!("{column} = ANY(CAST({param} AS BIGINT[]))")
+                format!("{column} IN (SELECT unnest(CAST({param} AS BIGINT[])))")
             }
             (Backend::Postgres, List::Texts(_)) => {
-                format!("{column} = ANY(CAST({param} AS TEXT[]))")
+                format!("{column} IN (SELECT unnest(CAST({param} AS TEXT[])))")
             }
         }
     }
