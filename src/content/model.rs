@@ -121,22 +121,67 @@ impl CaseStudy {
         {
             return kept;
         }
-        let found: Arc<[Section]> = match &self.origin {
-            Origin::File(path) => std::fs::read_to_string(path)
-                .ok()
-                .and_then(|src| {
-                    frontmatter::split(&text::xml_clean(&src))
-                        .ok()
-                        .map(|s| super::sections::extract(s.body, &settings.content.sections))
-                })
-                .unwrap_or_default()
-                .into(),
-            Origin::Upstream { .. } => Arc::from(Vec::new()),
+        let found = self
+            .with_body(|body| super::sections::extract(body, &settings.content.sections))
+            .unwrap_or_default();
+        self.keep_sections(found)
+    }
+
+    /// Reads the file once for both the HTML and the sections, where
+    /// neither is kept (a feeds build wants both of every case study).
+    pub fn load(&self, settings: &Settings) {
+        let html_kept = self
+            .html
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        let sections_kept = self
+            .sections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !html_kept && !sections_kept {
+            if let Some((html, sections)) = self.with_body(|body| {
+                (
+                    markdown::render(body, &self.link),
+                    super::sections::extract(body, &settings.content.sections),
+                )
+            }) {
+                self.keep_html(html);
+                self.keep_sections(sections);
+            }
+        }
+        self.html();
+        self.sections(settings);
+    }
+
+    /// `f` of the body of this case study's file as it is now (characters
+    /// XML forbids dropped, front matter split off); None for an entry that
+    /// is not a file, or a file that no longer reads or parses.
+    fn with_body<T>(&self, f: impl FnOnce(&str) -> T) -> Option<T> {
+        let Origin::File(path) = &self.origin else {
+            return None;
         };
+        let src = std::fs::read_to_string(path).ok()?;
+        let clean = text::xml_clean(&src);
+        frontmatter::split(&clean).ok().map(|s| f(s.body))
+    }
+
+    /// Keeps `html` unless another thread kept its copy first; returns the kept one.
+    fn keep_html(&self, html: String) -> Arc<str> {
+        self.html
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| Arc::from(html))
+            .clone()
+    }
+
+    /// As [`CaseStudy::keep_html`], for the sections.
+    fn keep_sections(&self, sections: Vec<Section>) -> Arc<[Section]> {
         self.sections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(found)
+            .get_or_insert_with(|| Arc::from(sections))
             .clone()
     }
 
@@ -159,23 +204,11 @@ impl CaseStudy {
         if let Some(html) = self.html.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return html;
         }
-        let rendered = match &self.origin {
-            Origin::File(path) => std::fs::read_to_string(path).ok().and_then(|src| {
-                frontmatter::split(&text::xml_clean(&src))
-                    .ok()
-                    .map(|s| markdown::render(s.body, &self.link))
-            }),
-            Origin::Upstream { .. } => None,
-        };
-        let html: Arc<str> = Arc::from(
-            rendered.unwrap_or_else(|| format!("<p>{}</p>", minijinja::HtmlEscape(&self.summary))),
-        );
+        let rendered = self
+            .with_body(|body| markdown::render(body, &self.link))
+            .unwrap_or_else(|| format!("<p>{}</p>", minijinja::HtmlEscape(&self.summary)));
         // Two threads may render at once; the first copy kept is the one shared.
-        self.html
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(html)
-            .clone()
+        self.keep_html(rendered)
     }
 
     /// Drops the kept HTML and sections of a file (they are read again from

@@ -278,12 +278,7 @@ impl<'e> Spliced<'e> {
 
     /// The document's bytes in one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
-        let slices = self.slices();
-        let mut out = Vec::with_capacity(slices.iter().map(|s| s.len()).sum());
-        for s in slices {
-            out.extend_from_slice(s);
-        }
-        out
+        self.slices().concat()
     }
 }
 
@@ -305,6 +300,8 @@ struct Entries {
 
 impl Entries {
     fn render(settings: &Settings, study: &CaseStudy) -> Self {
+        // The entry wants the HTML, the item the sections: one read of the file.
+        study.load(settings);
         Self {
             atom: atom::entry(settings, study).into_boxed_slice(),
             json: json::item(settings, study).into_boxed_slice(),
