@@ -754,3 +754,133 @@ async fn enqueuers_wake_an_idle_worker(engine: Engine) {
     assert_eq!(row(&db, "confirm:w").await.state, "sent");
 }
 on_both_engines!(enqueuers_wake_an_idle_worker, enqueuers_wake_an_idle_worker);
+
+/// Claims every due row for `owner` at `now` with a lease until `lease_until`.
+async fn claim_as(
+    db: &Db,
+    owner: &str,
+    now: chrono::DateTime<Utc>,
+    lease_until: chrono::DateTime<Utc>,
+) -> Vec<i64> {
+    let mut conn = db.pool.acquire().await.unwrap();
+    outbox::claim(&mut conn, db.backend, owner, 10, now, lease_until, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+async fn record_as(db: &Db, owner: &str, outcomes: &[outbox::Outcome]) {
+    let mut conn = db.pool.acquire().await.unwrap();
+    outbox::record_outcomes(&mut conn, owner, outcomes, Utc::now())
+        .await
+        .unwrap();
+}
+
+/// A worker whose lease ran out and was taken over by another cannot
+/// overwrite the row: neither while the new owner sends it nor after it
+/// was sent. The lease owner is the whole guard of the bulk result writes.
+async fn results_under_a_lost_lease_change_nothing(engine: Engine) {
+    use outbox::Outcome;
+    let tdb = prepare(options(engine));
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "confirm:lease", "lease@example.org", None).await;
+    let t0 = Utc::now();
+    let ids = claim_as(&db, "first", t0, t0 + chrono::Duration::seconds(1)).await;
+    assert_eq!(ids.len(), 1);
+    let id = ids[0];
+    // The first owner's lease has run out: the second owner's claim takes it.
+    let later = t0 + chrono::Duration::seconds(2);
+    let taken = claim_as(&db, "second", later, later + chrono::Duration::seconds(60)).await;
+    assert_eq!(taken, vec![id]);
+
+    record_as(&db, "first", &[Outcome::Sent { id }]).await;
+    record_as(
+        &db,
+        "first",
+        &[Outcome::Released { id }, Outcome::Sent { id }],
+    )
+    .await;
+    let r = row(&db, "confirm:lease").await;
+    assert_eq!((r.state.as_str(), r.attempts), ("sending", 0), "{r:?}");
+
+    record_as(&db, "second", &[Outcome::Sent { id }]).await;
+    let r = row(&db, "confirm:lease").await;
+    assert_eq!((r.state.as_str(), r.attempts), ("sent", 1), "{r:?}");
+
+    // Late results of the first owner leave the sent row alone.
+    record_as(&db, "first", &[Outcome::Sent { id }]).await;
+    record_as(
+        &db,
+        "first",
+        &[Outcome::Retry {
+            id,
+            next_attempt_at: Utc::now(),
+            error: "late".into(),
+        }],
+    )
+    .await;
+    record_as(&db, "first", &[Outcome::Deferred { id }]).await;
+    let r = row(&db, "confirm:lease").await;
+    assert_eq!((r.state.as_str(), r.attempts), ("sent", 1), "{r:?}");
+    assert_eq!(r.last_error, None);
+    let depth = outbox::depth_by_state(&db).await.unwrap();
+    assert_eq!(depth, vec![(State::Sent, 1)]);
+}
+on_both_engines!(
+    results_under_a_lost_lease_change_nothing,
+    results_under_a_lost_lease_change_nothing
+);
+
+/// PostgreSQL: renewing leases skips a row another transaction holds locked
+/// (the result writer recording it) instead of waiting for it; waiting
+/// could deadlock against a result write that locks the same rows in
+/// another order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewal_does_not_wait_for_rows_being_recorded() {
+    let tdb = prepare(options(Engine::Postgres));
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    for i in 0..3 {
+        queue_raw(
+            &db,
+            &format!("confirm:renew{i}"),
+            &format!("renew{i}@example.org"),
+            None,
+        )
+        .await;
+    }
+    let t0 = Utc::now();
+    let ids = claim_as(&db, "w", t0, t0 + chrono::Duration::seconds(30)).await;
+    assert_eq!(ids.len(), 3);
+
+    let mut locker = db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE outbox SET updated_at = updated_at WHERE id = $1")
+        .bind(ids[0])
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let until = t0 + chrono::Duration::seconds(90);
+    let renewed = tokio::time::timeout(
+        Duration::from_secs(5),
+        outbox::renew_leases(&mut conn, "w", until),
+    )
+    .await
+    .expect("renewing leases waited for a locked row")
+    .unwrap();
+    assert_eq!(renewed, 2);
+    locker.rollback().await.unwrap();
+    let leases: Vec<(i64, i64)> = sqlx::query_as("SELECT id, lease_until FROM outbox ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let renewed_ids: Vec<i64> = leases
+        .iter()
+        .filter(|(_, l)| *l == until.timestamp_millis())
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(renewed_ids, ids[1..].to_vec());
+}

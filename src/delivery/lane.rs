@@ -3,7 +3,7 @@
 //! (group checks before sending, group commits after). The SQL itself lives
 //! in `store::outbox`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,20 +118,24 @@ pub(super) async fn renew(
 }
 
 /// Answers send-time checks (invariant 7) in groups: every check that
-/// arrived while the previous query ran goes into the next one. A message
-/// asks once it holds its send slot, right before its SMTP transaction, so
-/// a group is at most `mail.concurrency` messages that are all about to
-/// start; one round trip per group instead of one per message.
-pub(super) async fn check_recipients(lane: Arc<Lane>, mut rx: mpsc::UnboundedReceiver<Check>) {
+/// arrived while the previous query ran goes into the next one, and so do
+/// the checks of messages that were already on their way to ask (at most
+/// [`CHECK_WAVE_WAIT`] later). A message asks once it holds its send slot,
+/// right before its SMTP transaction, so a group is at most
+/// `mail.concurrency` messages that are all about to start; one round trip
+/// per group instead of one per message.
+pub(super) async fn check_recipients(
+    lane: Arc<Lane>,
+    mut rx: mpsc::UnboundedReceiver<Check>,
+    in_flight: Arc<InFlight>,
+) {
     let mut group: Vec<Check> = Vec::new();
     while let Some(first) = rx.recv().await {
         group.push(first);
-        while group.len() < 256 {
-            match rx.try_recv() {
-                Ok(c) => group.push(c),
-                Err(_) => break,
-            }
-        }
+        gather(&mut rx, &mut group, 256, CHECK_WAVE_WAIT, || {
+            in_flight.unchecked.load(Ordering::Acquire)
+        })
+        .await;
         let asked: Vec<(&EmailAddress, Option<i64>)> =
             group.iter().map(|(r, id, _)| (r, *id)).collect();
         let reasons = match lane.conn().await {
@@ -153,24 +157,111 @@ pub(super) async fn check_recipients(lane: Arc<Lane>, mut rx: mpsc::UnboundedRec
     }
 }
 
-/// Records results in batches: everything that arrived while the previous
-/// transaction committed goes into the next one (group commit), and each
-/// sender learns when its result is durable.
+/// Messages past their send slot and rate limits whose result has not
+/// reached the result writer yet (`flying`), and those of them that have
+/// not asked their send-time check yet (`unchecked`). The checker and the
+/// writer wait for these briefly, so that one query or one commit serves a
+/// whole wave of messages.
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    flying: AtomicUsize,
+    unchecked: AtomicUsize,
+}
+
+/// One message counted in [`InFlight`] until dropped.
+pub(super) struct Flying {
+    counts: Arc<InFlight>,
+    checked: bool,
+}
+
+impl InFlight {
+    pub(super) fn enter(self: &Arc<Self>) -> Flying {
+        self.flying.fetch_add(1, Ordering::AcqRel);
+        self.unchecked.fetch_add(1, Ordering::AcqRel);
+        Flying {
+            counts: self.clone(),
+            checked: false,
+        }
+    }
+}
+
+impl Flying {
+    /// Its check has been sent to the checker (or it will not ask one).
+    pub(super) fn checked(&mut self) {
+        if !std::mem::replace(&mut self.checked, true) {
+            self.counts.unchecked.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Flying {
+    fn drop(&mut self) {
+        self.checked();
+        self.counts.flying.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Takes what `rx` holds into `into` (up to `max`), and keeps taking what
+/// arrives until `outstanding` says nothing more is on its way or `wait`
+/// has passed since the call. The count is read before each drain: whoever
+/// is counted sends first and leaves the count after, so a zero read means
+/// everything counted so far is already in the channel.
+async fn gather<T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    into: &mut Vec<T>,
+    max: usize,
+    wait: Duration,
+    outstanding: impl Fn() -> usize,
+) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let coming = outstanding();
+        while into.len() < max {
+            match rx.try_recv() {
+                Ok(item) => into.push(item),
+                Err(_) => break,
+            }
+        }
+        if coming == 0 || into.len() >= max {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(item)) => into.push(item),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Longest a check waits for the rest of its wave before its query starts.
+const CHECK_WAVE_WAIT: Duration = Duration::from_millis(1);
+
+/// Longest a result waits for the rest of its wave before its commit starts.
+const WAVE_WAIT: Duration = Duration::from_millis(5);
+
+/// Records results in batches, each sender learning when its result is
+/// durable. A batch is everything that arrived while the previous
+/// transaction committed, and then whatever the messages still in flight
+/// report within [`WAVE_WAIT`]: once none is left in flight the commit
+/// starts at once. Messages hold their send slot until
+/// their result commits, so the slots tend to move in waves; waiting for the
+/// wave makes one commit of a dozen rows instead of a few commits of two or
+/// three, and each commit's fixed cost (its statements, the WAL frames of
+/// every index page it touched, the round trips) is most of what a result
+/// costs.
 pub(super) async fn write_results(
     lane: Arc<Lane>,
     owner: String,
     mut rx: mpsc::UnboundedReceiver<Report>,
+    in_flight: Arc<InFlight>,
     progress: Arc<Progress>,
 ) {
     let mut batch: Vec<Report> = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+        gather(&mut rx, &mut batch, 1024, WAVE_WAIT, || {
+            in_flight.flying.load(Ordering::Acquire)
+        })
+        .await;
         let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let mut backoff = Duration::from_millis(50);
         loop {

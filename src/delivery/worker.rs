@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::claims::{claim_rows, recover, Claimed};
 use super::compose::Outgoing;
-use super::lane::{check_recipients, renew, write_results, Check, Lane, Report};
+use super::lane::{check_recipients, renew, write_results, Check, Flying, InFlight, Lane, Report};
 use super::message::{BuildError, MessageBuilder};
 use super::pauses::EditionPauses;
 use super::policy::Fault;
@@ -166,6 +166,8 @@ struct Shared {
     domains: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     limiter: Option<DefaultDirectRateLimiter>,
     results: mpsc::UnboundedSender<Report>,
+    /// Messages in their SMTP transaction, for the result writer's batching.
+    in_flight: Arc<InFlight>,
     checks: mpsc::UnboundedSender<Check>,
     shutdown: CancellationToken,
     /// The relay's `host:port`, for messages.
@@ -203,14 +205,16 @@ impl DeliveryWorker {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let lane = Arc::new(Lane::open(&self.db).await?);
+        let in_flight = Arc::new(InFlight::default());
         let writer = tokio::spawn(write_results(
             lane.clone(),
             owner.clone(),
             rx,
+            in_flight.clone(),
             self.progress.clone(),
         ));
         let (checks, checks_rx) = mpsc::unbounded_channel();
-        let checker = tokio::spawn(check_recipients(lane.clone(), checks_rx));
+        let checker = tokio::spawn(check_recipients(lane.clone(), checks_rx, in_flight.clone()));
         let stop_renewing = CancellationToken::new();
         let renewer = tokio::spawn(renew(
             lane.clone(),
@@ -229,6 +233,7 @@ impl DeliveryWorker {
             domains: Default::default(),
             limiter,
             results: tx,
+            in_flight,
             checks,
             shutdown: shutdown.clone(),
             relay_target: self.mailer.target(),
@@ -339,6 +344,7 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
         } => Some(p),
     };
     let relay = &shared.options.relay;
+    let mut flying = None;
     let outcome = match ready {
         None => Outcome::Released { id: row.id },
         Some(_) if expired(&shared, &row) => Outcome::Expired {
@@ -358,7 +364,10 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
         {
             Outcome::Released { id: row.id }
         }
-        Some(_domain_slot) => attempt(&shared, &row, probe).await,
+        Some(_domain_slot) => {
+            let flying = flying.insert(shared.in_flight.enter());
+            attempt(&shared, &row, probe, flying).await
+        }
     };
     if probe && !matches!(outcome, Outcome::Deferred { .. }) && relay.is_paused() {
         // The probe never reached the relay's judgement (suppressed, invalid).
@@ -370,16 +379,18 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
         .send((outcome, row.edition.clone(), ack))
         .is_ok()
     {
+        drop(flying);
         let _ = done.await;
     }
 }
 
-async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
+async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool, flying: &mut Flying) -> Outcome {
     let id = row.id;
     let (answer, checked) = oneshot::channel();
     let _ = shared
         .checks
         .send((row.recipient.clone(), row.subscriber_id, answer));
+    flying.checked();
     let verdict = checked
         .await
         .unwrap_or_else(|_| Err("the check stopped".into()));

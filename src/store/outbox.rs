@@ -307,7 +307,10 @@ async fn claim_in(
     };
     // Rows whose owner stopped renewing its lease go back to the queue first,
     // so the claim itself is one index range in (next_attempt_at, id) order.
-    sqlx::query("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE state = 'sending' AND lease_until < $1")
+    // (PostgreSQL: a row locked meanwhile is being recorded by its owner, so
+    // it is skipped rather than waited for; see `renew_leases`.)
+    let expired = format!("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE id IN (SELECT id FROM outbox WHERE state = 'sending' AND lease_until < $1{lock})");
+    sqlx::query(&expired)
         .bind(to_millis(now))
         .execute(&mut *conn)
         .await?;
@@ -368,18 +371,27 @@ async fn claim_in(
 }
 
 /// Extends the lease of every row `owner` is still sending.
+///
+/// PostgreSQL: rows locked by another statement are skipped. They are being
+/// recorded (or taken over), so they are leaving `sending` anyway, and
+/// waiting for them could deadlock: the result writer locks its rows in id
+/// order and a renewal in the order it finds them, which a deadlock once
+/// cost a second of delivery to find.
 pub async fn renew_leases(
     conn: &mut AnyConnection,
     owner: &str,
     lease_until: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let r = sqlx::query(
-        "UPDATE outbox SET lease_until = $1 WHERE state = 'sending' AND lease_owner = $2",
-    )
-    .bind(to_millis(lease_until))
-    .bind(owner)
-    .execute(conn)
-    .await?;
+    let lock = match Backend::of(conn) {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!("UPDATE outbox SET lease_until = $1 WHERE id IN (SELECT id FROM outbox WHERE state = 'sending' AND lease_owner = $2{lock})");
+    let r = sqlx::query(&sql)
+        .bind(to_millis(lease_until))
+        .bind(owner)
+        .execute(conn)
+        .await?;
     Ok(r.rows_affected())
 }
 
@@ -517,7 +529,11 @@ pub enum Outcome {
 
 /// Writes many outcomes in one transaction. Only rows still leased by
 /// `owner` change, so a worker whose lease was taken over cannot overwrite
-/// the new owner's result.
+/// the new owner's result. The lease owner alone is the guard: it is set
+/// exactly while a row is `sending`, since every change out of `sending`
+/// clears it. (Adding `state = 'sending'` to the bulk statements let
+/// PostgreSQL's planner start from the state instead of the ids, and read
+/// every entry that rows passing through `sending` had left in an index.)
 pub async fn record_outcomes(
     conn: &mut AnyConnection,
     owner: &str,
@@ -525,13 +541,16 @@ pub async fn record_outcomes(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let now = to_millis(now);
-    let sent: Vec<i64> = outcomes
+    // In id order, so that two statements locking the same rows lock them
+    // in the same order.
+    let mut sent: Vec<i64> = outcomes
         .iter()
         .filter_map(|o| match o {
             Outcome::Sent { id } => Some(*id),
             _ => None,
         })
         .collect();
+    sent.sort_unstable();
     let released: Vec<i64> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -554,7 +573,7 @@ pub async fn record_outcomes(
     if !released.is_empty() {
         let sql = format!(
             "UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1
-             WHERE lease_owner = $2 AND state = 'sending' AND {}",
+             WHERE lease_owner = $2 AND {}",
             List::Ids(&released).predicate(backend, "id", "$3")
         );
         sqlx::query(&sql)
@@ -663,7 +682,7 @@ async fn mark_sent(
 ) -> Result<(), StoreError> {
     let mut sql = format!(
         "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
-         WHERE lease_owner = $2 AND state = 'sending' AND {}",
+         WHERE lease_owner = $2 AND {}",
         List::Ids(ids).predicate(backend, "id", "$3")
     );
     let q = |sql| {
@@ -745,10 +764,15 @@ pub async fn edition_counts(db: &Db, edition: &str) -> Result<Vec<(State, i64)>,
     Ok(typed_states(q.fetch_all(&db.pool).await?))
 }
 
-/// Rows still to send now or later (queued or sending), optionally of one edition.
+/// Rows still to send now or later (queued or sending), optionally of one
+/// edition. Counted per state, so that each count reads the partial index of
+/// its state (migration 0080).
 pub async fn pending_count(db: &Db, edition: Option<&str>) -> Result<i64, StoreError> {
     let (filter, edition) = edition_filter(edition, 1);
-    let sql = format!("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending'){filter}");
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'queued'{filter})
+              + (SELECT COUNT(*) FROM outbox WHERE state = 'sending'{filter})"
+    );
     let mut q = sqlx::query_scalar(&sql);
     if let Some(e) = edition {
         q = q.bind(e);
