@@ -884,3 +884,68 @@ async fn lease_renewal_does_not_wait_for_rows_being_recorded() {
         .collect();
     assert_eq!(renewed_ids, ids[1..].to_vec());
 }
+
+/// PostgreSQL: the server ends every session of the worker mid-run (as a
+/// restart or a failover does). The statements on the dead sessions fail,
+/// the worker takes fresh connections, and every row still ends sent; the
+/// checks that failed count as one attempt, nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_survives_the_database_ending_its_sessions() {
+    const N: usize = 300;
+    let server = SmtpServer::start(&[]);
+    let tdb = prepare(smtp_options(Engine::Postgres, &server).mail("max_attempts = 5"));
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    for i in 0..N {
+        queue_raw(
+            &db,
+            &format!("confirm:cut{i}"),
+            &format!("cut{i}@example.org"),
+            None,
+        )
+        .await;
+    }
+    let worker = tokio::spawn({
+        let (db, s) = (db.clone(), s.clone());
+        async move { run_worker(&db, &s, Duration::from_millis(1)).await }
+    });
+    let started = std::time::Instant::now();
+    while server.received_count() < 20 {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(!cut.is_empty());
+    tokio::time::timeout(Duration::from_secs(60), worker)
+        .await
+        .expect("the worker kept failing on dead sessions")
+        .unwrap();
+    // Checks that failed on a dead session are retried (due at once here).
+    for _ in 0..5 {
+        make_retries_due(&db).await;
+        run_worker(&db, &s, Duration::from_millis(1)).await;
+    }
+    let depth = outbox::depth_by_state(&db).await.unwrap();
+    assert_eq!(depth, vec![(State::Sent, N as i64)]);
+    let most: i64 = sqlx::query_scalar("SELECT MAX(attempts) FROM outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(most <= 2, "a row took {most} attempts");
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..N {
+        if !server
+            .received_by(&format!("cut{i}@example.org"))
+            .is_empty()
+        {
+            seen.insert(i);
+        }
+    }
+    assert_eq!(seen.len(), N);
+}

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::lane::Lane;
+use super::lane::{Lane, Role};
 use super::pauses::EditionPauses;
 use super::relay::Gate;
 use super::worker::WorkerOptions;
@@ -139,7 +139,7 @@ pub(super) async fn claim_rows(
             .as_ref()
             .is_some_and(|m| m.load(Ordering::Acquire));
         let now = Utc::now();
-        let claimed = match lane.write().await {
+        let claimed = match lane.write(Role::Other).await {
             Ok((_turn, mut conn)) => {
                 outbox::claim(
                     &mut conn,
@@ -213,7 +213,7 @@ async fn store_pauses(lane: &Lane, pauses: &EditionPauses, health: &crate::healt
         return;
     }
     let stored = async {
-        let (_turn, mut conn) = lane.write().await?;
+        let (_turn, mut conn) = lane.write(Role::Other).await?;
         for (edition, reason) in &todo {
             crate::store::edition_pauses::pause(&mut conn, edition, reason, Utc::now()).await?;
         }

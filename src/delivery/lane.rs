@@ -36,14 +36,29 @@ pub(super) type Check = (
 /// whole page cache at its next read, so statements spread over the pool
 /// re-read their pages from the file every time; on one connection the cache
 /// stays warm, and claims and result writes never collide as two writers.
-/// PostgreSQL: the pool, statements in parallel.
+/// PostgreSQL: statements in parallel. The two that run once per wave of
+/// messages (the check and the result write) each keep a connection of
+/// their own: a connection taken from the pool is first pinged, one more
+/// round trip on every wave. The others take one from the pool.
 pub(super) struct Lane {
     pub(super) db: Db,
     held: Option<tokio::sync::Mutex<PoolConnection<Any>>>,
+    checks: tokio::sync::Mutex<Option<PoolConnection<Any>>>,
+    results: tokio::sync::Mutex<Option<PoolConnection<Any>>>,
+}
+
+/// Who asks for a connection (see [`Lane`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Checks,
+    Results,
+    Other,
 }
 
 pub(super) enum LaneConn<'a> {
     Held(tokio::sync::MutexGuard<'a, PoolConnection<Any>>),
+    /// A role's own connection; always `Some` while handed out.
+    Own(tokio::sync::MutexGuard<'a, Option<PoolConnection<Any>>>),
     Pooled(PoolConnection<Any>),
 }
 
@@ -56,20 +71,56 @@ impl Lane {
         Ok(Self {
             db: db.clone(),
             held,
+            checks: Default::default(),
+            results: Default::default(),
         })
     }
 
     /// A connection for a write, after this process's turn to write.
-    pub(super) async fn write(&self) -> Result<(WriteTurn, LaneConn<'_>), sqlx::Error> {
+    pub(super) async fn write(&self, role: Role) -> Result<(WriteTurn, LaneConn<'_>), sqlx::Error> {
         let turn = self.db.write_turn().await;
-        Ok((turn, self.conn().await?))
+        Ok((turn, self.conn(role).await?))
     }
 
-    pub(super) async fn conn(&self) -> Result<LaneConn<'_>, sqlx::Error> {
-        Ok(match &self.held {
-            Some(c) => LaneConn::Held(c.lock().await),
-            None => LaneConn::Pooled(self.db.pool.acquire().await?),
-        })
+    pub(super) async fn conn(&self, role: Role) -> Result<LaneConn<'_>, sqlx::Error> {
+        if let Some(c) = &self.held {
+            return Ok(LaneConn::Held(c.lock().await));
+        }
+        let own = match role {
+            Role::Checks => &self.checks,
+            Role::Results => &self.results,
+            Role::Other => return Ok(LaneConn::Pooled(self.db.pool.acquire().await?)),
+        };
+        let mut own = own.lock().await;
+        if own.is_none() {
+            let mut conn = self.db.pool.acquire().await?;
+            // A session keeps its prepared statements, and after five runs
+            // PostgreSQL may swap a statement's plan for a generic one made
+            // for no particular values, kept until the statistics change.
+            // The outbox grows from nothing to a run's size faster than
+            // autovacuum analyzes it, so a generic plan made early reads the
+            // whole table to mark a few rows sent (measured: 5 ms a batch,
+            // half the run's speed). Each statement here is planned for its
+            // own values instead.
+            sqlx::query("SET plan_cache_mode = force_custom_plan")
+                .execute(&mut *conn)
+                .await?;
+            *own = Some(conn);
+        }
+        Ok(LaneConn::Own(own))
+    }
+}
+
+impl LaneConn<'_> {
+    /// A statement on this connection failed: a role's own connection is
+    /// given back (closed), so the next statement starts on a fresh, tested
+    /// one instead of a connection that may be broken.
+    pub(super) fn failed(&mut self) {
+        if let LaneConn::Own(own) = self {
+            if let Some(conn) = own.take() {
+                drop(conn.detach());
+            }
+        }
     }
 }
 
@@ -78,6 +129,7 @@ impl std::ops::Deref for LaneConn<'_> {
     fn deref(&self) -> &AnyConnection {
         match self {
             LaneConn::Held(c) => c,
+            LaneConn::Own(c) => c.as_ref().expect("filled while handed out"),
             LaneConn::Pooled(c) => c,
         }
     }
@@ -87,6 +139,7 @@ impl std::ops::DerefMut for LaneConn<'_> {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match self {
             LaneConn::Held(c) => c,
+            LaneConn::Own(c) => c.as_mut().expect("filled while handed out"),
             LaneConn::Pooled(c) => c,
         }
     }
@@ -105,7 +158,7 @@ pub(super) async fn renew(
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let renewed = match lane.write().await {
+        let renewed = match lane.write(Role::Other).await {
             Ok((_turn, mut conn)) => {
                 outbox::renew_leases(&mut conn, &owner, Utc::now() + lease).await
             }
@@ -138,8 +191,14 @@ pub(super) async fn check_recipients(
         .await;
         let asked: Vec<(&EmailAddress, Option<i64>)> =
             group.iter().map(|(r, id, _)| (r, *id)).collect();
-        let reasons = match lane.conn().await {
-            Ok(mut conn) => outbox::blocked_reasons(&mut conn, &asked).await,
+        let reasons = match lane.conn(Role::Checks).await {
+            Ok(mut conn) => {
+                let reasons = outbox::blocked_reasons(&mut conn, &asked).await;
+                if reasons.is_err() {
+                    conn.failed();
+                }
+                reasons
+            }
             Err(e) => Err(e.into()),
         };
         match reasons {
@@ -265,9 +324,14 @@ pub(super) async fn write_results(
         let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let result = match lane.write().await {
+            let result = match lane.write(Role::Results).await {
                 Ok((_turn, mut conn)) => {
-                    outbox::record_outcomes(&mut conn, &owner, &outcomes, Utc::now()).await
+                    let result =
+                        outbox::record_outcomes(&mut conn, &owner, &outcomes, Utc::now()).await;
+                    if result.is_err() {
+                        conn.failed();
+                    }
+                    result
                 }
                 Err(e) => Err(e.into()),
             };
