@@ -171,24 +171,20 @@ pub(super) async fn renew(
 }
 
 /// Answers send-time checks (invariant 7) in groups: every check that
-/// arrived while the previous query ran goes into the next one, and so do
-/// the checks of messages that were already on their way to ask (at most
-/// [`CHECK_WAVE_WAIT`] later). A message asks once it holds its send slot,
-/// right before its SMTP transaction, so a group is at most
-/// `mail.concurrency` messages that are all about to start; one round trip
-/// per group instead of one per message.
-pub(super) async fn check_recipients(
-    lane: Arc<Lane>,
-    mut rx: mpsc::UnboundedReceiver<Check>,
-    in_flight: Arc<InFlight>,
-) {
+/// arrived while the previous query ran goes into the next one. A message
+/// asks once it holds its send slot, right before its SMTP transaction, so
+/// a group is at most `mail.concurrency` messages that are all about to
+/// start; one round trip per group instead of one per message.
+pub(super) async fn check_recipients(lane: Arc<Lane>, mut rx: mpsc::UnboundedReceiver<Check>) {
     let mut group: Vec<Check> = Vec::new();
     while let Some(first) = rx.recv().await {
         group.push(first);
-        gather(&mut rx, &mut group, 256, CHECK_WAVE_WAIT, || {
-            in_flight.unchecked.load(Ordering::Acquire)
-        })
-        .await;
+        while group.len() < 256 {
+            match rx.try_recv() {
+                Ok(c) => group.push(c),
+                Err(_) => break,
+            }
+        }
         let asked: Vec<(&EmailAddress, Option<i64>)> =
             group.iter().map(|(r, id, _)| (r, *id)).collect();
         let reasons = match lane.conn(Role::Checks).await {
@@ -217,64 +213,43 @@ pub(super) async fn check_recipients(
 }
 
 /// Messages past their send slot and rate limits whose result has not
-/// reached the result writer yet (`flying`), and those of them that have
-/// not asked their send-time check yet (`unchecked`). The checker and the
-/// writer wait for these briefly, so that one query or one commit serves a
-/// whole wave of messages.
+/// reached the result writer yet. The writer waits for them briefly, so
+/// that one commit serves a whole wave of messages.
 #[derive(Debug, Default)]
-pub(super) struct InFlight {
-    flying: AtomicUsize,
-    unchecked: AtomicUsize,
-}
+pub(super) struct InFlight(AtomicUsize);
 
-/// One message counted in [`InFlight`] until dropped.
-pub(super) struct Flying {
-    counts: Arc<InFlight>,
-    checked: bool,
-}
+/// One message counted in [`InFlight`] until dropped (after its result was
+/// handed to the writer).
+pub(super) struct Flying(Arc<InFlight>);
 
 impl InFlight {
     pub(super) fn enter(self: &Arc<Self>) -> Flying {
-        self.flying.fetch_add(1, Ordering::AcqRel);
-        self.unchecked.fetch_add(1, Ordering::AcqRel);
-        Flying {
-            counts: self.clone(),
-            checked: false,
-        }
-    }
-}
-
-impl Flying {
-    /// Its check has been sent to the checker (or it will not ask one).
-    pub(super) fn checked(&mut self) {
-        if !std::mem::replace(&mut self.checked, true) {
-            self.counts.unchecked.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Flying(self.clone())
     }
 }
 
 impl Drop for Flying {
     fn drop(&mut self) {
-        self.checked();
-        self.counts.flying.fetch_sub(1, Ordering::AcqRel);
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Takes what `rx` holds into `into` (up to `max`), and keeps taking what
-/// arrives until `outstanding` says nothing more is on its way or `wait`
-/// has passed since the call. The count is read before each drain: whoever
-/// is counted sends first and leaves the count after, so a zero read means
-/// everything counted so far is already in the channel.
+/// arrives until no message is in flight or `wait` has passed since the
+/// call. The count is read before each drain: a message hands over its
+/// result first and leaves the count after, so a zero read means every
+/// result counted so far is already in the channel.
 async fn gather<T>(
     rx: &mut mpsc::UnboundedReceiver<T>,
     into: &mut Vec<T>,
     max: usize,
     wait: Duration,
-    outstanding: impl Fn() -> usize,
+    in_flight: &InFlight,
 ) {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let coming = outstanding();
+        let coming = in_flight.0.load(Ordering::Acquire);
         while into.len() < max {
             match rx.try_recv() {
                 Ok(item) => into.push(item),
@@ -290,9 +265,6 @@ async fn gather<T>(
         }
     }
 }
-
-/// Longest a check waits for the rest of its wave before its query starts.
-const CHECK_WAVE_WAIT: Duration = Duration::from_millis(1);
 
 /// Longest a result waits for the rest of its wave before its commit starts.
 const WAVE_WAIT: Duration = Duration::from_millis(5);
@@ -317,10 +289,7 @@ pub(super) async fn write_results(
     let mut batch: Vec<Report> = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        gather(&mut rx, &mut batch, 1024, WAVE_WAIT, || {
-            in_flight.flying.load(Ordering::Acquire)
-        })
-        .await;
+        gather(&mut rx, &mut batch, 1024, WAVE_WAIT, &in_flight).await;
         let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let mut backoff = Duration::from_millis(50);
         loop {

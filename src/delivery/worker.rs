@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::claims::{claim_rows, recover, Claimed};
 use super::compose::Outgoing;
-use super::lane::{check_recipients, renew, write_results, Check, Flying, InFlight, Lane, Report};
+use super::lane::{check_recipients, renew, write_results, Check, InFlight, Lane, Report};
 use super::message::{BuildError, MessageBuilder};
 use super::pauses::EditionPauses;
 use super::policy::Fault;
@@ -166,7 +166,8 @@ struct Shared {
     domains: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     limiter: Option<DefaultDirectRateLimiter>,
     results: mpsc::UnboundedSender<Report>,
-    /// Messages in their SMTP transaction, for the result writer's batching.
+    /// Messages past their slot whose result the writer has not got yet
+    /// (for its batching).
     in_flight: Arc<InFlight>,
     checks: mpsc::UnboundedSender<Check>,
     shutdown: CancellationToken,
@@ -214,7 +215,7 @@ impl DeliveryWorker {
             self.progress.clone(),
         ));
         let (checks, checks_rx) = mpsc::unbounded_channel();
-        let checker = tokio::spawn(check_recipients(lane.clone(), checks_rx, in_flight.clone()));
+        let checker = tokio::spawn(check_recipients(lane.clone(), checks_rx));
         let stop_renewing = CancellationToken::new();
         let renewer = tokio::spawn(renew(
             lane.clone(),
@@ -365,8 +366,8 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
             Outcome::Released { id: row.id }
         }
         Some(_domain_slot) => {
-            let flying = flying.insert(shared.in_flight.enter());
-            attempt(&shared, &row, probe, flying).await
+            flying = Some(shared.in_flight.enter());
+            attempt(&shared, &row, probe).await
         }
     };
     if probe && !matches!(outcome, Outcome::Deferred { .. }) && relay.is_paused() {
@@ -384,13 +385,12 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
     }
 }
 
-async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool, flying: &mut Flying) -> Outcome {
+async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
     let id = row.id;
     let (answer, checked) = oneshot::channel();
     let _ = shared
         .checks
         .send((row.recipient.clone(), row.subscriber_id, answer));
-    flying.checked();
     let verdict = checked
         .await
         .unwrap_or_else(|_| Err("the check stopped".into()));

@@ -375,8 +375,8 @@ async fn claim_in(
 /// PostgreSQL: rows locked by another statement are skipped. They are being
 /// recorded (or taken over), so they are leaving `sending` anyway, and
 /// waiting for them could deadlock: the result writer locks its rows in id
-/// order and a renewal in the order it finds them, which a deadlock once
-/// cost a second of delivery to find.
+/// order and a renewal in the order it finds them. (It did deadlock, and
+/// delivery stood still for the server's 1 s `deadlock_timeout`.)
 pub async fn renew_leases(
     conn: &mut AnyConnection,
     owner: &str,
