@@ -949,3 +949,108 @@ async fn delivery_survives_the_database_ending_its_sessions() {
     }
     assert_eq!(seen.len(), N);
 }
+
+/// While results cannot be recorded (another session holds a lock on the
+/// outbox), no more than `mail.concurrency` messages go past the step that
+/// delivers them, though twice as many rows are being worked on; the
+/// transactions waiting at that step give up after `[mail] timeout_seconds`
+/// without delivering anything, and that is nobody's fault but ours: no
+/// attempt is counted, the relay is not paused, and every message arrives
+/// exactly once after the lock is gone. PostgreSQL only: on SQLite the
+/// send-time checks share the result writer's connection, so messages wait
+/// at the check instead, before any transaction starts (the kill -9 test
+/// covers the bound on both engines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrecorded_results_hold_messages_before_their_content() {
+    const N: usize = 40;
+    const CONCURRENCY: usize = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let commands = dir.path().join("commands.log");
+    let server = SmtpServer::start(&["--command-log", commands.to_str().unwrap()]);
+    let tdb = prepare(
+        options(Engine::Postgres)
+            .smtp(&server)
+            .mail(format!("concurrency = {CONCURRENCY}\ntimeout_seconds = 1")),
+    );
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    for i in 0..N {
+        queue_raw(
+            &db,
+            &format!("confirm:held{i}"),
+            &format!("held{i}@example.org"),
+            None,
+        )
+        .await;
+    }
+    let progress = Arc::new(Progress::default());
+    let worker = tokio::spawn({
+        let (db, s, progress) = (db.clone(), s.clone(), progress.clone());
+        async move {
+            let mut options = WorkerOptions::new(&s);
+            options.stop_when_idle = true;
+            DeliveryWorker {
+                db: db.clone(),
+                settings: s.clone(),
+                mailer: Mailer::from_settings(&s.mail).unwrap(),
+                wake: Default::default(),
+                options,
+                progress,
+            }
+            .try_run(CancellationToken::new())
+            .await
+            .unwrap()
+        }
+    });
+    let started = std::time::Instant::now();
+    while server.received_count() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Readers pass an EXCLUSIVE lock; claims and result writes wait for it.
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE outbox IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let at_lock = server.received_count();
+    // Longer than the timeout, so that the waiting transactions give up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = server.received_count() - at_lock;
+    lock.commit().await.unwrap();
+    assert!(
+        during <= CONCURRENCY,
+        "{during} messages were delivered while no result could be recorded"
+    );
+    tokio::time::timeout(Duration::from_secs(60), worker)
+        .await
+        .expect("the worker did not finish after the lock was released")
+        .unwrap();
+
+    let depth = outbox::depth_by_state(&db).await.unwrap();
+    assert_eq!(depth, vec![(State::Sent, N as i64)]);
+    let attempts: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT attempts FROM outbox")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts,
+        vec![1],
+        "a held transaction was counted as an attempt"
+    );
+    assert_eq!(progress.deferred(), 0, "the relay was blamed");
+    assert_eq!(progress.retried(), 0);
+    for i in 0..N {
+        assert_eq!(
+            server.received_by(&format!("held{i}@example.org")).len(),
+            1,
+            "held{i}"
+        );
+    }
+    // Transactions were started and given up: more MAIL commands than messages.
+    let mails = std::fs::read_to_string(&commands).unwrap().lines().count();
+    assert!(
+        mails > N,
+        "{mails} MAIL commands for {N} messages: no transaction waited at the gate"
+    );
+}

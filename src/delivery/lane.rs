@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::worker::Progress;
@@ -212,9 +212,9 @@ pub(super) async fn check_recipients(lane: Arc<Lane>, mut rx: mpsc::UnboundedRec
     }
 }
 
-/// Messages past their send slot and rate limits whose result has not
-/// reached the result writer yet. The writer waits for them briefly, so
-/// that one commit serves a whole wave of messages.
+/// Messages past the [`Gate`] whose result has not reached the result
+/// writer yet. The writer waits for them briefly, so that one commit
+/// serves a whole wave of messages.
 #[derive(Debug, Default)]
 pub(super) struct InFlight(AtomicUsize);
 
@@ -223,7 +223,7 @@ pub(super) struct InFlight(AtomicUsize);
 pub(super) struct Flying(Arc<InFlight>);
 
 impl InFlight {
-    pub(super) fn enter(self: &Arc<Self>) -> Flying {
+    fn enter(self: &Arc<Self>) -> Flying {
         self.0.fetch_add(1, Ordering::AcqRel);
         Flying(self.clone())
     }
@@ -232,6 +232,54 @@ impl InFlight {
 impl Drop for Flying {
     fn drop(&mut self) {
         self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The step that may deliver a message (its SMTP content, after the relay's
+/// 354 reply; its `.eml` file), taken by at most `mail.concurrency`
+/// messages whose results have not committed. That bound is what a kill -9
+/// can duplicate (invariant 6): a message stopped before the gate ends its
+/// transaction with nothing delivered. Messages up to the gate (the check,
+/// building, MAIL, RCPT, DATA) need no place here, so the next wave gets
+/// that far while the last one's results commit.
+pub(super) struct Gate {
+    places: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
+}
+
+/// A place past the [`Gate`], held until the message's result committed.
+pub(super) struct Passed {
+    _place: OwnedSemaphorePermit,
+    flying: Option<Flying>,
+}
+
+impl Gate {
+    pub(super) fn new(places: usize, in_flight: Arc<InFlight>) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(places)),
+            in_flight,
+        }
+    }
+
+    pub(super) async fn pass(&self) -> Passed {
+        let place = self
+            .places
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the gate is never closed");
+        Passed {
+            _place: place,
+            flying: Some(self.in_flight.enter()),
+        }
+    }
+}
+
+impl Passed {
+    /// The message's result is with the writer: it is no longer waited for
+    /// (its place is kept until the result commits).
+    pub(super) fn handed(&mut self) {
+        self.flying = None;
     }
 }
 

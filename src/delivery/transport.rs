@@ -4,6 +4,7 @@
 //! which SMTP stage it happened and what the server replied, so that the
 //! failure policy ([`super::policy`]) can tell whose fault it is.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +66,21 @@ impl DeliveryError {
             None => format!("{} at {}", self.detail, self.stage),
         }
     }
+}
+
+/// A send that did not end in the relay's acceptance.
+#[derive(Debug)]
+pub enum SendError<P> {
+    /// The relay, the connection or the file failed; `passed` is what the
+    /// gate yielded when the failure came after it.
+    Failed {
+        error: DeliveryError,
+        passed: Option<P>,
+    },
+    /// The gate stayed shut for `mail.timeout`: the transaction was
+    /// abandoned before its content, so nothing was delivered and the
+    /// relay is not to blame.
+    Held,
 }
 
 /// Why a login was not attempted: `smtp_url` has credentials, the relay
@@ -243,14 +259,57 @@ impl SmtpPool {
         }
     }
 
-    async fn send(
+    /// One transaction: a connection from the pool, MAIL, RCPT and DATA,
+    /// then `gate`, then the content. Each part is bounded by `timeout`
+    /// on its own; the wait at the gate is not the relay's time, so a
+    /// gate that stays shut that long abandons the transaction before its
+    /// content ([`SendError::Held`]) instead of blaming the relay.
+    async fn send<P>(
         &self,
         envelope: &Envelope,
         bytes: &[u8],
-        mark: &StageMark,
-    ) -> Result<(), DeliveryError> {
-        let mut session = self.checkout(mark).await?;
-        let result = transmit(&mut session, envelope, bytes, mark).await;
+        gate: impl Future<Output = P>,
+        timeout: Duration,
+    ) -> Result<P, SendError<P>> {
+        let mark = StageMark::default();
+        let opened = tokio::time::timeout(timeout, async {
+            let mut session = self.checkout(&mark).await?;
+            match open(&mut session, envelope, bytes, &mark).await {
+                Ok(()) => Ok(session),
+                Err(e) => {
+                    self.put_back(session).await;
+                    Err(e)
+                }
+            }
+        })
+        .await;
+        let failed = |error, passed| SendError::Failed { error, passed };
+        let mut session = match opened {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => return Err(failed(e, None)),
+            Err(_) => return Err(failed(timed_out(mark.get(), timeout), None)),
+        };
+        let Ok(passed) = tokio::time::timeout(timeout, gate).await else {
+            // The relay waits for content after its 354 reply: closing the
+            // connection (not QUIT, which would read as content) ends the
+            // transaction with nothing delivered.
+            drop(session);
+            return Err(SendError::Held);
+        };
+        let sent = tokio::time::timeout(timeout, content(&mut session, bytes)).await;
+        let Ok(sent) = sent else {
+            // Cut off mid-content: the connection is in no known state.
+            return Err(failed(timed_out(Stage::Content, timeout), Some(passed)));
+        };
+        self.put_back(session).await;
+        match sent {
+            Ok(_) => Ok(passed),
+            Err(e) => Err(failed(e, Some(passed))),
+        }
+    }
+
+    /// A session back to the idle list, or closed when it broke.
+    async fn put_back(&self, mut session: Session) {
         if session.conn.has_broken() {
             session.conn.abort().await;
         } else {
@@ -259,7 +318,6 @@ impl SmtpPool {
                 idle.push((session, Instant::now()));
             }
         }
-        result.map(|_| ())
     }
 
     async fn shutdown(&self) {
@@ -290,22 +348,20 @@ async fn offers_pipelining(
     }
 }
 
-/// One SMTP transaction on `session`: MAIL (with SMTPUTF8 or 8BITMIME when
-/// the envelope or content needs them), RCPT per recipient, DATA, content;
-/// each command's failure carries its stage, and any failure aborts the
-/// connection. Where the relay offers PIPELINING, MAIL, RCPT and DATA go out
-/// in one write and their replies are read in order after it (two round
-/// trips a message instead of four); the first refusal ends the transaction
-/// with its own stage, as it does one command at a time. The content is
-/// dot-stuffed with a substring search and goes out in one write with its
-/// final `.` line (lettre stuffs byte by byte, which was the largest single
-/// cost of a digest).
-async fn transmit(
+/// The start of one SMTP transaction on `session`: MAIL (with SMTPUTF8
+/// or 8BITMIME when the envelope or content needs them), RCPT per
+/// recipient, DATA; each command's failure carries its stage, and any
+/// failure aborts the connection. Where the relay offers PIPELINING, MAIL,
+/// RCPT and DATA go out in one write and their replies are read in order
+/// after it (one round trip instead of three); the first refusal ends the
+/// transaction with its own stage, as it does one command at a time.
+/// [`content`] finishes the transaction.
+async fn open(
     session: &mut Session,
     envelope: &Envelope,
     bytes: &[u8],
     mark: &StageMark,
-) -> Result<Response, DeliveryError> {
+) -> Result<(), DeliveryError> {
     let conn = &mut session.conn;
     let ascii = |a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii();
     let ascii_addresses = envelope.from().is_none_or(ascii) && envelope.to().iter().all(ascii);
@@ -336,9 +392,6 @@ async fn transmit(
         }
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    let at = |stage: Stage| {
-        move |e: lettre::transport::smtp::Error| DeliveryError::from_lettre(stage, &e)
-    };
     let pipelining = session.pipelining;
     let result = async {
         let mail = Mail::new(envelope.from().cloned(), params);
@@ -373,18 +426,48 @@ async fn transmit(
             mark.set(Stage::Data);
             conn.command(Data).await.map_err(at(Stage::Data))?;
         }
-        mark.set(Stage::Content);
-        match std::str::from_utf8(bytes) {
-            Ok(text) => conn.command(Prepared(dot_stuff(text))).await,
-            Err(_) => conn.message(bytes).await,
-        }
-        .map_err(at(Stage::Content))
+        Ok(())
     }
     .await;
     if result.is_err() {
         conn.abort().await;
     }
     result
+}
+
+/// The content of a transaction [`open`] started, and the relay's reply
+/// to it: the relay's acceptance. The content is dot-stuffed with a
+/// substring search and goes out in one write with its final `.` line
+/// (lettre stuffs byte by byte, which was the largest single cost of a
+/// digest). A failure aborts the connection.
+async fn content(session: &mut Session, bytes: &[u8]) -> Result<Response, DeliveryError> {
+    let conn = &mut session.conn;
+    let result = match std::str::from_utf8(bytes) {
+        Ok(text) => conn.command(Prepared(dot_stuff(text))).await,
+        Err(_) => conn.message(bytes).await,
+    }
+    .map_err(at(Stage::Content));
+    if result.is_err() {
+        conn.abort().await;
+    }
+    result
+}
+
+/// Tags a lettre error with the stage it happened at.
+fn at(stage: Stage) -> impl Fn(lettre::transport::smtp::Error) -> DeliveryError {
+    move |e| DeliveryError::from_lettre(stage, &e)
+}
+
+/// The error of a part of a send that took longer than `mail.timeout`.
+fn timed_out(stage: Stage, timeout: Duration) -> DeliveryError {
+    DeliveryError::new(
+        stage,
+        None,
+        format!(
+            "no answer within {} s ([mail] timeout_seconds)",
+            timeout.as_secs()
+        ),
+    )
 }
 
 /// Message content as the DATA phase sends it (RFC 5321 4.5.2): a `.` added
@@ -441,27 +524,37 @@ impl Mailer {
         }))
     }
 
-    /// Sends finished message bytes, within `mail.timeout`.
-    pub async fn send_raw(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), DeliveryError> {
-        let mark = StageMark::default();
-        let attempt = async {
-            match &self.inner {
-                Inner::Smtp(p) => p.send(envelope, bytes, &mark).await,
-                Inner::File(t) => t.send_raw(envelope, bytes).await.map(|_| ()).map_err(|e| {
-                    DeliveryError::new(Stage::Connect, None, format!("writing the .eml file: {e}"))
-                }),
+    /// Sends finished message bytes. `gate` is awaited right before the
+    /// step that delivers them (the content of the SMTP transaction, after
+    /// the relay's 354 reply; the writing of the `.eml` file), and what it
+    /// yields is handed back with the result once that step was taken,
+    /// whatever came of it: from then on the message may have been
+    /// accepted. Each part of a send is bounded by `mail.timeout`.
+    pub async fn send_raw<P>(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+        gate: impl Future<Output = P>,
+    ) -> Result<P, SendError<P>> {
+        match &self.inner {
+            Inner::Smtp(p) => p.send(envelope, bytes, gate, self.timeout).await,
+            Inner::File(t) => {
+                let passed = gate.await;
+                let written = tokio::time::timeout(self.timeout, t.send_raw(envelope, bytes)).await;
+                let error = match written {
+                    Ok(Ok(_)) => return Ok(passed),
+                    Ok(Err(e)) => DeliveryError::new(
+                        Stage::Connect,
+                        None,
+                        format!("writing the .eml file: {e}"),
+                    ),
+                    Err(_) => timed_out(Stage::Connect, self.timeout),
+                };
+                Err(SendError::Failed {
+                    error,
+                    passed: Some(passed),
+                })
             }
-        };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(DeliveryError::new(
-                mark.get(),
-                None,
-                format!(
-                    "no answer within {} s ([mail] timeout_seconds)",
-                    self.timeout.as_secs()
-                ),
-            )),
         }
     }
 

@@ -28,12 +28,14 @@ use tokio_util::task::TaskTracker;
 
 use super::claims::{claim_rows, recover, Claimed};
 use super::compose::Outgoing;
-use super::lane::{check_recipients, renew, write_results, Check, InFlight, Lane, Report};
+use super::lane::{
+    check_recipients, renew, write_results, Check, Gate, InFlight, Lane, Passed, Report,
+};
 use super::message::{BuildError, MessageBuilder};
 use super::pauses::EditionPauses;
 use super::policy::Fault;
 use super::relay::{Change, Relay};
-use super::transport::{DeliveryError, Mailer};
+use super::transport::{DeliveryError, Mailer, SendError};
 use crate::config::Settings;
 use crate::store::outbox::{self, ClaimedRow, Outcome};
 use crate::store::{Backend, Db};
@@ -166,9 +168,11 @@ struct Shared {
     domains: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     limiter: Option<DefaultDirectRateLimiter>,
     results: mpsc::UnboundedSender<Report>,
-    /// Messages past their slot whose result the writer has not got yet
-    /// (for its batching).
-    in_flight: Arc<InFlight>,
+    /// SMTP transactions at once (`mail.concurrency`), held from the
+    /// send-time check until the relay's reply to the content.
+    sessions: Arc<Semaphore>,
+    /// Messages past the step that delivers them and not yet recorded.
+    gate: Gate,
     checks: mpsc::UnboundedSender<Check>,
     shutdown: CancellationToken,
     /// The relay's `host:port`, for messages.
@@ -234,7 +238,8 @@ impl DeliveryWorker {
             domains: Default::default(),
             limiter,
             results: tx,
-            in_flight,
+            sessions: Arc::new(Semaphore::new(mail.concurrency)),
+            gate: Gate::new(mail.concurrency, in_flight),
             checks,
             shutdown: shutdown.clone(),
             relay_target: self.mailer.target(),
@@ -255,7 +260,9 @@ impl DeliveryWorker {
                     .is_some_and(|r| r.paused == 1),
             ),
         });
-        let slots = Arc::new(Semaphore::new(mail.concurrency));
+        // Rows being worked on: `mail.concurrency` in SMTP transactions and
+        // as many waiting for their results to commit.
+        let slots = Arc::new(Semaphore::new(mail.concurrency * 2));
         let tracker = TaskTracker::new();
         let opts = &self.options;
         tracing::info!(
@@ -321,10 +328,11 @@ impl DeliveryWorker {
     }
 }
 
-/// One row: wait for a per-domain slot and the rate limiter, re-check the
-/// recipient, send, then hold the global slot until the result committed.
-/// Holding it bounds sent-but-unrecorded messages by `mail.concurrency`,
-/// which is what a kill -9 can duplicate (invariant 6).
+/// One row: wait for a per-domain slot, the rate limiter and an SMTP
+/// session, re-check the recipient, send, then hold the message's place
+/// past the [`Gate`] until its result committed. That bounds
+/// sent-but-unrecorded messages by `mail.concurrency`, which is what a
+/// kill -9 can duplicate (invariant 6).
 async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: OwnedSemaphorePermit) {
     let domain = row.recipient.domain().to_owned();
     let domain_slots = {
@@ -341,11 +349,12 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
             if let Some(l) = &shared.limiter {
                 l.until_ready().await;
             }
-            p
+            let session = shared.sessions.clone().acquire_owned().await.expect("never closed");
+            (p, session)
         } => Some(p),
     };
     let relay = &shared.options.relay;
-    let mut flying = None;
+    let mut passed = None;
     let outcome = match ready {
         None => Outcome::Released { id: row.id },
         Some(_) if expired(&shared, &row) => Outcome::Expired {
@@ -365,10 +374,7 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
         {
             Outcome::Released { id: row.id }
         }
-        Some(_domain_slot) => {
-            flying = Some(shared.in_flight.enter());
-            attempt(&shared, &row, probe).await
-        }
+        Some((_domain_slot, session)) => attempt(&shared, &row, probe, session, &mut passed).await,
     };
     if probe && !matches!(outcome, Outcome::Deferred { .. }) && relay.is_paused() {
         // The probe never reached the relay's judgement (suppressed, invalid).
@@ -380,12 +386,23 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
         .send((outcome, row.edition.clone(), ack))
         .is_ok()
     {
-        drop(flying);
+        if let Some(p) = passed.as_mut() {
+            p.handed();
+        }
         let _ = done.await;
     }
 }
 
-async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
+/// Checks, builds and sends one row; `passed` is filled once the message
+/// went past the gate (it may have been delivered from then on). The
+/// session is given back once the relay answered the content.
+async fn attempt(
+    shared: &Shared,
+    row: &ClaimedRow,
+    probe: bool,
+    session: OwnedSemaphorePermit,
+    passed: &mut Option<Passed>,
+) -> Outcome {
     let id = row.id;
     let (answer, checked) = oneshot::channel();
     let _ = shared
@@ -411,15 +428,33 @@ async fn attempt(shared: &Shared, row: &ClaimedRow, probe: bool) -> Outcome {
         Err(BuildError::Invalid(error)) => return Outcome::Dead { id, error },
     };
     let relay = &shared.options.relay;
-    let error = match shared.mailer.send_raw(&envelope, &bytes).await {
-        Ok(()) => {
+    let sent = shared
+        .mailer
+        .send_raw(&envelope, &bytes, shared.gate.pass())
+        .await;
+    drop(session);
+    let error = match sent {
+        Ok(p) => {
+            *passed = Some(p);
             relay_changed(shared, judged(shared)).await;
             if let Some(e) = &row.edition {
                 shared.pauses.judged(e);
             }
             return Outcome::Sent { id };
         }
-        Err(e) => e,
+        Err(SendError::Held) => {
+            // Our side: results are not being recorded (the database),
+            // so the transaction was given up before anything was delivered.
+            tracing::warn!(
+                id,
+                "results have not been recorded for [mail] timeout_seconds; the transaction was abandoned before its content and the row goes back to the queue"
+            );
+            return Outcome::Released { id };
+        }
+        Err(SendError::Failed { error, passed: p }) => {
+            *passed = p;
+            error
+        }
     };
     let fault = error.fault();
     metrics::counter!("casewire_delivery_faults_total", "class" => fault.as_str()).increment(1);
