@@ -793,7 +793,8 @@ pub struct Failure {
     pub updated_at: i64,
 }
 
-/// The most recent failures, newest first.
+/// The most recent failures, newest first (read from the partial index
+/// `outbox_failures`, migration 0090, whose condition this one repeats).
 pub async fn recent_failures(db: &Db, limit: i64) -> Result<Vec<Failure>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, recipient, edition, state, attempts, last_error, updated_at FROM outbox
