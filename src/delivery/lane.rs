@@ -36,6 +36,9 @@ pub(super) type Check = (
 /// whole page cache at its next read, so statements spread over the pool
 /// re-read their pages from the file every time; on one connection the cache
 /// stays warm, and claims and result writes never collide as two writers.
+/// The send-time checks are the exception: they only read (a few pages of
+/// suppressions and subscribers), and on a connection of their own the next
+/// wave's checks need not wait for the last wave's commit.
 /// PostgreSQL: statements in parallel. The two that run once per wave of
 /// messages (the check and the result write) each keep a connection of
 /// their own: a connection taken from the pool is first pinged, one more
@@ -83,7 +86,7 @@ impl Lane {
     }
 
     pub(super) async fn conn(&self, role: Role) -> Result<LaneConn<'_>, sqlx::Error> {
-        if let Some(c) = &self.held {
+        if let Some(c) = self.held.as_ref().filter(|_| role != Role::Checks) {
             return Ok(LaneConn::Held(c.lock().await));
         }
         let own = match role {
@@ -94,6 +97,10 @@ impl Lane {
         let mut own = own.lock().await;
         if own.is_none() {
             let mut conn = self.db.pool.acquire().await?;
+            if self.db.backend == Backend::Sqlite {
+                *own = Some(conn);
+                return Ok(LaneConn::Own(own));
+            }
             // A session keeps its prepared statements, and after five runs
             // PostgreSQL may swap a statement's plan for a generic one made
             // for no particular values, kept until the statistics change.
