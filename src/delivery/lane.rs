@@ -179,8 +179,8 @@ pub(super) async fn renew(
 
 /// Answers send-time checks (invariant 7) in groups: every check that
 /// arrived while the previous query ran goes into the next one. A message
-/// asks once it holds its send slot, right before its SMTP transaction, so
-/// a group is at most `mail.concurrency` messages that are all about to
+/// asks once it holds an SMTP session, right before its transaction, so a
+/// group is at most `mail.concurrency` messages that are all about to
 /// start; one round trip per group instead of one per message.
 pub(super) async fn check_recipients(lane: Arc<Lane>, mut rx: mpsc::UnboundedReceiver<Check>) {
     let mut group: Vec<Check> = Vec::new();
@@ -328,8 +328,8 @@ const WAVE_WAIT: Duration = Duration::from_millis(5);
 /// durable. A batch is everything that arrived while the previous
 /// transaction committed, and then whatever the messages still in flight
 /// report within [`WAVE_WAIT`]: once none is left in flight the commit
-/// starts at once. Messages hold their send slot until
-/// their result commits, so the slots tend to move in waves; waiting for the
+/// starts at once. Messages hold their place past the [`Gate`] until
+/// their result commits, so the places tend to move in waves; waiting for the
 /// wave makes one commit of a dozen rows instead of a few commits of two or
 /// three, and each commit's fixed cost (its statements, the WAL frames of
 /// every index page it touched, the round trips) is most of what a result
