@@ -68,6 +68,19 @@ async fn queue_raw(db: &Db, key: &str, to: &str, subscriber_id: Option<i64>) {
     assert!(queued);
 }
 
+/// Queues `n` raw messages, keys `confirm:{prefix}{i}` to `{prefix}{i}@example.org`.
+async fn queue_numbered(db: &Db, prefix: &str, n: usize) {
+    for i in 0..n {
+        queue_raw(
+            db,
+            &format!("confirm:{prefix}{i}"),
+            &format!("{prefix}{i}@example.org"),
+            None,
+        )
+        .await;
+    }
+}
+
 /// Runs a worker until nothing is due; retries wait `retry_base`.
 async fn run_worker(db: &Db, settings: &Arc<Settings>, retry_base: Duration) -> Arc<Progress> {
     let progress = Arc::new(Progress::default());
@@ -896,15 +909,7 @@ async fn delivery_survives_the_database_ending_its_sessions() {
     let tdb = prepare(smtp_options(Engine::Postgres, &server).mail("max_attempts = 5"));
     let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
-    for i in 0..N {
-        queue_raw(
-            &db,
-            &format!("confirm:cut{i}"),
-            &format!("cut{i}@example.org"),
-            None,
-        )
-        .await;
-    }
+    queue_numbered(&db, "cut", N).await;
     let worker = tokio::spawn({
         let (db, s) = (db.clone(), s.clone());
         async move { run_worker(&db, &s, Duration::from_millis(1)).await }
@@ -974,33 +979,10 @@ async fn unrecorded_results_hold_messages_before_their_content() {
     );
     let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
-    for i in 0..N {
-        queue_raw(
-            &db,
-            &format!("confirm:held{i}"),
-            &format!("held{i}@example.org"),
-            None,
-        )
-        .await;
-    }
-    let progress = Arc::new(Progress::default());
+    queue_numbered(&db, "held", N).await;
     let worker = tokio::spawn({
-        let (db, s, progress) = (db.clone(), s.clone(), progress.clone());
-        async move {
-            let mut options = WorkerOptions::new(&s);
-            options.stop_when_idle = true;
-            DeliveryWorker {
-                db: db.clone(),
-                settings: s.clone(),
-                mailer: Mailer::from_settings(&s.mail).unwrap(),
-                wake: Default::default(),
-                options,
-                progress,
-            }
-            .try_run(CancellationToken::new())
-            .await
-            .unwrap()
-        }
+        let (db, s) = (db.clone(), s.clone());
+        async move { run_worker(&db, &s, Duration::from_secs(3600)).await }
     });
     let started = std::time::Instant::now();
     while server.received_count() < 4 {
@@ -1022,7 +1004,7 @@ async fn unrecorded_results_hold_messages_before_their_content() {
         during <= CONCURRENCY,
         "{during} messages were delivered while no result could be recorded"
     );
-    tokio::time::timeout(Duration::from_secs(60), worker)
+    let progress = tokio::time::timeout(Duration::from_secs(60), worker)
         .await
         .expect("the worker did not finish after the lock was released")
         .unwrap();

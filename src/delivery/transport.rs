@@ -1,6 +1,6 @@
 //! The configured way out: an SMTP connection pool (lettre, STARTTLS when
 //! offered on `smtp://`, implicit TLS on `smtps://`) or a folder of `.eml`
-//! files. Every send is bounded by `mail.timeout`, and every failure says at
+//! files. Each part of a send is bounded by `mail.timeout`, and every failure says at
 //! which SMTP stage it happened and what the server replied, so that the
 //! failure policy ([`super::policy`]) can tell whose fault it is.
 
