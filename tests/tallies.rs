@@ -238,6 +238,16 @@ async fn tallies_follow_every_write(engine: Engine) {
         sqlx::query(sql).execute(&db.pool).await.unwrap();
     }
     assert_tallies(&db, "moving digests").await;
+    // A crashed worker's lease (m0 is taken over and sent) and a row that
+    // can never be sent (m5 ends dead when claimed): both change state in
+    // the claim's transaction.
+    for sql in [
+        "UPDATE outbox SET state = 'sending', lease_owner = 'gone', lease_until = 1 WHERE dedupe_key = 'm0'",
+        "UPDATE outbox SET kind = 'fax' WHERE dedupe_key = 'm5'",
+    ] {
+        sqlx::query(sql).execute(&db.pool).await.unwrap();
+    }
+    assert_tallies(&db, "a lost lease and a hand edit").await;
     let mut worker = WorkerOptions::new(&settings);
     worker.stop_when_idle = true;
     worker.retry_base = Duration::from_millis(1);
@@ -267,6 +277,11 @@ async fn tallies_follow_every_write(engine: Engine) {
     assert_eq!(
         states[3],
         ("m3".to_owned(), "suppressed".to_owned()),
+        "{states:?}"
+    );
+    assert_eq!(
+        states[5],
+        ("m5".to_owned(), "dead".to_owned()),
         "{states:?}"
     );
     assert_tallies(&db, "delivering").await;

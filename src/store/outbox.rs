@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row as _};
 
-use super::tallies::{Batch, Row};
+use super::tallies::{rollback, Batch, Row, SQLITE_OPEN, SQLITE_SET_ASIDE};
 use super::{to_millis, StoreError};
 use crate::domain::EmailAddress;
 
@@ -223,7 +224,7 @@ pub struct ClaimedRow {
 
 /// A claimed row as the database returns it, before its kind and recipient
 /// are checked ([`triage`]).
-#[derive(sqlx::FromRow)]
+#[derive(Debug, sqlx::FromRow)]
 struct StoredRow {
     id: i64,
     kind: String,
@@ -241,11 +242,15 @@ struct StoredRow {
 /// The row typed, or why it can never be sent. Rows are written through
 /// [`EmailAddress`] and [`Kind`], so only a row from an older version or a
 /// hand edit fails here; it ends dead instead of blocking the queue.
-fn triage(row: StoredRow) -> Result<ClaimedRow, (i64, String)> {
-    let kind = Kind::parse(&row.kind)
-        .ok_or_else(|| (row.id, format!("unknown message kind {:?}", row.kind)))?;
-    let recipient =
-        EmailAddress::parse(&row.recipient).map_err(|e| (row.id, format!("recipient: {e}")))?;
+fn triage(row: StoredRow) -> Result<ClaimedRow, (StoredRow, String)> {
+    let Some(kind) = Kind::parse(&row.kind) else {
+        let error = format!("unknown message kind {:?}", row.kind);
+        return Err((row, error));
+    };
+    let recipient = match EmailAddress::parse(&row.recipient) {
+        Ok(r) => r,
+        Err(e) => return Err((row, format!("recipient: {e}"))),
+    };
     Ok(ClaimedRow {
         id: row.id,
         kind,
@@ -271,27 +276,10 @@ const CLAIM_COLUMNS: &str =
 ///
 /// PostgreSQL: several daemons claim concurrently, so the candidate rows are
 /// locked with `FOR UPDATE SKIP LOCKED` and no two claims return the same row.
-/// SQLite has one writer, so the single `UPDATE … RETURNING` is the claim.
+/// SQLite has one writer, so the single `UPDATE … RETURNING` is the claim;
+/// it and its counters (store::tallies::Batch) commit together, in two
+/// calls to the database.
 pub async fn claim(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    owner: &str,
-    limit: i64,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    edition: Option<&str>,
-) -> Result<Vec<ClaimedRow>, StoreError> {
-    if backend == Backend::Postgres {
-        return claim_in(conn, backend, owner, limit, now, lease_until, edition).await;
-    }
-    // SQLite: the claim and its counters (store::tallies::Batch) commit together.
-    let mut tx = conn.begin().await?;
-    let rows = claim_in(&mut tx, backend, owner, limit, now, lease_until, edition).await?;
-    tx.commit().await?;
-    Ok(rows)
-}
-
-async fn claim_in(
     conn: &mut AnyConnection,
     backend: Backend,
     owner: &str,
@@ -309,12 +297,11 @@ async fn claim_in(
     // so the claim itself is one index range in (next_attempt_at, id) order.
     // (PostgreSQL: a row locked meanwhile is being recorded by its owner, so
     // it is skipped rather than waited for; see `renew_leases`.)
-    let expired = format!("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE id IN (SELECT id FROM outbox WHERE state = 'sending' AND lease_until < $1{lock})");
-    sqlx::query(&expired)
-        .bind(to_millis(now))
-        .execute(&mut *conn)
-        .await?;
-    let sql = format!(
+    let expired = |now: &str| {
+        format!("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = {now} WHERE id IN (SELECT id FROM outbox WHERE state = 'sending' AND lease_until < {now}{lock})")
+    };
+    // The owner at $1, the lease's end at $2, the time at $3, the limit at $4.
+    let claim = format!(
         "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3
          WHERE id IN (SELECT id FROM outbox
                       WHERE state = 'queued' AND next_attempt_at <= $3{filter}
@@ -322,52 +309,110 @@ async fn claim_in(
                       ORDER BY next_attempt_at, id LIMIT $4{lock})
          RETURNING {CLAIM_COLUMNS}"
     );
-    let mut q = sqlx::query_as::<_, StoredRow>(&sql)
-        .bind(owner)
-        .bind(to_millis(lease_until))
-        .bind(to_millis(now))
-        .bind(limit);
-    if let Some(e) = edition {
-        q = q.bind(e);
-    }
-    let mut batch = Batch::begin(&mut *conn).await?;
-    let stored = q.fetch_all(&mut *conn).await?;
-    for row in &stored {
-        let before = Row {
-            kind: &row.kind,
-            dedupe_key: &row.dedupe_key,
-            subscriber_id: row.subscriber_id,
-            state: State::Queued.as_str(),
-            attempts: row.attempts,
-            sent_at: None,
-        };
-        let after = Row {
-            state: State::Sending.as_str(),
-            ..before
-        };
-        batch.moved(Some(before), Some(after));
-    }
-    batch.finish(&mut *conn).await?;
+    let bound = |sql| {
+        let q = sqlx::query_as::<_, StoredRow>(sql)
+            .bind(owner)
+            .bind(to_millis(lease_until))
+            .bind(to_millis(now))
+            .bind(limit);
+        match edition {
+            Some(e) => q.bind(e),
+            None => q,
+        }
+    };
+    let stored = match backend {
+        Backend::Postgres => {
+            // Its triggers count per statement; each statement is atomic.
+            sqlx::query(&expired("$1"))
+                .bind(to_millis(now))
+                .execute(&mut *conn)
+                .await?;
+            bound(&claim).fetch_all(&mut *conn).await?
+        }
+        Backend::Sqlite => {
+            // The expired leases go back before the triggers are set
+            // aside, so the triggers count them.
+            let sql = format!("BEGIN; {}; {SQLITE_SET_ASIDE}{claim}", expired("$3"));
+            match bound(&sql).fetch_all(&mut *conn).await {
+                Ok(stored) => stored,
+                Err(e) => return Err(rollback(conn, e.into()).await),
+            }
+        }
+    };
+    // SQLite counts the claim itself (the triggers are set aside).
+    let mut batch = (backend == Backend::Sqlite).then(Batch::opened);
     let mut rows = Vec::with_capacity(stored.len());
     let mut unsendable = Vec::new();
     for row in stored {
+        if let Some(batch) = batch.as_mut() {
+            let before = Row {
+                kind: &row.kind,
+                dedupe_key: &row.dedupe_key,
+                subscriber_id: row.subscriber_id,
+                state: State::Queued.as_str(),
+                attempts: row.attempts,
+                sent_at: None,
+            };
+            let after = Row {
+                state: State::Sending.as_str(),
+                ..before
+            };
+            batch.moved(Some(before), Some(after));
+        }
         match triage(row) {
             Ok(r) => rows.push(r),
             Err(dead) => unsendable.push(dead),
         }
     }
-    for (id, error) in unsendable {
-        tracing::error!(id, %error, "outbox row cannot be sent; it is dead");
-        sqlx::query("UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4")
-            .bind(error)
-            .bind(to_millis(now))
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *conn)
-            .await?;
+    let marked = mark_unsendable(conn, batch.as_mut(), &unsendable, owner, now).await;
+    if let Err(e) = marked {
+        return Err(match backend {
+            Backend::Postgres => e,
+            Backend::Sqlite => rollback(conn, e).await,
+        });
+    }
+    if let Some(batch) = batch {
+        batch.commit(conn).await?;
     }
     rows.sort_by_key(|r| r.id);
     Ok(rows)
+}
+
+/// Ends claimed rows that can never be sent (see [`triage`]) dead, counted
+/// in `batch` when there is one (SQLite, triggers set aside).
+async fn mark_unsendable(
+    conn: &mut AnyConnection,
+    mut batch: Option<&mut Batch>,
+    unsendable: &[(StoredRow, String)],
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for (row, error) in unsendable {
+        tracing::error!(id = row.id, %error, "outbox row cannot be sent; it is dead");
+        sqlx::query("UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4")
+            .bind(error)
+            .bind(to_millis(now))
+            .bind(row.id)
+            .bind(owner)
+            .execute(&mut *conn)
+            .await?;
+        if let Some(batch) = batch.as_deref_mut() {
+            let before = Row {
+                kind: &row.kind,
+                dedupe_key: &row.dedupe_key,
+                subscriber_id: row.subscriber_id,
+                state: State::Sending.as_str(),
+                attempts: row.attempts,
+                sent_at: None,
+            };
+            let after = Row {
+                state: State::Dead.as_str(),
+                ..before
+            };
+            batch.moved(Some(before), Some(after));
+        }
+    }
+    Ok(())
 }
 
 /// Extends the lease of every row `owner` is still sending.
@@ -558,13 +603,15 @@ pub async fn record_outcomes(
             _ => None,
         })
         .collect();
-    // The common case, only successes: one statement is atomic on its own,
-    // and skipping BEGIN/COMMIT saves PostgreSQL two round trips per batch.
-    // (SQLite writes the batch's counters in a second statement.)
+    // The common case, only successes. PostgreSQL: one statement is atomic
+    // on its own, and skipping BEGIN/COMMIT saves two round trips per batch.
+    // SQLite: the statement and its counters in two calls (Batch::opened).
     let backend = Backend::of(conn);
-    if sent.len() == outcomes.len() && backend == Backend::Postgres {
-        mark_sent(conn, backend, owner, &sent, now).await?;
-        return Ok(());
+    if sent.len() == outcomes.len() {
+        return match backend {
+            Backend::Postgres => mark_sent(conn, backend, owner, &sent, now).await,
+            Backend::Sqlite => mark_only_sent(conn, owner, &sent, now).await,
+        };
     }
     let mut tx = conn.begin().await?;
     if !sent.is_empty() {
@@ -680,11 +727,7 @@ async fn mark_sent(
     ids: &[i64],
     now: i64,
 ) -> Result<(), StoreError> {
-    let mut sql = format!(
-        "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
-         WHERE lease_owner = $2 AND {}",
-        List::Ids(ids).predicate(backend, "id", "$3")
-    );
+    let sql = mark_sent_sql(backend, ids);
     let q = |sql| {
         sqlx::query(sql)
             .bind(now)
@@ -696,10 +739,55 @@ async fn mark_sent(
         q(&sql).execute(conn).await?;
         return Ok(());
     }
-    sql.push_str(" RETURNING kind, dedupe_key, subscriber_id, attempts");
     let mut batch = Batch::begin(&mut *conn).await?;
     let moved = q(&sql).fetch_all(&mut *conn).await?;
-    for row in &moved {
+    count_sent(&mut batch, &moved, now)?;
+    batch.finish(conn).await
+}
+
+/// [`mark_sent`] on SQLite as a transaction of its own, in two calls: the
+/// batch of a result writer that has nothing but successes to record.
+async fn mark_only_sent(
+    conn: &mut AnyConnection,
+    owner: &str,
+    ids: &[i64],
+    now: i64,
+) -> Result<(), StoreError> {
+    let sql = format!("{SQLITE_OPEN}{}", mark_sent_sql(Backend::Sqlite, ids));
+    let moved = sqlx::query(&sql)
+        .bind(now)
+        .bind(owner)
+        .bind(List::Ids(ids).value(Backend::Sqlite))
+        .fetch_all(&mut *conn)
+        .await;
+    let mut batch = Batch::opened();
+    let counted = match moved {
+        Ok(moved) => count_sent(&mut batch, &moved, now),
+        Err(e) => Err(e.into()),
+    };
+    match counted {
+        Ok(()) => batch.commit(conn).await,
+        Err(e) => Err(rollback(conn, e).await),
+    }
+}
+
+/// The statement that marks a batch sent (SQLite: returning what its
+/// counters need); binds the time at $1, the owner at $2, the ids at $3.
+fn mark_sent_sql(backend: Backend, ids: &[i64]) -> String {
+    let returning = match backend {
+        Backend::Postgres => "",
+        Backend::Sqlite => " RETURNING kind, dedupe_key, subscriber_id, attempts",
+    };
+    format!(
+        "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
+         WHERE lease_owner = $2 AND {}{returning}",
+        List::Ids(ids).predicate(backend, "id", "$3")
+    )
+}
+
+/// Counts rows that [`mark_sent_sql`] returned from `sending` into `sent`.
+fn count_sent(batch: &mut Batch, moved: &[AnyRow], now: i64) -> Result<(), StoreError> {
+    for row in moved {
         let after = Row {
             kind: row.try_get(0)?,
             dedupe_key: row.try_get(1)?,
@@ -716,7 +804,7 @@ async fn mark_sent(
         };
         batch.moved(Some(before), Some(after));
     }
-    batch.finish(conn).await
+    Ok(())
 }
 
 /// Rows per state, for `casewire status` and the console (kept by triggers:
@@ -850,8 +938,8 @@ mod tests {
         let row = triage(stored("welcome", "Ada@Example.org")).unwrap();
         assert_eq!(row.kind, Kind::Welcome);
         assert_eq!(row.recipient.as_str(), "ada@example.org");
-        let (id, why) = triage(stored("fax", "ada@example.org")).unwrap_err();
-        assert_eq!(id, 7);
+        let (row, why) = triage(stored("fax", "ada@example.org")).unwrap_err();
+        assert_eq!(row.id, 7);
         assert!(why.contains("\"fax\""), "{why}");
         let (_, why) = triage(stored("digest", "ada@@example.org")).unwrap_err();
         assert!(why.starts_with("recipient:"), "{why}");

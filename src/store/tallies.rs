@@ -159,6 +159,20 @@ impl Batch {
         })
     }
 
+    /// A batch whose statement is sent in the same call as the opening of
+    /// its transaction (SQLite only): the caller prefixes the statement
+    /// with [`SQLITE_OPEN`], counts the rows it returned, and ends with
+    /// [`Batch::commit`]; on an error in between, [`rollback`]. Two calls
+    /// to the database instead of six (BEGIN, setting the triggers aside,
+    /// the statement, putting them back, the counters, COMMIT): each call
+    /// is a trip to sqlx's SQLite thread and back, and a result batch of a
+    /// dozen digests is mostly those trips.
+    pub(crate) fn opened() -> Batch {
+        Batch {
+            changes: Some(Default::default()),
+        }
+    }
+
     /// Counts `before` out of its counters and `after` into its own; either
     /// is None for a row that was inserted (or deleted).
     pub(crate) fn moved(&mut self, before: Option<Row<'_>>, after: Option<Row<'_>>) {
@@ -188,34 +202,74 @@ impl Batch {
     /// Writes the batch's changes, in key order, and hands counting back to
     /// the triggers.
     pub(crate) async fn finish(self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
-        let Some(changes) = self.changes else {
+        let Some(changes) = self.changes.as_ref() else {
             return Ok(());
         };
         sqlx::query("DELETE FROM tally_batch")
             .execute(&mut *conn)
             .await?;
-        let changes: Vec<(&str, &str, i64)> = changes
+        if changes.values().all(|n| *n == 0) {
+            return Ok(());
+        }
+        sqlx::query(&format!("{UPSERT_CHANGES} WHERE true {ON_CONFLICT}"))
+            .bind(self.json())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a batch begun with [`Batch::opened`]: writes its changes, hands
+    /// counting back to the triggers and commits, in one call. On an error
+    /// the transaction is rolled back.
+    pub(crate) async fn commit(self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!(
+            "DELETE FROM tally_batch; {UPSERT_CHANGES} WHERE true {ON_CONFLICT}; COMMIT"
+        ))
+        .bind(self.json())
+        .execute(&mut *conn)
+        .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) => Err(rollback(conn, e.into()).await),
+        }
+    }
+
+    /// The nonzero changes as one JSON array of `[kind, key, n]`, in key
+    /// order: one statement writes them whatever the batch's size (it is
+    /// prepared once).
+    fn json(&self) -> String {
+        let changes: Vec<(&str, &str, i64)> = self
+            .changes
             .iter()
+            .flatten()
             .filter(|(_, n)| **n != 0)
             .map(|((kind, key), n)| (*kind, key.as_str(), *n))
             .collect();
-        if changes.is_empty() {
-            return Ok(());
-        }
-        // One statement whatever the batch's size: the changes go as one
-        // JSON array (the statement is prepared once), upserted in key order.
-        let changes = serde_json::to_string(&changes).expect("strings and numbers serialize");
-        sqlx::query(
-            "INSERT INTO tallies (kind, key, n)
-                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-                 FROM json_each($1) WHERE true
-             ON CONFLICT (kind, key) DO UPDATE SET n = tallies.n + excluded.n",
-        )
-        .bind(changes)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        serde_json::to_string(&changes).expect("strings and numbers serialize")
     }
+}
+
+/// What a statement counted by [`Batch::opened`] starts with (SQLite): the
+/// transaction, and the triggers set aside for it.
+pub(crate) const SQLITE_OPEN: &str = "BEGIN; INSERT INTO tally_batch (one) VALUES (1); ";
+
+/// [`SQLITE_OPEN`] without its BEGIN, for a call that runs statements
+/// counted by the triggers first.
+pub(crate) const SQLITE_SET_ASIDE: &str = "INSERT INTO tally_batch (one) VALUES (1); ";
+
+const UPSERT_CHANGES: &str = "INSERT INTO tallies (kind, key, n)
+     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+     FROM json_each($1)";
+const ON_CONFLICT: &str = "ON CONFLICT (kind, key) DO UPDATE SET n = tallies.n + excluded.n";
+
+/// Rolls back the transaction a failed call left open (SQLite has already
+/// ended it after some errors; then there is nothing to roll back, and that
+/// second error says nothing new), and gives back the first error.
+pub(crate) async fn rollback(conn: &mut sqlx::AnyConnection, error: StoreError) -> StoreError {
+    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+        tracing::debug!("rollback after a failed batch: {e}");
+    }
+    error
 }
 
 /// The key prefix of the edition run a digest row belongs to: its dedupe key
