@@ -308,6 +308,66 @@ async fn one_body_per_content_set(engine: Engine) {
 }
 on_both_engines!(one_body_per_content_set, one_body_per_content_set);
 
+/// What the PostgreSQL planner believes `subscriber_editions` holds (-1:
+/// never analyzed).
+async fn planned_rows(db: &Db) -> f64 {
+    sqlx::query_scalar("SELECT CAST(reltuples AS DOUBLE PRECISION) FROM pg_class WHERE relname = 'subscriber_editions'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// A list imported just before a run is planned from statistics that know
+/// its size: the run analyzes the list's tables when the statistics know of
+/// far fewer rows than the edition has (PostgreSQL; autovacuum would only
+/// get to it a minute later), and leaves statistics that are current alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_refreshes_statistics_that_do_not_know_the_list() {
+    let mut w = world(Engine::Postgres).await;
+    let catalog = w
+        .publish(&[("a", "2025-03-01T00:00:00Z", &["databases"], false)])
+        .await;
+    for sql in [
+        "INSERT INTO subscribers (email, name, status, source, created_at, confirmed_at)
+             SELECT 'bulk' || i || '@example.com', '', 'confirmed', 'import', 0, 0 FROM generate_series(1, 3000) i",
+        "INSERT INTO subscriber_editions (subscriber_id, edition, cursor_event_id) SELECT id, 'weekly', 0 FROM subscribers",
+    ] {
+        sqlx::query(sql).execute(&w.db.pool).await.unwrap();
+    }
+    assert!(
+        planned_rows(&w.db).await < 1.0,
+        "a new table starts without statistics"
+    );
+    let report = w.run(&catalog, "weekly", "cron:2026-11-23T07:00:00Z").await;
+    assert_eq!(report.enqueued, 3000);
+    let planned = planned_rows(&w.db).await;
+    assert_eq!(planned, 3000.0, "the run analyzed the list first");
+
+    // Statistics that know the list (within the slack) are not refreshed:
+    // the planner's count stays as it was while the list grows a little.
+    sqlx::query("INSERT INTO subscribers (email, name, status, source, created_at, confirmed_at) VALUES ('one.more@example.com', '', 'confirmed', 'cli', 0, 0)")
+        .execute(&w.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO subscriber_editions (subscriber_id, edition, cursor_event_id) SELECT id, 'weekly', 0 FROM subscribers WHERE email = 'one.more@example.com'")
+        .execute(&w.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        !casewire::store::editions::refresh_list_statistics(&w.db, "weekly")
+            .await
+            .unwrap()
+    );
+    assert_eq!(planned_rows(&w.db).await, 3000.0);
+    // On SQLite there is nothing to refresh.
+    let sqlite = world(Engine::Sqlite).await;
+    assert!(
+        !casewire::store::editions::refresh_list_statistics(&sqlite.db, "weekly")
+            .await
+            .unwrap()
+    );
+}
+
 #[test]
 fn digest_html_is_inlined_and_dark_mode_ready() {
     let s = prepare(options(Engine::Sqlite)).settings().clone();

@@ -160,10 +160,53 @@ pub async fn subscriber_count(db: &Db, edition: &str) -> Result<u64, StoreError>
     Ok(n.max(0) as u64)
 }
 
+/// Makes sure PostgreSQL plans an edition run's reads of its list from
+/// statistics that know the list's size; returns whether it refreshed them.
+///
+/// Autovacuum refreshes a table's statistics a minute or more after it
+/// changed. A list imported just before a run, or never analyzed at all,
+/// was planned as a table of a few rows: every batch of 500 subscribers
+/// read and sorted the whole rest of the list (120 ms a batch at 100,000
+/// subscribers, so the run grew with the square of the list). When the
+/// statistics know of fewer `subscriber_editions` rows than this edition
+/// alone has (with some slack), the list's tables are analyzed first (0.2 s
+/// at 100,000 subscribers). Nothing to do on SQLite, which plans these
+/// reads well without statistics.
+pub async fn refresh_list_statistics(db: &Db, edition: &str) -> Result<bool, StoreError> {
+    if db.backend != Backend::Postgres {
+        return Ok(false);
+    }
+    // -1 (0 before PostgreSQL 14): never analyzed.
+    let known: f64 = sqlx::query_scalar(
+        "SELECT CAST(reltuples AS DOUBLE PRECISION) FROM pg_class WHERE oid = CAST('subscriber_editions' AS regclass)",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    let actual = subscriber_count(db, edition).await? as f64;
+    if actual <= known.max(0.0) * 1.25 + 1000.0 {
+        return Ok(false);
+    }
+    let t = std::time::Instant::now();
+    sqlx::query("ANALYZE subscribers, subscriber_editions, subscriber_categories, suppressions")
+        .execute(&db.pool)
+        .await?;
+    tracing::info!(
+        edition,
+        subscribers = actual,
+        "the list's statistics were out of date (they knew of {known:.0} rows); analyzed in {:.0?}",
+        t.elapsed()
+    );
+    Ok(true)
+}
+
 /// The next `limit` confirmed, unsuppressed subscribers of `edition` with
 /// `id > after_id` whose cursor is below `high_water` (keyset pagination: the
 /// list is never loaded whole); with `zone`, only that zone's subscribers
-/// (read through the `subscribers (timezone, id)` index).
+/// (read through the `subscribers (timezone, id)` index). The id bound is
+/// given on both sides of the join: PostgreSQL does not carry it across the
+/// join's equality, and without it read each batch's memberships from the
+/// start of the edition (9 ms a batch halfway through 100,000 subscribers,
+/// 0.7 ms with it).
 pub async fn subscriber_batch(
     conn: &mut sqlx::AnyConnection,
     edition: &str,
@@ -183,7 +226,7 @@ pub async fn subscriber_batch(
          JOIN subscribers s ON s.id = se.subscriber_id
          LEFT JOIN suppressions sp ON sp.email = s.email
          WHERE se.edition = $1 AND s.status = 'confirmed' AND sp.email IS NULL
-           AND se.cursor_event_id < $2 AND s.id > $3 AND {zone_sql}
+           AND se.cursor_event_id < $2 AND s.id > $3 AND se.subscriber_id > $3 AND {zone_sql}
          ORDER BY s.id LIMIT $5"
     );
     let rows: Vec<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(&sql)
