@@ -1036,3 +1036,62 @@ async fn unrecorded_results_hold_messages_before_their_content() {
         "{mails} MAIL commands for {N} messages: no transaction waited at the gate"
     );
 }
+
+/// SQLite: claims and result writes that fail midway (here: another
+/// connection holds the write lock past the busy timeout) roll their
+/// transaction back and are tried again. The worker's one connection is
+/// left outside any transaction, so the retry can begin its own; every
+/// message ends sent once, and the counters match the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_that_fail_midway_roll_back_and_retry() {
+    const N: usize = 30;
+    let server = SmtpServer::start(&[]);
+    let tdb = prepare(
+        options(Engine::Sqlite)
+            .smtp(&server)
+            .mail("concurrency = 2"),
+    );
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_numbered(&db, "locked", N).await;
+    let worker = tokio::spawn({
+        let (db, s) = (db.clone(), s.clone());
+        async move { run_worker(&db, &s, Duration::from_secs(3600)).await }
+    });
+    let started = std::time::Instant::now();
+    while server.received_count() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Longer than the connections' 10 s busy timeout: the worker's writes
+    // meanwhile fail with "database is locked".
+    let mut lock = db.pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    let progress = tokio::time::timeout(Duration::from_secs(60), worker)
+        .await
+        .expect("the worker did not finish after the lock was released")
+        .unwrap();
+
+    assert_eq!(progress.sent(), N as u64);
+    let counted: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(counted, vec![("sent".to_owned(), N as i64)]);
+    let depth = outbox::depth_by_state(&db).await.unwrap();
+    assert_eq!(depth, vec![(State::Sent, N as i64)], "the counters drifted");
+    for i in 0..N {
+        assert_eq!(
+            server.received_by(&format!("locked{i}@example.org")).len(),
+            1,
+            "locked{i}"
+        );
+    }
+}

@@ -49,7 +49,7 @@ pub async fn deliver_edition(
             .await?
             .max(0) as u64,
     };
-    let task = tokio::spawn(drain(
+    let mut task = tokio::spawn(drain(
         db.clone(),
         Arc::new(settings.clone()),
         Some(edition.to_owned()),
@@ -67,8 +67,11 @@ pub async fn deliver_edition(
     );
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     let mut queueing = more_coming;
+    // The bar is redrawn every tick; the command ends as soon as the
+    // delivery does, not at the next tick.
     let result = loop {
         tokio::select! {
+            done = &mut task => break done?,
             _ = ticker.tick() => {}
             _ = tokio::signal::ctrl_c() => shutdown.cancel(),
         }
@@ -89,9 +92,6 @@ pub async fn deliver_edition(
             progress.retried(),
             progress.dead() + progress.suppressed()
         ));
-        if task.is_finished() {
-            break task.await?;
-        }
     };
     let report = result?;
     bar.set_position(report.sent);
