@@ -101,6 +101,25 @@ async fn run_worker(db: &Db, settings: &Arc<Settings>, retry_base: Duration) -> 
     progress
 }
 
+/// Starts a worker in the background (retries far off) and returns once
+/// the relay has received its first few messages.
+async fn start_sending(
+    db: &Db,
+    settings: &Arc<Settings>,
+    server: &SmtpServer,
+) -> tokio::task::JoinHandle<Arc<Progress>> {
+    let worker = tokio::spawn({
+        let (db, s) = (db.clone(), settings.clone());
+        async move { run_worker(&db, &s, Duration::from_secs(3600)).await }
+    });
+    let started = std::time::Instant::now();
+    while server.received_count() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    worker
+}
+
 /// Moves every queued retry to now: an injected clock instead of sleeping.
 async fn make_retries_due(db: &Db) {
     sqlx::query("UPDATE outbox SET next_attempt_at = 0 WHERE state = 'queued'")
@@ -980,15 +999,7 @@ async fn unrecorded_results_hold_messages_before_their_content() {
     let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue_numbered(&db, "held", N).await;
-    let worker = tokio::spawn({
-        let (db, s) = (db.clone(), s.clone());
-        async move { run_worker(&db, &s, Duration::from_secs(3600)).await }
-    });
-    let started = std::time::Instant::now();
-    while server.received_count() < 4 {
-        assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let worker = start_sending(&db, &s, &server).await;
     // Readers pass an EXCLUSIVE lock; claims and result writes wait for it.
     let mut lock = db.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE outbox IN EXCLUSIVE MODE")
@@ -1054,15 +1065,7 @@ async fn sqlite_writes_that_fail_midway_roll_back_and_retry() {
     let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     queue_numbered(&db, "locked", N).await;
-    let worker = tokio::spawn({
-        let (db, s) = (db.clone(), s.clone());
-        async move { run_worker(&db, &s, Duration::from_secs(3600)).await }
-    });
-    let started = std::time::Instant::now();
-    while server.received_count() < 4 {
-        assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let worker = start_sending(&db, &s, &server).await;
     // Longer than the connections' 10 s busy timeout: the worker's writes
     // meanwhile fail with "database is locked".
     let mut lock = db.pool.acquire().await.unwrap();

@@ -121,7 +121,7 @@ pub async fn run_edition_for(
         }
         state.high_water
     };
-    store::refresh_list_statistics(db, slug).await?;
+    store::refresh_list_statistics(db).await?;
     let min_cursor = store::min_cursor(db, slug).await?;
     let events = store::events_between(db, min_cursor.unwrap_or(high_water), high_water).await?;
     // Only case studies the edition carries and the catalog can render.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row as _};
 
-use super::tallies::{rollback, Batch, Row, SQLITE_OPEN, SQLITE_SET_ASIDE};
+use super::tallies::{rollback, Batch, Row, SET_ASIDE};
 use super::{to_millis, StoreError};
 use crate::domain::EmailAddress;
 
@@ -239,6 +239,26 @@ struct StoredRow {
     created_at: i64,
 }
 
+impl StoredRow {
+    /// Counts this row (attempts unchanged, never sent) out of `from` and
+    /// into `to`.
+    fn count_move(&self, batch: &mut Batch, from: State, to: State) {
+        let before = Row {
+            kind: &self.kind,
+            dedupe_key: &self.dedupe_key,
+            subscriber_id: self.subscriber_id,
+            state: from.as_str(),
+            attempts: self.attempts,
+            sent_at: None,
+        };
+        let after = Row {
+            state: to.as_str(),
+            ..before
+        };
+        batch.moved(Some(before), Some(after));
+    }
+}
+
 /// The row typed, or why it can never be sent. Rows are written through
 /// [`EmailAddress`] and [`Kind`], so only a row from an older version or a
 /// hand edit fails here; it ends dead instead of blocking the queue.
@@ -332,7 +352,7 @@ pub async fn claim(
         Backend::Sqlite => {
             // The expired leases go back before the triggers are set
             // aside, so the triggers count them.
-            let sql = format!("BEGIN; {}; {SQLITE_SET_ASIDE}{claim}", expired("$3"));
+            let sql = format!("BEGIN; {}; {SET_ASIDE}; {claim}", expired("$3"));
             match bound(&sql).fetch_all(&mut *conn).await {
                 Ok(stored) => stored,
                 Err(e) => return Err(rollback(conn, e.into()).await),
@@ -345,19 +365,7 @@ pub async fn claim(
     let mut unsendable = Vec::new();
     for row in stored {
         if let Some(batch) = batch.as_mut() {
-            let before = Row {
-                kind: &row.kind,
-                dedupe_key: &row.dedupe_key,
-                subscriber_id: row.subscriber_id,
-                state: State::Queued.as_str(),
-                attempts: row.attempts,
-                sent_at: None,
-            };
-            let after = Row {
-                state: State::Sending.as_str(),
-                ..before
-            };
-            batch.moved(Some(before), Some(after));
+            row.count_move(batch, State::Queued, State::Sending);
         }
         match triage(row) {
             Ok(r) => rows.push(r),
@@ -397,19 +405,7 @@ async fn mark_unsendable(
             .execute(&mut *conn)
             .await?;
         if let Some(batch) = batch.as_deref_mut() {
-            let before = Row {
-                kind: &row.kind,
-                dedupe_key: &row.dedupe_key,
-                subscriber_id: row.subscriber_id,
-                state: State::Sending.as_str(),
-                attempts: row.attempts,
-                sent_at: None,
-            };
-            let after = Row {
-                state: State::Dead.as_str(),
-                ..before
-            };
-            batch.moved(Some(before), Some(after));
+            row.count_move(batch, State::Sending, State::Dead);
         }
     }
     Ok(())
@@ -753,7 +749,10 @@ async fn mark_only_sent(
     ids: &[i64],
     now: i64,
 ) -> Result<(), StoreError> {
-    let sql = format!("{SQLITE_OPEN}{}", mark_sent_sql(Backend::Sqlite, ids));
+    let sql = format!(
+        "BEGIN; {SET_ASIDE}; {}",
+        mark_sent_sql(Backend::Sqlite, ids)
+    );
     let moved = sqlx::query(&sql)
         .bind(now)
         .bind(owner)

@@ -151,9 +151,7 @@ impl Batch {
         if Backend::of(conn) == Backend::Postgres {
             return Ok(Batch { changes: None });
         }
-        sqlx::query("INSERT INTO tally_batch (one) VALUES (1)")
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(SET_ASIDE).execute(&mut *conn).await?;
         Ok(Batch {
             changes: Some(Default::default()),
         })
@@ -161,7 +159,7 @@ impl Batch {
 
     /// A batch whose statement is sent in the same call as the opening of
     /// its transaction (SQLite only): the caller prefixes the statement
-    /// with [`SQLITE_OPEN`], counts the rows it returned, and ends with
+    /// with `BEGIN` and [`SET_ASIDE`], counts the rows it returned, and ends with
     /// [`Batch::commit`]; on an error in between, [`rollback`]. Two calls
     /// to the database instead of six (BEGIN, setting the triggers aside,
     /// the statement, putting them back, the counters, COMMIT): each call
@@ -205,9 +203,7 @@ impl Batch {
         let Some(changes) = self.changes.as_ref() else {
             return Ok(());
         };
-        sqlx::query("DELETE FROM tally_batch")
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(PUT_BACK).execute(&mut *conn).await?;
         if changes.values().all(|n| *n == 0) {
             return Ok(());
         }
@@ -223,7 +219,7 @@ impl Batch {
     /// the transaction is rolled back.
     pub(crate) async fn commit(self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
         let done = sqlx::query(&format!(
-            "DELETE FROM tally_batch; {UPSERT_CHANGES} WHERE true {ON_CONFLICT}; COMMIT"
+            "{PUT_BACK}; {UPSERT_CHANGES} WHERE true {ON_CONFLICT}; COMMIT"
         ))
         .bind(self.json())
         .execute(&mut *conn)
@@ -249,13 +245,14 @@ impl Batch {
     }
 }
 
-/// What a statement counted by [`Batch::opened`] starts with (SQLite): the
-/// transaction, and the triggers set aside for it.
-pub(crate) const SQLITE_OPEN: &str = "BEGIN; INSERT INTO tally_batch (one) VALUES (1); ";
+/// Sets SQLite's counting triggers aside for the rest of the transaction
+/// (migration 0070). A statement counted by [`Batch::opened`] is sent as
+/// `BEGIN; {SET_ASIDE}; {statement}` (statements the triggers should count
+/// go before it).
+pub(crate) const SET_ASIDE: &str = "INSERT INTO tally_batch (one) VALUES (1)";
 
-/// [`SQLITE_OPEN`] without its BEGIN, for a call that runs statements
-/// counted by the triggers first.
-pub(crate) const SQLITE_SET_ASIDE: &str = "INSERT INTO tally_batch (one) VALUES (1); ";
+/// Hands counting back to the triggers.
+const PUT_BACK: &str = "DELETE FROM tally_batch";
 
 const UPSERT_CHANGES: &str = "INSERT INTO tallies (kind, key, n)
      SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
