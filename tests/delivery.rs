@@ -787,21 +787,79 @@ async fn enqueuers_wake_an_idle_worker(engine: Engine) {
 }
 on_both_engines!(enqueuers_wake_an_idle_worker, enqueuers_wake_an_idle_worker);
 
-/// Claims every due row for `owner` at `now` with a lease until `lease_until`.
+/// Claims every due row for `owner` at `now` with a lease until
+/// `lease_until`, expired leases released first.
 async fn claim_as(
     db: &Db,
     owner: &str,
     now: chrono::DateTime<Utc>,
     lease_until: chrono::DateTime<Utc>,
 ) -> Vec<i64> {
-    let mut conn = db.pool.acquire().await.unwrap();
-    outbox::claim(&mut conn, db.backend, owner, 10, now, lease_until, None)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect()
+    claim_releasing(db, owner, now, lease_until, true).await
 }
+
+/// [`claim_as`], releasing expired leases only when `release_expired`.
+async fn claim_releasing(
+    db: &Db,
+    owner: &str,
+    now: chrono::DateTime<Utc>,
+    lease_until: chrono::DateTime<Utc>,
+    release_expired: bool,
+) -> Vec<i64> {
+    let mut conn = db.pool.acquire().await.unwrap();
+    outbox::claim(
+        &mut conn,
+        db.backend,
+        owner,
+        10,
+        now,
+        lease_until,
+        None,
+        release_expired,
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.id)
+    .collect()
+}
+
+/// A row whose lease ran out goes back to the queue when a claim asks for
+/// that (a worker's claims ask once a second), and until then stays with
+/// its old owner: a claim that does not ask leaves it alone.
+async fn expired_leases_go_back_when_a_claim_asks(engine: Engine) {
+    let tdb = prepare(options(engine));
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    queue_raw(&db, "confirm:expired", "expired@example.org", None).await;
+    let t0 = Utc::now();
+    let ids = claim_as(&db, "first", t0, t0 + chrono::Duration::seconds(1)).await;
+    assert_eq!(ids.len(), 1);
+    let later = t0 + chrono::Duration::seconds(2);
+    let lease = later + chrono::Duration::seconds(60);
+
+    let taken = claim_releasing(&db, "second", later, lease, false).await;
+    assert_eq!(taken, Vec::<i64>::new());
+    let r = row(&db, "confirm:expired").await;
+    assert_eq!(r.state, "sending", "{r:?}");
+    assert_eq!(
+        outbox::depth_by_state(&db).await.unwrap(),
+        vec![(State::Sending, 1)]
+    );
+
+    let taken = claim_releasing(&db, "second", later, lease, true).await;
+    assert_eq!(taken, ids);
+    let r = row(&db, "confirm:expired").await;
+    assert_eq!((r.state.as_str(), r.attempts), ("sending", 0), "{r:?}");
+    assert_eq!(
+        outbox::depth_by_state(&db).await.unwrap(),
+        vec![(State::Sending, 1)]
+    );
+}
+on_both_engines!(
+    expired_leases_go_back_when_a_claim_asks,
+    expired_leases_go_back_when_a_claim_asks
+);
 
 async fn record_as(db: &Db, owner: &str, outcomes: &[outbox::Outcome]) {
     let mut conn = db.pool.acquire().await.unwrap();

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::{mpsc, Notify};
@@ -17,6 +17,11 @@ use super::relay::Gate;
 use super::worker::WorkerOptions;
 use crate::store::outbox::{self, ClaimedRow};
 use crate::store::{Backend, Db};
+
+/// How often a claim first returns rows whose lease expired to the queue.
+/// A lease lasts 30 s, so a second more changes little for a dead owner's
+/// rows, and the claims in between are one statement instead of two.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 /// A claimed row, and whether it is the relay's probe (see [`super::relay::Relay::gate`]).
 pub(super) type Claimed = (ClaimedRow, bool);
@@ -102,6 +107,7 @@ pub(super) async fn claim_rows(
     shutdown: CancellationToken,
 ) {
     let relay = opts.relay.clone();
+    let mut released_at: Option<Instant> = None;
     loop {
         // Wait for room for a whole batch (or half of one, to keep the pipe full).
         let room = tokio::select! {
@@ -139,9 +145,10 @@ pub(super) async fn claim_rows(
             .as_ref()
             .is_some_and(|m| m.load(Ordering::Acquire));
         let now = Utc::now();
-        let claimed = match lane.write(Role::Other).await {
+        let release = released_at.is_none_or(|at| at.elapsed() >= RELEASE_EVERY);
+        let claimed = match lane.write(Role::Claims).await {
             Ok((_turn, mut conn)) => {
-                outbox::claim(
+                let claimed = outbox::claim(
                     &mut conn,
                     lane.db.backend,
                     &owner,
@@ -149,11 +156,19 @@ pub(super) async fn claim_rows(
                     now,
                     now + opts.lease,
                     opts.edition.as_deref(),
+                    release,
                 )
-                .await
+                .await;
+                if claimed.is_err() {
+                    conn.failed();
+                }
+                claimed
             }
             Err(e) => Err(e.into()),
         };
+        if release && claimed.is_ok() {
+            released_at = Some(Instant::now());
+        }
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {

@@ -289,9 +289,10 @@ const CLAIM_COLUMNS: &str =
     "id, kind, dedupe_key, edition, subscriber_id, recipient, body_id, message, vars, attempts, created_at";
 
 /// Claims up to `limit` due rows for `owner` until `lease_until`: queued rows
-/// whose `next_attempt_at` has come, and `sending` rows whose lease expired
-/// (their owner stopped renewing it). `edition` restricts the claim to one
-/// edition (`Some("")` means transactional mail). Rows of a paused edition
+/// whose `next_attempt_at` has come, and, with `release_expired`, `sending`
+/// rows whose lease expired (their owner stopped renewing it), which first
+/// go back to the queue. `edition` restricts the claim to one edition
+/// (`Some("")` means transactional mail). Rows of a paused edition
 /// (`edition_pauses`) are never claimed.
 ///
 /// PostgreSQL: several daemons claim concurrently, so the candidate rows are
@@ -299,6 +300,7 @@ const CLAIM_COLUMNS: &str =
 /// SQLite has one writer, so the single `UPDATE … RETURNING` is the claim;
 /// it and its counters (store::tallies::Batch) commit together, in two
 /// calls to the database.
+#[allow(clippy::too_many_arguments)]
 pub async fn claim(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -307,6 +309,7 @@ pub async fn claim(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     edition: Option<&str>,
+    release_expired: bool,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
     let (filter, edition) = edition_filter(edition, 5);
     let lock = match backend {
@@ -343,16 +346,23 @@ pub async fn claim(
     let stored = match backend {
         Backend::Postgres => {
             // Its triggers count per statement; each statement is atomic.
-            sqlx::query(&expired("$1"))
-                .bind(to_millis(now))
-                .execute(&mut *conn)
-                .await?;
+            if release_expired {
+                sqlx::query(&expired("$1"))
+                    .bind(to_millis(now))
+                    .execute(&mut *conn)
+                    .await?;
+            }
             bound(&claim).fetch_all(&mut *conn).await?
         }
         Backend::Sqlite => {
             // The expired leases go back before the triggers are set
             // aside, so the triggers count them.
-            let sql = format!("BEGIN; {}; {SET_ASIDE}; {claim}", expired("$3"));
+            let release = if release_expired {
+                format!("{}; ", expired("$3"))
+            } else {
+                String::new()
+            };
+            let sql = format!("BEGIN; {release}{SET_ASIDE}; {claim}");
             match bound(&sql).fetch_all(&mut *conn).await {
                 Ok(stored) => stored,
                 Err(e) => return Err(rollback(conn, e.into()).await),
@@ -479,11 +489,22 @@ pub async fn blocked_reasons(
     let ids: Vec<i64> = recipients.iter().filter_map(|(_, id)| *id).collect();
     let emails: Vec<&str> = recipients.iter().map(|(e, _)| e.as_str()).collect();
     let (emails, ids) = (List::Texts(&emails), List::Ids(&ids));
+    // PostgreSQL: written as index conditions, so that the plan its
+    // session keeps for this statement (see `delivery::lane`) looks each
+    // key up whatever the tables' statistics said when it was made.
+    let (in_emails, in_ids) = match backend {
+        Backend::Postgres => (
+            "email = ANY(CAST($1 AS TEXT[]))".to_owned(),
+            "id = ANY(CAST($2 AS BIGINT[]))".to_owned(),
+        ),
+        Backend::Sqlite => (
+            emails.predicate(backend, "email", "$1"),
+            ids.predicate(backend, "id", "$2"),
+        ),
+    };
     let sql = format!(
-        "SELECT 's', email, reason FROM suppressions WHERE {}
-         UNION ALL SELECT 'u', CAST(id AS TEXT), status FROM subscribers WHERE {}",
-        emails.predicate(backend, "email", "$1"),
-        ids.predicate(backend, "id", "$2"),
+        "SELECT 's', email, reason FROM suppressions WHERE {in_emails}
+         UNION ALL SELECT 'u', CAST(id AS TEXT), status FROM subscribers WHERE {in_ids}"
     );
     let q = sqlx::query_as::<_, (String, String, String)>(&sql)
         .bind(emails.value(backend))
