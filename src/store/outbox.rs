@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Connection, Row as _};
+use sqlx::{AnyConnection, Connection};
 
-use super::tallies::{rollback, Batch, Row, SET_ASIDE};
+use super::tallies::{rollback, PUT_BACK, SET_ASIDE};
 use super::{to_millis, StoreError};
 use crate::domain::EmailAddress;
 
@@ -228,7 +227,6 @@ pub struct ClaimedRow {
 struct StoredRow {
     id: i64,
     kind: String,
-    dedupe_key: String,
     edition: Option<String>,
     subscriber_id: Option<i64>,
     recipient: String,
@@ -237,26 +235,6 @@ struct StoredRow {
     vars: String,
     attempts: i64,
     created_at: i64,
-}
-
-impl StoredRow {
-    /// Counts this row (attempts unchanged, never sent) out of `from` and
-    /// into `to`.
-    fn count_move(&self, batch: &mut Batch, from: State, to: State) {
-        let before = Row {
-            kind: &self.kind,
-            dedupe_key: &self.dedupe_key,
-            subscriber_id: self.subscriber_id,
-            state: from.as_str(),
-            attempts: self.attempts,
-            sent_at: None,
-        };
-        let after = Row {
-            state: to.as_str(),
-            ..before
-        };
-        batch.moved(Some(before), Some(after));
-    }
 }
 
 /// The row typed, or why it can never be sent. Rows are written through
@@ -286,7 +264,7 @@ fn triage(row: StoredRow) -> Result<ClaimedRow, (StoredRow, String)> {
 }
 
 const CLAIM_COLUMNS: &str =
-    "id, kind, dedupe_key, edition, subscriber_id, recipient, body_id, message, vars, attempts, created_at";
+    "id, kind, edition, subscriber_id, recipient, body_id, message, vars, attempts, created_at";
 
 /// Claims up to `limit` due rows for `owner` until `lease_until`: queued rows
 /// whose `next_attempt_at` has come, and, with `release_expired`, `sending`
@@ -298,8 +276,9 @@ const CLAIM_COLUMNS: &str =
 /// PostgreSQL: several daemons claim concurrently, so the candidate rows are
 /// locked with `FOR UPDATE SKIP LOCKED` and no two claims return the same row.
 /// SQLite has one writer, so the single `UPDATE … RETURNING` is the claim;
-/// it and its counters (store::tallies::Batch) commit together, in two
-/// calls to the database.
+/// it, its counters ([`batch_counts`]) and the commit go in one call to the
+/// database: the claim holds the one writer, and a wave's result commit
+/// waits for it.
 #[allow(clippy::too_many_arguments)]
 pub async fn claim(
     conn: &mut AnyConnection,
@@ -324,13 +303,15 @@ pub async fn claim(
         format!("UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = {now} WHERE id IN (SELECT id FROM outbox WHERE state = 'sending' AND lease_until < {now}{lock})")
     };
     // The owner at $1, the lease's end at $2, the time at $3, the limit at $4.
+    let due = format!(
+        "SELECT id FROM outbox
+         WHERE state = 'queued' AND next_attempt_at <= $3{filter}
+           AND (edition IS NULL OR edition NOT IN (SELECT edition FROM edition_pauses))
+         ORDER BY next_attempt_at, id LIMIT $4{lock}"
+    );
     let claim = format!(
         "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3
-         WHERE id IN (SELECT id FROM outbox
-                      WHERE state = 'queued' AND next_attempt_at <= $3{filter}
-                        AND (edition IS NULL OR edition NOT IN (SELECT edition FROM edition_pauses))
-                      ORDER BY next_attempt_at, id LIMIT $4{lock})
-         RETURNING {CLAIM_COLUMNS}"
+         WHERE id IN ({due}) RETURNING {CLAIM_COLUMNS}"
     );
     let bound = |sql| {
         let q = sqlx::query_as::<_, StoredRow>(sql)
@@ -356,51 +337,41 @@ pub async fn claim(
         }
         Backend::Sqlite => {
             // The expired leases go back before the triggers are set
-            // aside, so the triggers count them.
+            // aside, so the triggers count them; the claim's own counts
+            // are written from the same due rows just before it.
             let release = if release_expired {
                 format!("{}; ", expired("$3"))
             } else {
                 String::new()
             };
-            let sql = format!("BEGIN; {release}{SET_ASIDE}; {claim}");
+            let counts = batch_counts(&format!("id IN ({due})"), CLAIM_CHANGES);
+            let sql = format!("BEGIN; {release}{SET_ASIDE}; {counts}; {claim}; {PUT_BACK}; COMMIT");
             match bound(&sql).fetch_all(&mut *conn).await {
                 Ok(stored) => stored,
                 Err(e) => return Err(rollback(conn, e.into()).await),
             }
         }
     };
-    // SQLite counts the claim itself (the triggers are set aside).
-    let mut batch = (backend == Backend::Sqlite).then(Batch::opened);
     let mut rows = Vec::with_capacity(stored.len());
     let mut unsendable = Vec::new();
     for row in stored {
-        if let Some(batch) = batch.as_mut() {
-            row.count_move(batch, State::Queued, State::Sending);
-        }
         match triage(row) {
             Ok(r) => rows.push(r),
             Err(dead) => unsendable.push(dead),
         }
     }
-    let marked = mark_unsendable(conn, batch.as_mut(), &unsendable, owner, now).await;
-    if let Err(e) = marked {
-        return Err(match backend {
-            Backend::Postgres => e,
-            Backend::Sqlite => rollback(conn, e).await,
-        });
-    }
-    if let Some(batch) = batch {
-        batch.commit(conn).await?;
-    }
+    // Rare (a row of an older version or a hand edit), so written after the
+    // claim committed, and counted by the triggers. Should this fail, the
+    // rows stay claimed and come back when the worker stops or the lease
+    // ends, to be tried again.
+    mark_unsendable(conn, &unsendable, owner, now).await?;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
 
-/// Ends claimed rows that can never be sent (see [`triage`]) dead, counted
-/// in `batch` when there is one (SQLite, triggers set aside).
+/// Ends claimed rows that can never be sent (see [`triage`]) dead.
 async fn mark_unsendable(
     conn: &mut AnyConnection,
-    mut batch: Option<&mut Batch>,
     unsendable: &[(StoredRow, String)],
     owner: &str,
     now: DateTime<Utc>,
@@ -414,9 +385,6 @@ async fn mark_unsendable(
             .bind(owner)
             .execute(&mut *conn)
             .await?;
-        if let Some(batch) = batch.as_deref_mut() {
-            row.count_move(batch, State::Sending, State::Dead);
-        }
     }
     Ok(())
 }
@@ -622,7 +590,7 @@ pub async fn record_outcomes(
         .collect();
     // The common case, only successes. PostgreSQL: one statement is atomic
     // on its own, and skipping BEGIN/COMMIT saves two round trips per batch.
-    // SQLite: the statement and its counters in two calls (Batch::opened).
+    // SQLite: the statement, its counters and the commit in one call.
     let backend = Backend::of(conn);
     if sent.len() == outcomes.len() {
         return match backend {
@@ -735,8 +703,8 @@ async fn finish(
     Ok(())
 }
 
-/// Marks `ids` sent. On SQLite the counters of the whole batch are written
-/// here (store::tallies::Batch), in the caller's transaction.
+/// Marks `ids` sent, in the caller's transaction. On SQLite the counters
+/// of the whole batch are written in the same call ([`batch_counts`]).
 async fn mark_sent(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -744,26 +712,28 @@ async fn mark_sent(
     ids: &[i64],
     now: i64,
 ) -> Result<(), StoreError> {
-    let sql = mark_sent_sql(backend, ids);
-    let q = |sql| {
-        sqlx::query(sql)
-            .bind(now)
-            .bind(owner)
-            .bind(List::Ids(ids).value(backend))
-    };
-    if backend == Backend::Postgres {
+    let sql = match backend {
         // Its triggers count per statement already.
-        q(&sql).execute(conn).await?;
-        return Ok(());
-    }
-    let mut batch = Batch::begin(&mut *conn).await?;
-    let moved = q(&sql).fetch_all(&mut *conn).await?;
-    count_sent(&mut batch, &moved, now)?;
-    batch.finish(conn).await
+        Backend::Postgres => mark_sent_sql(backend, ids),
+        Backend::Sqlite => format!(
+            "{SET_ASIDE}; {}; {}; {PUT_BACK}",
+            batch_counts(SENT_ROWS, SENT_CHANGES),
+            mark_sent_sql(backend, ids)
+        ),
+    };
+    sqlx::query(&sql)
+        .bind(now)
+        .bind(owner)
+        .bind(List::Ids(ids).value(backend))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
-/// [`mark_sent`] on SQLite as a transaction of its own, in two calls: the
-/// batch of a result writer that has nothing but successes to record.
+/// [`mark_sent`] on SQLite as a transaction of its own, in one call: the
+/// batch of a result writer that has nothing but successes to record. Its
+/// commit is what the next wave's content waits for (the gate of invariant
+/// 6), and each call is a trip to sqlx's SQLite thread and back.
 async fn mark_only_sent(
     conn: &mut AnyConnection,
     owner: &str,
@@ -771,61 +741,74 @@ async fn mark_only_sent(
     now: i64,
 ) -> Result<(), StoreError> {
     let sql = format!(
-        "BEGIN; {SET_ASIDE}; {}",
+        "BEGIN; {SET_ASIDE}; {}; {}; {PUT_BACK}; COMMIT",
+        batch_counts(SENT_ROWS, SENT_CHANGES),
         mark_sent_sql(Backend::Sqlite, ids)
     );
-    let moved = sqlx::query(&sql)
+    let done = sqlx::query(&sql)
         .bind(now)
         .bind(owner)
         .bind(List::Ids(ids).value(Backend::Sqlite))
-        .fetch_all(&mut *conn)
+        .execute(&mut *conn)
         .await;
-    let mut batch = Batch::opened();
-    let counted = match moved {
-        Ok(moved) => count_sent(&mut batch, &moved, now),
-        Err(e) => Err(e.into()),
-    };
-    match counted {
-        Ok(()) => batch.commit(conn).await,
-        Err(e) => Err(rollback(conn, e).await),
+    match done {
+        Ok(_) => Ok(()),
+        Err(e) => Err(rollback(conn, e.into()).await),
     }
 }
 
-/// The statement that marks a batch sent (SQLite: returning what its
-/// counters need); binds the time at $1, the owner at $2, the ids at $3.
+/// The statement that marks a batch sent; binds the time at $1, the owner
+/// at $2, the ids at $3.
 fn mark_sent_sql(backend: Backend, ids: &[i64]) -> String {
-    let returning = match backend {
-        Backend::Postgres => "",
-        Backend::Sqlite => " RETURNING kind, dedupe_key, subscriber_id, attempts",
-    };
     format!(
         "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, last_error = NULL
-         WHERE lease_owner = $2 AND {}{returning}",
+         WHERE lease_owner = $2 AND {}",
         List::Ids(ids).predicate(backend, "id", "$3")
     )
 }
 
-/// Counts rows that [`mark_sent_sql`] returned from `sending` into `sent`.
-fn count_sent(batch: &mut Batch, moved: &[AnyRow], now: i64) -> Result<(), StoreError> {
-    for row in moved {
-        let after = Row {
-            kind: row.try_get(0)?,
-            dedupe_key: row.try_get(1)?,
-            subscriber_id: row.try_get(2)?,
-            state: State::Sent.as_str(),
-            attempts: row.try_get(3)?,
-            sent_at: Some(now),
-        };
-        let before = Row {
-            state: State::Sending.as_str(),
-            attempts: after.attempts - 1,
-            sent_at: None,
-            ..after
-        };
-        batch.moved(Some(before), Some(after));
-    }
-    Ok(())
+/// SQLite: the counter changes of a bulk move of the outbox `rows` (a
+/// condition on the table), written just before the statement that moves
+/// them, with the counting triggers set aside and from the same rows (the
+/// transaction already holds the one writer, so nothing changes them in
+/// between). `changes` selects `(kind, key, n)` from `moved`, which has
+/// each row's `attempts` and `run`: the run it counts in, its dedupe key
+/// without the subscriber id, or NULL (migration 0060's rule for one row,
+/// applied to the batch; `tests/tallies.rs` checks the counts against the
+/// table).
+fn batch_counts(rows: &str, changes: &str) -> String {
+    format!(
+        "WITH moved AS (
+             SELECT attempts,
+                    CASE WHEN kind = 'digest' AND subscriber_id IS NOT NULL
+                              AND substr(dedupe_key, -length(subscriber_id) - 1) = ':' || subscriber_id
+                         THEN substr(dedupe_key, 1, length(dedupe_key) - length(subscriber_id)) END AS run
+             FROM outbox WHERE {rows}
+         ), changes (kind, key, n) AS ({changes})
+         INSERT INTO tallies (kind, key, n)
+             SELECT kind, key, SUM(n) FROM changes WHERE true GROUP BY kind, key HAVING SUM(n) <> 0
+         ON CONFLICT (kind, key) DO UPDATE SET n = tallies.n + excluded.n"
+    )
 }
+
+/// A claim: from `queued` to `sending`, attempts unchanged.
+const CLAIM_CHANGES: &str = "SELECT 'outbox', 'queued', -1 FROM moved
+     UNION ALL SELECT 'outbox', 'sending', 1 FROM moved
+     UNION ALL SELECT 'run', run || 'queued', -1 FROM moved WHERE run IS NOT NULL
+     UNION ALL SELECT 'run', run || 'sending', 1 FROM moved WHERE run IS NOT NULL";
+
+/// Marking sent ([`mark_sent_sql`]): from `sending` to `sent`, into the
+/// hour of `sent_at` ($1), one attempt more, so a row at its second
+/// attempt becomes `+retried`.
+const SENT_CHANGES: &str = "SELECT 'outbox', 'sending', -1 FROM moved
+     UNION ALL SELECT 'outbox', 'sent', 1 FROM moved
+     UNION ALL SELECT 'sent_hour', printf('%010d', $1 / 3600000), 1 FROM moved
+     UNION ALL SELECT 'run', run || 'sending', -1 FROM moved WHERE run IS NOT NULL
+     UNION ALL SELECT 'run', run || 'sent', 1 FROM moved WHERE run IS NOT NULL
+     UNION ALL SELECT 'run', run || '+retried', 1 FROM moved WHERE run IS NOT NULL AND attempts = 1";
+
+/// The rows [`mark_sent_sql`] moves, for [`batch_counts`].
+const SENT_ROWS: &str = "lease_owner = $2 AND id IN (SELECT value FROM json_each($3))";
 
 /// Rows per state, for `casewire status` and the console (kept by triggers:
 /// see [`super::tallies`]).
@@ -941,7 +924,6 @@ mod tests {
         StoredRow {
             id: 7,
             kind: kind.into(),
-            dedupe_key: "k".into(),
             edition: None,
             subscriber_id: Some(1),
             recipient: recipient.into(),

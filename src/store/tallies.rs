@@ -4,9 +4,10 @@
 //!
 //! On SQLite the triggers update the counters in place, row by row, except
 //! for the send path's bulk statements (queueing a run, claiming, marking
-//! sent): those count their whole batch themselves ([`Batch`], migration
-//! 0070), which costs one statement instead of a dozen counter writes per
-//! digest. On PostgreSQL each statement appends its net change to
+//! sent): those count their whole batch themselves (migration 0070; a
+//! [`Batch`] when queueing, one statement in SQL in the claim's and the
+//! result write's own call, `store::outbox`), which costs one statement
+//! instead of a dozen counter writes per digest. On PostgreSQL each statement appends its net change to
 //! `tally_deltas` (shared counter rows would serialize concurrent senders
 //! and could deadlock them); [`read`] folds those deltas into the counters
 //! first, and counts the ones it did not get to as well, so the answer is
@@ -157,20 +158,6 @@ impl Batch {
         })
     }
 
-    /// A batch whose statement is sent in the same call as the opening of
-    /// its transaction (SQLite only): the caller prefixes the statement
-    /// with `BEGIN` and [`SET_ASIDE`], counts the rows it returned, and ends with
-    /// [`Batch::commit`]; on an error in between, [`rollback`]. Two calls
-    /// to the database instead of six (BEGIN, setting the triggers aside,
-    /// the statement, putting them back, the counters, COMMIT): each call
-    /// is a trip to sqlx's SQLite thread and back, and a result batch of a
-    /// dozen digests is mostly those trips.
-    pub(crate) fn opened() -> Batch {
-        Batch {
-            changes: Some(Default::default()),
-        }
-    }
-
     /// Counts `before` out of its counters and `after` into its own; either
     /// is None for a row that was inserted (or deleted).
     pub(crate) fn moved(&mut self, before: Option<Row<'_>>, after: Option<Row<'_>>) {
@@ -214,22 +201,6 @@ impl Batch {
         Ok(())
     }
 
-    /// Ends a batch begun with [`Batch::opened`]: writes its changes, hands
-    /// counting back to the triggers and commits, in one call. On an error
-    /// the transaction is rolled back.
-    pub(crate) async fn commit(self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
-        let done = sqlx::query(&format!(
-            "{PUT_BACK}; {UPSERT_CHANGES} WHERE true {ON_CONFLICT}; COMMIT"
-        ))
-        .bind(self.json())
-        .execute(&mut *conn)
-        .await;
-        match done {
-            Ok(_) => Ok(()),
-            Err(e) => Err(rollback(conn, e.into()).await),
-        }
-    }
-
     /// The nonzero changes as one JSON array of `[kind, key, n]`, in key
     /// order: one statement writes them whatever the batch's size (it is
     /// prepared once).
@@ -246,13 +217,14 @@ impl Batch {
 }
 
 /// Sets SQLite's counting triggers aside for the rest of the transaction
-/// (migration 0070). A statement counted by [`Batch::opened`] is sent as
-/// `BEGIN; {SET_ASIDE}; {statement}` (statements the triggers should count
-/// go before it).
+/// (migration 0070), until [`PUT_BACK`]. The send path's statements send
+/// both in the call that counts them (`BEGIN; {SET_ASIDE}; counts;
+/// statement; {PUT_BACK}; COMMIT`; statements the triggers should count go
+/// before `SET_ASIDE`); the queueing of a run uses a [`Batch`].
 pub(crate) const SET_ASIDE: &str = "INSERT INTO tally_batch (one) VALUES (1)";
 
 /// Hands counting back to the triggers.
-const PUT_BACK: &str = "DELETE FROM tally_batch";
+pub(crate) const PUT_BACK: &str = "DELETE FROM tally_batch";
 
 const UPSERT_CHANGES: &str = "INSERT INTO tallies (kind, key, n)
      SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
