@@ -377,6 +377,57 @@ on_both_engines!(
     queued_message_is_not_sent_after_unsubscribe
 );
 
+/// A row asks its send-time check as soon as it starts, and then waits for
+/// the rate limit and a session. An unsubscribe that commits while it waits
+/// is still honoured: an answer older than a few milliseconds is asked
+/// again before the transaction (invariant 7).
+async fn unsubscribe_while_a_row_waits_to_send_is_honoured(engine: Engine) {
+    let server = SmtpServer::start(&[]);
+    // One message every 250 ms: every row starts (and asks) at once, and
+    // all but the first wait for the limiter far longer than an answer lasts.
+    let tdb = prepare(smtp_options(engine, &server).mail("rate_per_second = 4"));
+    let s = settings(&tdb);
+    let db = Db::open(&s.database.url).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let to = format!("waiting{n}@example.org");
+        let id = add_subscriber(&db, &to, "confirmed").await;
+        queue_raw(&db, &format!("d:waiting{n}"), &to, Some(id)).await;
+        ids.push((to, id));
+    }
+    let worker = tokio::spawn({
+        let (db, s) = (db.clone(), s.clone());
+        async move { run_worker(&db, &s, Duration::from_secs(3600)).await }
+    });
+    let started = std::time::Instant::now();
+    while server.received_count() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Everyone not yet sent to leaves now, while their rows wait.
+    let first: Vec<String> = server.received().into_iter().map(|(r, _)| r).collect();
+    for (to, id) in &ids {
+        if !first.contains(to) {
+            sqlx::query("UPDATE subscribers SET status = 'unsubscribed' WHERE id = $1")
+                .bind(id)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+    }
+    let p = tokio::time::timeout(Duration::from_secs(60), worker)
+        .await
+        .expect("the worker did not finish")
+        .unwrap();
+    assert_eq!((p.sent(), p.suppressed()), (1, 2));
+    let got: Vec<String> = server.received().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(got, first, "a message went out after its recipient unsubscribed");
+}
+on_both_engines!(
+    unsubscribe_while_a_row_waits_to_send_is_honoured,
+    unsubscribe_while_a_row_waits_to_send_is_honoured
+);
+
 /// Queues one digest row on a shared body; returns its dedupe key.
 async fn queue_digest(db: &Db, body_id: i64, to: &str, n: usize) -> String {
     let key = format!("digest:weekly:w1:{n}");
@@ -1034,8 +1085,9 @@ async fn delivery_survives_the_database_ending_its_sessions() {
 
 /// While results cannot be recorded (another session holds a lock on the
 /// outbox), no more than `mail.concurrency` messages go past the step that
-/// delivers them, though twice as many rows are being worked on; the
-/// transactions waiting at that step give up after `[mail] timeout_seconds`
+/// delivers them (the content's final `.` line), though twice as many rows
+/// are being worked on; the transactions waiting at that step, their
+/// content already with the relay, give up after `[mail] timeout_seconds`
 /// without delivering anything, and that is nobody's fault but ours: no
 /// attempt is counted, the relay is not paused, and every message arrives
 /// exactly once after the lock is gone. PostgreSQL only: on SQLite the

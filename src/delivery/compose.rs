@@ -101,7 +101,13 @@ impl Composer {
 
     /// From, To, Subject, Date, Message-ID (on the sender's domain) and Reply-To.
     pub fn headers(&self, to: Mailbox, subject: String) -> MessageBuilder {
-        let mut builder = Message::builder()
+        let mut builder = Message::builder();
+        // Given here, the envelope spares lettre deriving one by parsing the
+        // From and To headers back out of their text for every message.
+        if let Ok(envelope) = self.envelope(&to.email) {
+            builder = builder.envelope(envelope);
+        }
+        let mut builder = builder
             .from(self.from.clone())
             .to(to)
             .subject(subject)

@@ -5,13 +5,17 @@
 //! failure policy ([`super::policy`]) can tell whose fault it is.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
@@ -78,7 +82,7 @@ pub enum SendError<P> {
         passed: Option<P>,
     },
     /// The gate stayed shut for `mail.timeout`: the transaction was
-    /// abandoned before its content, so nothing was delivered and the
+    /// abandoned before its end, so nothing was delivered and the
     /// relay is not to blame.
     Held,
 }
@@ -137,6 +141,58 @@ struct Session {
     /// The relay offers PIPELINING (RFC 2920): a message's MAIL, RCPT and
     /// DATA go out in one write, and their replies are read after it.
     pipelining: bool,
+    /// The plain socket under `conn`, while the session is not encrypted:
+    /// a message's content goes out through it before the gate, without
+    /// the final `.` line (see [`SmtpPool::send`]).
+    plain: Option<PlainSocket>,
+}
+
+/// A plain TCP socket shared by lettre's connection (which reads replies
+/// and writes commands through it) and the pool (which writes a message's
+/// content through it while lettre waits for nothing). The two never use
+/// it at once: a send is one task, and lettre is idle between its calls.
+#[derive(Debug, Clone)]
+struct PlainSocket(Arc<std::sync::Mutex<tokio::net::TcpStream>>);
+
+impl PlainSocket {
+    /// Runs one poll of the socket. A std Mutex: held for the poll only,
+    /// never across an await.
+    fn with<R>(&self, f: impl FnOnce(Pin<&mut tokio::net::TcpStream>) -> R) -> R {
+        let mut stream = self.0.lock().expect("not poisoned");
+        f(Pin::new(&mut *stream))
+    }
+}
+
+impl AsyncRead for PlainSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for PlainSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.with(|s| s.poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_shutdown(cx))
+    }
+}
+
+impl AsyncTokioStream for PlainSocket {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.lock().expect("not poisoned").peer_addr()
+    }
 }
 
 /// A connection idle longer than this is checked with NOOP before reuse
@@ -175,6 +231,7 @@ impl SmtpPool {
     async fn connect(&self, mark: &StageMark) -> Result<Session, DeliveryError> {
         let target = format!("{}:{}", self.host, self.port);
         mark.set(Stage::Connect);
+        let mut plain = None;
         let mut conn = if self.implicit_tls {
             // lettre does the TCP connect and the handshake before the greeting.
             AsyncSmtpConnection::connect_tokio1(
@@ -211,7 +268,9 @@ impl SmtpPool {
                 DeliveryError::new(Stage::Connect, None, format!("connecting to {target}: {e}"))
             })?;
             mark.set(Stage::Greeting);
-            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+            let socket = PlainSocket(Arc::new(std::sync::Mutex::new(stream)));
+            plain = Some(socket.clone());
+            AsyncSmtpConnection::connect_with_transport(Box::new(socket), &self.hello)
                 .await
                 .map_err(|e| DeliveryError::from_lettre(Stage::Greeting, &e))?
         };
@@ -220,6 +279,8 @@ impl SmtpPool {
             conn.starttls(self.tls.clone(), &self.hello)
                 .await
                 .map_err(|e| DeliveryError::from_lettre(Stage::Tls, &e))?;
+            // Bytes written to the socket now would bypass the encryption.
+            plain = None;
         }
         mark.set(Stage::Greeting);
         let pipelining = offers_pipelining(&mut conn, &self.hello).await?;
@@ -237,7 +298,11 @@ impl SmtpPool {
                 .await
                 .map_err(|e| DeliveryError::from_lettre(Stage::Auth, &e))?;
         }
-        Ok(Session { conn, pipelining })
+        Ok(Session {
+            conn,
+            pipelining,
+            plain,
+        })
     }
 
     async fn checkout(&self, mark: &StageMark) -> Result<Session, DeliveryError> {
@@ -260,10 +325,17 @@ impl SmtpPool {
     }
 
     /// One transaction: a connection from the pool, MAIL, RCPT and DATA,
-    /// then `gate`, then the content. Each part is bounded by `timeout`
-    /// on its own; the wait at the gate is not the relay's time, so a
-    /// gate that stays shut that long abandons the transaction before its
-    /// content ([`SendError::Held`]) instead of blaming the relay.
+    /// the content without its final `.` line, then `gate`, then that line
+    /// and the relay's reply. A relay delivers nothing until the `.` line
+    /// (RFC 5321 4.1.1.4: a transaction cut off before it is abandoned), so
+    /// the gate stands right before it: the relay reads the content while
+    /// the results of the messages before it commit, and a message stopped
+    /// at the gate (or by a kill) is not delivered. On an encrypted session
+    /// lettre owns the TLS stream, so the content waits at the gate whole.
+    /// Each part is bounded by `timeout` on its own; the wait at the gate
+    /// is not the relay's time, so a gate that stays shut that long
+    /// abandons the transaction before its end ([`SendError::Held`])
+    /// instead of blaming the relay.
     async fn send<P>(
         &self,
         envelope: &Envelope,
@@ -289,14 +361,44 @@ impl SmtpPool {
             Ok(Err(e)) => return Err(failed(e, None)),
             Err(_) => return Err(failed(timed_out(mark.get(), timeout), None)),
         };
+        let stuffed = std::str::from_utf8(bytes).ok().map(dot_stuff);
+        let ahead = match (&session.plain, &stuffed) {
+            (Some(socket), Some(text)) => Some((socket.clone(), text)),
+            _ => None,
+        };
+        let wrote_ahead = ahead.is_some();
+        if let Some((mut socket, text)) = ahead {
+            // Everything but the final `.` line, before the gate.
+            let body = &text.as_bytes()[..text.len() - END.len()];
+            let written = tokio::time::timeout(timeout, socket.write_all(body)).await;
+            let error = match written {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(DeliveryError::new(
+                    Stage::Content,
+                    None,
+                    format!("writing the content: {e}"),
+                )),
+                Err(_) => Some(timed_out(Stage::Content, timeout)),
+            };
+            if let Some(error) = error {
+                // Nothing delivered: the relay never saw the end of it.
+                session.conn.abort().await;
+                return Err(failed(error, None));
+            }
+        }
         let Ok(passed) = tokio::time::timeout(timeout, gate).await else {
-            // The relay waits for content after its 354 reply: closing the
+            // The relay waits for (the rest of) the content: closing the
             // connection (not QUIT, which would read as content) ends the
             // transaction with nothing delivered.
             drop(session);
             return Err(SendError::Held);
         };
-        let sent = tokio::time::timeout(timeout, content(&mut session, bytes)).await;
+        let rest = match &stuffed {
+            _ if wrote_ahead => Rest::End,
+            Some(text) => Rest::Stuffed(text),
+            None => Rest::Raw(bytes),
+        };
+        let sent = tokio::time::timeout(timeout, content(&mut session, rest)).await;
         let Ok(sent) = sent else {
             // Cut off mid-content: the connection is in no known state.
             return Err(failed(timed_out(Stage::Content, timeout), Some(passed)));
@@ -435,16 +537,30 @@ async fn open(
     result
 }
 
-/// The content of a transaction [`open`] started, and the relay's reply
-/// to it: the relay's acceptance. The content is dot-stuffed with a
-/// substring search and goes out in one write with its final `.` line
-/// (lettre stuffs byte by byte, which was the largest single cost of a
-/// digest). A failure aborts the connection.
-async fn content(session: &mut Session, bytes: &[u8]) -> Result<Response, DeliveryError> {
+/// What is left of a transaction's content once the gate is passed.
+enum Rest<'a> {
+    /// Only the final `.` line: the rest went out before the gate.
+    End,
+    /// The dot-stuffed content with its final `.` line.
+    Stuffed(&'a str),
+    /// Content that is not UTF-8, for lettre to stuff.
+    Raw(&'a [u8]),
+}
+
+/// The final `.` line of a transaction's content ([`dot_stuff`] ends with it).
+const END: &str = ".\r\n";
+
+/// The (rest of the) content of a transaction [`open`] started, and the
+/// relay's reply to it: the relay's acceptance. The content is dot-stuffed
+/// with a substring search and goes out in one write with its final `.`
+/// line (lettre stuffs byte by byte, which was the largest single cost of
+/// a digest). A failure aborts the connection.
+async fn content(session: &mut Session, rest: Rest<'_>) -> Result<Response, DeliveryError> {
     let conn = &mut session.conn;
-    let result = match std::str::from_utf8(bytes) {
-        Ok(text) => conn.command(Prepared(dot_stuff(text))).await,
-        Err(_) => conn.message(bytes).await,
+    let result = match rest {
+        Rest::End => conn.command(Prepared(END)).await,
+        Rest::Stuffed(text) => conn.command(Prepared(text)).await,
+        Rest::Raw(bytes) => conn.message(bytes).await,
     }
     .map_err(at(Stage::Content));
     if result.is_err() {
@@ -490,11 +606,11 @@ fn dot_stuff(text: &str) -> String {
 
 /// Text written by lettre's `command` as it is: prepared DATA content, or a
 /// group of pipelined commands.
-struct Prepared(String);
+struct Prepared<T>(T);
 
-impl std::fmt::Display for Prepared {
+impl<T: AsRef<str>> std::fmt::Display for Prepared<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.as_ref())
     }
 }
 
@@ -525,8 +641,8 @@ impl Mailer {
     }
 
     /// Sends finished message bytes. `gate` is awaited right before the
-    /// step that delivers them (the content of the SMTP transaction, after
-    /// the relay's 354 reply; the writing of the `.eml` file), and what it
+    /// step that delivers them (the end of the SMTP transaction's content,
+    /// see [`SmtpPool::send`]; the writing of the `.eml` file), and what it
     /// yields is handed back with the result once that step was taken,
     /// whatever came of it: from then on the message may have been
     /// accepted. Each part of a send is bounded by `mail.timeout`.

@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use super::claims::{claim_rows, recover, Claimed};
 use super::compose::Outgoing;
 use super::lane::{
-    check_recipients, renew, write_results, Check, Gate, InFlight, Lane, Passed, Report,
+    check_recipients, renew, write_results, Answer, Check, Gate, InFlight, Lane, Passed, Report,
 };
 use super::message::{BuildError, MessageBuilder};
 use super::pauses::EditionPauses;
@@ -334,6 +334,9 @@ impl DeliveryWorker {
 /// sent-but-unrecorded messages by `mail.concurrency`, which is what a
 /// kill -9 can duplicate (invariant 6).
 async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: OwnedSemaphorePermit) {
+    // Asked now, while the row waits for its session: rows start together
+    // when a wave's results commit, so their checks go in one query.
+    let early = ask(&shared, &row);
     let domain = row.recipient.domain().to_owned();
     let domain_slots = {
         let mut map = shared.domains.lock().expect("not poisoned");
@@ -374,7 +377,9 @@ async fn deliver(shared: Arc<Shared>, row: ClaimedRow, probe: bool, _slot: Owned
         {
             Outcome::Released { id: row.id }
         }
-        Some((_domain_slot, session)) => attempt(&shared, &row, probe, session, &mut passed).await,
+        Some((_domain_slot, session)) => {
+            attempt(&shared, &row, probe, session, early, &mut passed).await
+        }
     };
     if probe && !matches!(outcome, Outcome::Deferred { .. }) && relay.is_paused() {
         // The probe never reached the relay's judgement (suppressed, invalid).
@@ -401,16 +406,18 @@ async fn attempt(
     row: &ClaimedRow,
     probe: bool,
     session: OwnedSemaphorePermit,
+    early: Asked,
     passed: &mut Option<Passed>,
 ) -> Outcome {
     let id = row.id;
-    let (answer, checked) = oneshot::channel();
-    let _ = shared
-        .checks
-        .send((row.recipient.clone(), row.subscriber_id, answer));
-    let verdict = checked
-        .await
-        .unwrap_or_else(|_| Err("the check stopped".into()));
+    let verdict = match early.await {
+        Ok(Answer { asked_at, verdict }) if asked_at.elapsed() <= CHECK_FRESH => verdict,
+        // Answered too long ago (the row waited for the relay, the rate
+        // limit or a domain slot), or not at all: asked again.
+        _ => ask(shared, row)
+            .await
+            .map_or_else(|_| Err("the check stopped".into()), |a| a.verdict),
+    };
     match verdict {
         Ok(Some(reason)) => {
             return Outcome::Suppressed {
@@ -428,10 +435,13 @@ async fn attempt(
         Err(BuildError::Invalid(error)) => return Outcome::Dead { id, error },
     };
     let relay = &shared.options.relay;
-    let sent = shared
-        .mailer
-        .send_raw(&envelope, &bytes, shared.gate.pass())
-        .await;
+    let approaching = shared.gate.approach();
+    let gate = async move {
+        let passed = shared.gate.pass().await;
+        drop(approaching);
+        passed
+    };
+    let sent = shared.mailer.send_raw(&envelope, &bytes, gate).await;
     drop(session);
     let error = match sent {
         Ok(p) => {
@@ -447,7 +457,7 @@ async fn attempt(
             // so the transaction was given up before anything was delivered.
             tracing::warn!(
                 id,
-                "results have not been recorded for [mail] timeout_seconds; the transaction was abandoned before its content and the row goes back to the queue"
+                "results have not been recorded for [mail] timeout_seconds; the transaction was abandoned before its end and the row goes back to the queue"
             );
             return Outcome::Released { id };
         }
@@ -471,6 +481,26 @@ async fn attempt(
         }
     }
     on_fault(shared, row, fault, error)
+}
+
+/// Longest time between the send-time check's query and the start of the
+/// transaction it cleared. A row asks when it starts waiting for its
+/// session, which in a steady run is about one wave (a millisecond or two);
+/// an answer older than this is asked again, so an unsubscribe or a
+/// suppression is seen by every transaction that starts more than this
+/// after it committed (invariant 7).
+const CHECK_FRESH: Duration = Duration::from_millis(5);
+
+/// A send-time check on its way ([`super::lane::check_recipients`]).
+type Asked = oneshot::Receiver<Answer>;
+
+/// Asks the send-time check for `row`'s recipient.
+fn ask(shared: &Shared, row: &ClaimedRow) -> Asked {
+    let (answer, asked) = oneshot::channel();
+    let _ = shared
+        .checks
+        .send((row.recipient.clone(), row.subscriber_id, answer));
+    asked
 }
 
 /// What a fault of the recipient or the message does to the row: the

@@ -457,33 +457,38 @@ pub async fn blocked_reasons(
     let ids: Vec<i64> = recipients.iter().filter_map(|(_, id)| *id).collect();
     let emails: Vec<&str> = recipients.iter().map(|(e, _)| e.as_str()).collect();
     let (emails, ids) = (List::Texts(&emails), List::Ids(&ids));
-    // PostgreSQL: written as index conditions, so that the plan its
-    // session keeps for this statement (see `delivery::lane`) looks each
-    // key up whatever the tables' statistics said when it was made.
-    let (in_emails, in_ids) = match backend {
+    // PostgreSQL: written as index conditions (an array, and a join on
+    // the key), so that the plan its session keeps for this statement (see
+    // `delivery::lane`) looks each key up whatever the tables' statistics
+    // said when it was made.
+    // Only the blocked come back (usually none): a subscriber who
+    // unsubscribed, or one who is gone (no row, so a NULL status).
+    let (in_emails, asked_ids) = match backend {
         Backend::Postgres => (
-            "email = ANY(CAST($1 AS TEXT[]))".to_owned(),
-            "id = ANY(CAST($2 AS BIGINT[]))".to_owned(),
+            "email = ANY(CAST($1 AS TEXT[]))",
+            "unnest(CAST($2 AS BIGINT[])) AS asked (value)",
         ),
         Backend::Sqlite => (
-            emails.predicate(backend, "email", "$1"),
-            ids.predicate(backend, "id", "$2"),
+            "email IN (SELECT value FROM json_each($1))",
+            "json_each($2) AS asked",
         ),
     };
     let sql = format!(
         "SELECT 's', email, reason FROM suppressions WHERE {in_emails}
-         UNION ALL SELECT 'u', CAST(id AS TEXT), status FROM subscribers WHERE {in_ids}"
+         UNION ALL SELECT 'u', CAST(asked.value AS TEXT), s.status
+         FROM {asked_ids} LEFT JOIN subscribers s ON s.id = asked.value
+         WHERE s.id IS NULL OR s.status = 'unsubscribed'"
     );
-    let q = sqlx::query_as::<_, (String, String, String)>(&sql)
+    let q = sqlx::query_as::<_, (String, String, Option<String>)>(&sql)
         .bind(emails.value(backend))
         .bind(ids.value(backend));
     let mut suppressed: HashMap<String, String> = HashMap::new();
-    let mut status: HashMap<i64, String> = HashMap::new();
+    let mut blocked: HashMap<i64, Option<String>> = HashMap::new();
     for (kind, key, value) in q.fetch_all(conn).await? {
         if kind == "s" {
-            suppressed.insert(key, value);
+            suppressed.insert(key, value.unwrap_or_default());
         } else if let Ok(id) = key.parse() {
-            status.insert(id, value);
+            blocked.insert(id, value);
         }
     }
     Ok(recipients
@@ -492,10 +497,10 @@ pub async fn blocked_reasons(
             if let Some(reason) = suppressed.get(recipient.as_str()) {
                 return Some(format!("address is suppressed: {reason}"));
             }
-            match id.map(|id| status.get(&id).map(String::as_str)) {
+            match id.and_then(|id| blocked.get(&id)) {
                 Some(None) => Some("subscriber was deleted".into()),
-                Some(Some("unsubscribed")) => Some("subscriber unsubscribed".into()),
-                _ => None,
+                Some(Some(_)) => Some("subscriber unsubscribed".into()),
+                None => None,
             }
         })
         .collect())
