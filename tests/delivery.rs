@@ -421,7 +421,10 @@ async fn unsubscribe_while_a_row_waits_to_send_is_honoured(engine: Engine) {
         .unwrap();
     assert_eq!((p.sent(), p.suppressed()), (1, 2));
     let got: Vec<String> = server.received().into_iter().map(|(r, _)| r).collect();
-    assert_eq!(got, first, "a message went out after its recipient unsubscribed");
+    assert_eq!(
+        got, first,
+        "a message went out after its recipient unsubscribed"
+    );
 }
 on_both_engines!(
     unsubscribe_while_a_row_waits_to_send_is_honoured,

@@ -181,6 +181,16 @@ impl AsyncWrite for PlainSocket {
     ) -> Poll<std::io::Result<usize>> {
         self.with(|s| s.poll_write(cx, buf))
     }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.with(|s| s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.with(|s| s.poll_flush(cx))
     }
@@ -361,16 +371,10 @@ impl SmtpPool {
             Ok(Err(e)) => return Err(failed(e, None)),
             Err(_) => return Err(failed(timed_out(mark.get(), timeout), None)),
         };
-        let stuffed = std::str::from_utf8(bytes).ok().map(dot_stuff);
-        let ahead = match (&session.plain, &stuffed) {
-            (Some(socket), Some(text)) => Some((socket.clone(), text)),
-            _ => None,
-        };
-        let wrote_ahead = ahead.is_some();
-        if let Some((mut socket, text)) = ahead {
-            // Everything but the final `.` line, before the gate.
-            let body = &text.as_bytes()[..text.len() - END.len()];
-            let written = tokio::time::timeout(timeout, socket.write_all(body)).await;
+        let ahead = session.plain.clone();
+        if let Some(mut socket) = ahead.clone() {
+            // The content, dot-stuffed, without its final CRLF `.` CRLF.
+            let written = tokio::time::timeout(timeout, write_stuffed(&mut socket, bytes)).await;
             let error = match written {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(DeliveryError::new(
@@ -393,10 +397,14 @@ impl SmtpPool {
             drop(session);
             return Err(SendError::Held);
         };
-        let rest = match &stuffed {
-            _ if wrote_ahead => Rest::End,
-            Some(text) => Rest::Stuffed(text),
-            None => Rest::Raw(bytes),
+        let stuffed;
+        let rest = if ahead.is_some() {
+            Rest::End
+        } else if let Ok(text) = std::str::from_utf8(bytes) {
+            stuffed = dot_stuff(text);
+            Rest::Stuffed(&stuffed)
+        } else {
+            Rest::Raw(bytes)
         };
         let sent = tokio::time::timeout(timeout, content(&mut session, rest)).await;
         let Ok(sent) = sent else {
@@ -547,8 +555,38 @@ enum Rest<'a> {
     Raw(&'a [u8]),
 }
 
-/// The final `.` line of a transaction's content ([`dot_stuff`] ends with it).
-const END: &str = ".\r\n";
+/// The end of a transaction's content: CRLF `.` CRLF ([`dot_stuff`] ends
+/// with it; [`write_stuffed`] leaves it out).
+const END: &str = "\r\n.\r\n";
+
+/// Writes `bytes` as DATA content (RFC 5321 4.5.2: a `.` added to every
+/// line that starts with one) without the end ([`END`]), straight from
+/// `bytes`: the pieces between added dots go out in vectored writes, with
+/// no stuffed copy of the message.
+async fn write_stuffed(socket: &mut PlainSocket, bytes: &[u8]) -> std::io::Result<()> {
+    let mut pieces: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(3);
+    if bytes.first() == Some(&b'.') {
+        pieces.push(std::io::IoSlice::new(b"."));
+    }
+    let mut from = 0;
+    for at in memchr::memmem::find_iter(bytes, b"\r\n.") {
+        pieces.push(std::io::IoSlice::new(&bytes[from..at + 2]));
+        pieces.push(std::io::IoSlice::new(b"."));
+        from = at + 2;
+    }
+    if from < bytes.len() {
+        pieces.push(std::io::IoSlice::new(&bytes[from..]));
+    }
+    let mut pieces = &mut pieces[..];
+    while !pieces.is_empty() {
+        let n = socket.write_vectored(pieces).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut pieces, n);
+    }
+    Ok(())
+}
 
 /// The (rest of the) content of a transaction [`open`] started, and the
 /// relay's reply to it: the relay's acceptance. The content is dot-stuffed
@@ -766,6 +804,33 @@ mod tests {
         );
         assert_eq!(dot_stuff(".x"), "..x\r\n.\r\n");
         assert_eq!(dot_stuff(""), "\r\n.\r\n");
+    }
+
+    /// What [`write_stuffed`] puts on the wire, then [`END`], is what
+    /// [`dot_stuff`] makes of the same content.
+    #[tokio::test]
+    async fn content_written_ahead_is_the_stuffed_content() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for text in [
+            "a\r\n.b\r\n..c\r\nd.",
+            ".x",
+            "",
+            "plain\r\nlines\r\n",
+            "\r\n.\r\n.",
+        ] {
+            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let mut socket = PlainSocket(Arc::new(std::sync::Mutex::new(client)));
+            write_stuffed(&mut socket, text.as_bytes()).await.unwrap();
+            socket.write_all(END.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            let mut got = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut server, &mut got)
+                .await
+                .unwrap();
+            assert_eq!(got, dot_stuff(text), "{text:?}");
+        }
     }
 
     #[test]
