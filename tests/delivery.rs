@@ -108,12 +108,22 @@ async fn start_sending(
     settings: &Arc<Settings>,
     server: &SmtpServer,
 ) -> tokio::task::JoinHandle<Arc<Progress>> {
+    start_sending_until(db, settings, server, 4).await
+}
+
+/// [`start_sending`], returning once the relay has received `n` messages.
+async fn start_sending_until(
+    db: &Db,
+    settings: &Arc<Settings>,
+    server: &SmtpServer,
+    n: usize,
+) -> tokio::task::JoinHandle<Arc<Progress>> {
     let worker = tokio::spawn({
         let (db, s) = (db.clone(), settings.clone());
         async move { run_worker(&db, &s, Duration::from_secs(3600)).await }
     });
     let started = std::time::Instant::now();
-    while server.received_count() < 4 {
+    while server.received_count() < n {
         assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -395,15 +405,7 @@ async fn unsubscribe_while_a_row_waits_to_send_is_honoured(engine: Engine) {
         queue_raw(&db, &format!("d:waiting{n}"), &to, Some(id)).await;
         ids.push((to, id));
     }
-    let worker = tokio::spawn({
-        let (db, s) = (db.clone(), s.clone());
-        async move { run_worker(&db, &s, Duration::from_secs(3600)).await }
-    });
-    let started = std::time::Instant::now();
-    while server.received_count() < 1 {
-        assert!(started.elapsed() < Duration::from_secs(30), "nothing sent");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let worker = start_sending_until(&db, &s, &server, 1).await;
     // Everyone not yet sent to leaves now, while their rows wait.
     let first: Vec<String> = server.received().into_iter().map(|(r, _)| r).collect();
     for (to, id) in &ids {
