@@ -393,9 +393,10 @@ on_both_engines!(
 /// again before the transaction (invariant 7).
 async fn unsubscribe_while_a_row_waits_to_send_is_honoured(engine: Engine) {
     let server = SmtpServer::start(&[]);
-    // One message every 250 ms: every row starts (and asks) at once, and
-    // all but the first wait for the limiter far longer than an answer lasts.
-    let tdb = prepare(smtp_options(engine, &server).mail("rate_per_second = 4"));
+    // One message a second: every row starts (and asks) at once, and all
+    // but the first wait for the limiter far longer than an answer lasts
+    // (and long enough for the unsubscribe below to commit first).
+    let tdb = prepare(smtp_options(engine, &server).mail("rate_per_second = 1"));
     let s = settings(&tdb);
     let db = Db::open(&s.database.url).await.unwrap();
     let mut ids = Vec::new();
