@@ -1101,7 +1101,7 @@ async fn delivery_survives_the_database_ending_its_sessions() {
 /// at the check instead, before any transaction starts (the kill -9 test
 /// covers the bound on both engines).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unrecorded_results_hold_messages_before_their_content() {
+async fn unrecorded_results_hold_messages_before_their_end() {
     const N: usize = 40;
     const CONCURRENCY: usize = 2;
     let dir = tempfile::tempdir().unwrap();

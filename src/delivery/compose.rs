@@ -100,14 +100,11 @@ impl Composer {
     }
 
     /// From, To, Subject, Date, Message-ID (on the sender's domain) and Reply-To.
-    pub fn headers(&self, to: Mailbox, subject: String) -> MessageBuilder {
-        let mut builder = Message::builder();
-        // Given here, the envelope spares lettre deriving one by parsing the
-        // From and To headers back out of their text for every message.
-        if let Ok(envelope) = self.envelope(&to.email) {
-            builder = builder.envelope(envelope);
-        }
-        let mut builder = builder
+    /// The envelope is given to lettre here, which spares it deriving one
+    /// by parsing the From and To headers back out of their text.
+    pub fn headers(&self, to: Mailbox, subject: String) -> Result<MessageBuilder, ComposeError> {
+        let mut builder = Message::builder()
+            .envelope(self.envelope(&to.email)?)
             .from(self.from.clone())
             .to(to)
             .subject(subject)
@@ -116,18 +113,19 @@ impl Composer {
         if let Some(r) = &self.reply_to {
             builder = builder.reply_to(r.clone());
         }
-        builder
+        Ok(builder)
     }
 
-    /// Signs `message` (when DKIM is configured) and pairs it with its envelope.
-    pub fn finish(&self, mut message: Message, to: &Address) -> Result<Outgoing, ComposeError> {
+    /// Signs `message` (when DKIM is configured) and pairs it with its
+    /// envelope (the one [`Composer::headers`] gave it).
+    pub fn finish(&self, mut message: Message) -> Outgoing {
         if let Some(config) = &self.dkim {
             message.sign(config);
         }
-        Ok(Outgoing {
-            envelope: self.envelope(to)?,
+        Outgoing {
+            envelope: message.envelope().clone(),
             bytes: message.formatted(),
-        })
+        }
     }
 
     /// A transactional message (confirmation, "already subscribed",
@@ -162,8 +160,7 @@ impl Composer {
         html: &str,
         extra: &[ExtraHeader],
     ) -> Result<Outgoing, ComposeError> {
-        let address = to.email.clone();
-        let mut builder = self.headers(to, subject.to_owned());
+        let mut builder = self.headers(to, subject.to_owned())?;
         for h in extra {
             builder = builder.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str(h.name),
@@ -174,7 +171,7 @@ impl Composer {
             text.to_owned(),
             html.to_owned(),
         ))?;
-        self.finish(message, &address)
+        Ok(self.finish(message))
     }
 }
 

@@ -254,8 +254,6 @@ pub(super) struct InFlight {
     flying: AtomicUsize,
     /// In their SMTP transaction, not yet at the gate.
     approaching: AtomicUsize,
-    /// The gate's places (`mail.concurrency`).
-    places: AtomicUsize,
 }
 
 /// A message on its way to the [`Gate`] (in its SMTP transaction, before
@@ -306,7 +304,6 @@ pub(super) struct Passed {
 
 impl Gate {
     pub(super) fn new(places: usize, in_flight: Arc<InFlight>) -> Self {
-        in_flight.places.store(places, Ordering::Relaxed);
         Self {
             places: Arc::new(Semaphore::new(places)),
             in_flight,
@@ -348,16 +345,17 @@ impl Passed {
 /// result first and leaves the count after, so a zero read means every
 /// result counted so far is already in the channel.
 ///
-/// Once none is in flight, a batch that holds fewer than the gate's places
-/// waits up to [`STRAGGLER_WAIT`] more for messages still on their way to
-/// the gate: places are free for them, and a straggler left out costs a
-/// commit of its own in the next wave.
+/// Once none is in flight, a batch that holds fewer than the gate's
+/// `places` waits up to [`STRAGGLER_WAIT`] more for messages still on their
+/// way to the gate: places are free for them, and a straggler left out
+/// costs a commit of its own in the next wave.
 async fn gather<T>(
     rx: &mut mpsc::UnboundedReceiver<T>,
     into: &mut Vec<T>,
     max: usize,
     wait: Duration,
     in_flight: &InFlight,
+    places: usize,
 ) {
     let deadline = tokio::time::Instant::now() + wait;
     let mut stragglers: Option<tokio::time::Instant> = None;
@@ -375,7 +373,7 @@ async fn gather<T>(
         let mut until = deadline;
         if coming == 0 {
             let approaching = in_flight.approaching.load(Ordering::Acquire);
-            if approaching == 0 || into.len() >= in_flight.places.load(Ordering::Relaxed) {
+            if approaching == 0 || into.len() >= places {
                 return;
             }
             let end =
@@ -414,12 +412,13 @@ pub(super) async fn write_results(
     owner: String,
     mut rx: mpsc::UnboundedReceiver<Report>,
     in_flight: Arc<InFlight>,
+    places: usize,
     progress: Arc<Progress>,
 ) {
     let mut batch: Vec<Report> = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        gather(&mut rx, &mut batch, 1024, WAVE_WAIT, &in_flight).await;
+        gather(&mut rx, &mut batch, 1024, WAVE_WAIT, &in_flight, places).await;
         let outcomes: Vec<Outcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let mut backoff = Duration::from_millis(50);
         loop {

@@ -138,10 +138,13 @@ impl MessageBuilder {
             .flat_map(|d| d.headers.iter())
             .filter(|h| !vars.headers.contains_key(h.name))
             .map(|h| (h.name, h.value.as_str()));
-        let mut builder = self.composer.headers(
-            Mailbox::new(vars.name.clone().filter(|n| !n.is_empty()), to.clone()),
-            body.subject.clone(),
-        );
+        let mut builder = self
+            .composer
+            .headers(
+                Mailbox::new(vars.name.clone().filter(|n| !n.is_empty()), to.clone()),
+                body.subject.clone(),
+            )
+            .map_err(|e| BuildError::Invalid(e.to_string()))?;
         let given = vars.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
         for (name, value) in given.chain(derived_headers) {
             if value.contains(['\r', '\n']) {
@@ -159,9 +162,7 @@ impl MessageBuilder {
         let message = builder
             .multipart(body.multipart(&Links::new(unsubscribe, preferences)))
             .map_err(|e| BuildError::Invalid(format!("cannot build the message: {e}")))?;
-        self.composer
-            .finish(message, &to)
-            .map_err(|e| BuildError::Invalid(e.to_string()))
+        Ok(self.composer.finish(message))
     }
 
     /// A confirmation, "already subscribed", welcome or manage-link row:

@@ -371,8 +371,8 @@ impl SmtpPool {
             Ok(Err(e)) => return Err(failed(e, None)),
             Err(_) => return Err(failed(timed_out(mark.get(), timeout), None)),
         };
-        let ahead = session.plain.clone();
-        if let Some(mut socket) = ahead.clone() {
+        let ahead = session.plain.is_some();
+        if let Some(mut socket) = session.plain.clone() {
             // The content, dot-stuffed, without its final CRLF `.` CRLF.
             let written = tokio::time::timeout(timeout, write_stuffed(&mut socket, bytes)).await;
             let error = match written {
@@ -398,7 +398,7 @@ impl SmtpPool {
             return Err(SendError::Held);
         };
         let stuffed;
-        let rest = if ahead.is_some() {
+        let rest = if ahead {
             Rest::End
         } else if let Ok(text) = std::str::from_utf8(bytes) {
             stuffed = dot_stuff(text);

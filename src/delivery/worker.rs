@@ -216,6 +216,7 @@ impl DeliveryWorker {
             owner.clone(),
             rx,
             in_flight.clone(),
+            mail.concurrency,
             self.progress.clone(),
         ));
         let (checks, checks_rx) = mpsc::unbounded_channel();

@@ -465,11 +465,11 @@ pub async fn blocked_reasons(
     // unsubscribed, or one who is gone (no row, so a NULL status).
     let (in_emails, asked_ids) = match backend {
         Backend::Postgres => (
-            "email = ANY(CAST($1 AS TEXT[]))",
+            "email = ANY(CAST($1 AS TEXT[]))".to_owned(),
             "unnest(CAST($2 AS BIGINT[])) AS asked (value)",
         ),
         Backend::Sqlite => (
-            "email IN (SELECT value FROM json_each($1))",
+            emails.predicate(backend, "email", "$1"),
             "json_each($2) AS asked",
         ),
     };
