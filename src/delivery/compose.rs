@@ -202,60 +202,81 @@ pub struct DigestVars {
     pub headers: [ExtraHeader; 5],
 }
 
-/// The links and list headers of a digest of `edition` for the recipient
-/// whose manage token is `token`. Outbox rows keep only the token; this runs
-/// at send time, so a row stays small through its three writes.
-pub fn digest_vars(settings: &Settings, from: &Mailbox, edition: &str, token: &str) -> DigestVars {
-    let base = &settings.site.base_url;
-    let link = |path: &str| {
-        base.join(&format!("{path}/{token}"))
-            .map(String::from)
-            .unwrap_or_default()
-    };
-    let unsubscribe_url = link("unsubscribe");
-    let preferences_url = link("preferences");
-    let domain = from.email.domain();
-    let name = settings
-        .editions
-        .iter()
-        .find(|e| e.slug.as_str() == edition)
-        .map_or(edition, |e| e.name.as_str());
-    let headers = [
-        ExtraHeader {
+/// The list headers of a digest that are the same for every recipient of
+/// an edition (List-Unsubscribe-Post, List-Id, Feedback-ID, List-Archive):
+/// made once per edition by a sending worker, not once per message.
+#[derive(Debug, Clone)]
+pub struct EditionHeaders {
+    shared: [ExtraHeader; 4],
+}
+
+impl EditionHeaders {
+    pub fn new(settings: &Settings, from: &Mailbox, edition: &str) -> Self {
+        let domain = from.email.domain();
+        let name = settings
+            .editions
+            .iter()
+            .find(|e| e.slug.as_str() == edition)
+            .map_or(edition, |e| e.name.as_str());
+        Self {
+            shared: [
+                ExtraHeader {
+                    name: "List-Unsubscribe-Post",
+                    value: "List-Unsubscribe=One-Click".into(),
+                },
+                ExtraHeader {
+                    name: "List-Id",
+                    value: format!(
+                        "\"{}\" <{edition}.{domain}>",
+                        name.replace(['"', '\\', '\r', '\n'], "")
+                    ),
+                },
+                ExtraHeader {
+                    name: "Feedback-ID",
+                    value: format!("{edition}:digest:casewire:{domain}"),
+                },
+                ExtraHeader {
+                    name: "List-Archive",
+                    value: format!(
+                        "<{}>",
+                        crate::editions::archive::index_url(settings, edition)
+                    ),
+                },
+            ],
+        }
+    }
+
+    /// A recipient's links and list headers, from their manage `token`.
+    pub fn vars(&self, settings: &Settings, from: &Mailbox, token: &str) -> DigestVars {
+        let base = &settings.site.base_url;
+        let link = |path: &str| {
+            base.join(&format!("{path}/{token}"))
+                .map(String::from)
+                .unwrap_or_default()
+        };
+        let unsubscribe_url = link("unsubscribe");
+        let preferences_url = link("preferences");
+        let list_unsubscribe = ExtraHeader {
             name: "List-Unsubscribe",
             value: format!(
                 "<{unsubscribe_url}>, <mailto:{}?subject=unsubscribe%20{token}>",
                 from.email
             ),
-        },
-        ExtraHeader {
-            name: "List-Unsubscribe-Post",
-            value: "List-Unsubscribe=One-Click".into(),
-        },
-        ExtraHeader {
-            name: "List-Id",
-            value: format!(
-                "\"{}\" <{edition}.{domain}>",
-                name.replace(['"', '\\', '\r', '\n'], "")
-            ),
-        },
-        ExtraHeader {
-            name: "Feedback-ID",
-            value: format!("{edition}:digest:casewire:{domain}"),
-        },
-        ExtraHeader {
-            name: "List-Archive",
-            value: format!(
-                "<{}>",
-                crate::editions::archive::index_url(settings, edition)
-            ),
-        },
-    ];
-    DigestVars {
-        unsubscribe_url,
-        preferences_url,
-        headers,
+        };
+        let [post, id, feedback, archive] = self.shared.clone();
+        DigestVars {
+            unsubscribe_url,
+            preferences_url,
+            headers: [list_unsubscribe, post, id, feedback, archive],
+        }
     }
+}
+
+/// The links and list headers of a digest of `edition` for the recipient
+/// whose manage token is `token`. Outbox rows keep only the token; this runs
+/// at send time, so a row stays small through its three writes.
+pub fn digest_vars(settings: &Settings, from: &Mailbox, edition: &str, token: &str) -> DigestVars {
+    EditionHeaders::new(settings, from, edition).vars(settings, from, token)
 }
 
 /// A fresh Message-ID on `domain` (the sender's, see [`sender_domain`]).

@@ -10,7 +10,7 @@ use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 
-use super::compose::{digest_vars, fill_links, Composer, Outgoing};
+use super::compose::{fill_links, Composer, EditionHeaders, Outgoing};
 use super::prepared::{Links, PreparedBody};
 use crate::config::Settings;
 use crate::store::outbox::{self, ClaimedRow, Kind};
@@ -31,6 +31,8 @@ pub(super) struct MessageBuilder {
     composer: Composer,
     /// A std Mutex: held only to look up or insert, never across an await.
     bodies: std::sync::Mutex<HashMap<i64, Arc<PreparedBody>>>,
+    /// The list headers shared by every digest of an edition, by edition.
+    editions: std::sync::Mutex<HashMap<String, Arc<EditionHeaders>>>,
     /// VERP envelope senders, when a return path is configured.
     verp: Option<crate::bounces::verp::Senders>,
 }
@@ -43,6 +45,7 @@ impl MessageBuilder {
             db,
             settings,
             bodies: Default::default(),
+            editions: Default::default(),
         })
     }
 
@@ -74,6 +77,21 @@ impl MessageBuilder {
             })
             .map_err(|e| BuildError::Invalid(format!("envelope: {e}")))?;
         Ok(Outgoing { envelope, ..built })
+    }
+
+    /// The list headers shared by every digest of `edition` (made on first use).
+    fn edition_headers(&self, edition: &str) -> Arc<EditionHeaders> {
+        let mut editions = self.editions.lock().expect("not poisoned");
+        if let Some(h) = editions.get(edition) {
+            return h.clone();
+        }
+        let h = Arc::new(EditionHeaders::new(
+            &self.settings,
+            self.composer.from(),
+            edition,
+        ));
+        editions.insert(edition.to_owned(), h.clone());
+        h
     }
 
     async fn body(&self, body_id: i64) -> Result<Arc<PreparedBody>, BuildError> {
@@ -115,13 +133,10 @@ impl MessageBuilder {
             .token
             .as_deref()
             .or(signed.as_ref().map(|t| t.as_str()));
+        let edition = row.edition.as_deref().unwrap_or("");
         let derived = token.map(|t| {
-            digest_vars(
-                &self.settings,
-                self.composer.from(),
-                row.edition.as_deref().unwrap_or(""),
-                t,
-            )
+            self.edition_headers(edition)
+                .vars(&self.settings, self.composer.from(), t)
         });
         let unsubscribe = vars
             .unsubscribe_url
@@ -133,11 +148,6 @@ impl MessageBuilder {
             .as_deref()
             .or(derived.as_ref().map(|d| d.preferences_url.as_str()))
             .unwrap_or("");
-        let derived_headers = derived
-            .iter()
-            .flat_map(|d| d.headers.iter())
-            .filter(|h| !vars.headers.contains_key(h.name))
-            .map(|h| (h.name, h.value.as_str()));
         let mut builder = self
             .composer
             .headers(
@@ -145,18 +155,25 @@ impl MessageBuilder {
                 body.subject.clone(),
             )
             .map_err(|e| BuildError::Invalid(e.to_string()))?;
-        let given = vars.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-        for (name, value) in given.chain(derived_headers) {
-            if value.contains(['\r', '\n']) {
-                return Err(BuildError::Invalid(format!(
-                    "header {name} contains a line break"
-                )));
-            }
-            let header = HeaderName::new_from_ascii(name.to_owned())
+        // Headers given in the row (rows of an earlier version) may hold the
+        // link placeholders; derived ones are made with the links in them.
+        for (name, value) in &vars.headers {
+            one_line(name, value)?;
+            let header = HeaderName::new_from_ascii(name.clone())
                 .map_err(|_| BuildError::Invalid(format!("{name:?} is not a header name")))?;
             builder = builder.raw_header(HeaderValue::new(
                 header,
                 fill_links(value, unsubscribe, preferences),
+            ));
+        }
+        for h in derived.iter().flat_map(|d| d.headers.iter()) {
+            if vars.headers.contains_key(h.name) {
+                continue;
+            }
+            one_line(h.name, &h.value)?;
+            builder = builder.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(h.name),
+                h.value.clone(),
             ));
         }
         let message = builder
@@ -190,6 +207,17 @@ impl MessageBuilder {
     }
 }
 
+/// A header value must stay on its line: a line break would end the header
+/// and let the rest pass as headers or body.
+fn one_line(name: &str, value: &str) -> Result<(), BuildError> {
+    if value.contains(['\r', '\n']) {
+        return Err(BuildError::Invalid(format!(
+            "header {name} contains a line break"
+        )));
+    }
+    Ok(())
+}
+
 /// Per-recipient values of a digest row (`outbox.vars`).
 #[derive(Debug, Default, serde::Deserialize)]
 struct DigestRowVars {
@@ -199,7 +227,7 @@ struct DigestRowVars {
     #[serde(default)]
     v: Option<u32>,
     /// A raw manage token, in rows queued by an earlier version; links and
-    /// list headers not given below are derived from it ([`digest_vars`]).
+    /// list headers not given below are derived from it ([`EditionHeaders::vars`]).
     token: Option<String>,
     unsubscribe_url: Option<String>,
     preferences_url: Option<String>,
