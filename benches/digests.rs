@@ -5,7 +5,10 @@
 //! studies are new. A large digest (~21 KB) lists up to 12 of them, a small
 //! one (~9 KB) two, with two-sentence summaries. Next to each run, in the same process, Postfix's `smtp-source` sends
 //! the same number of same-size messages to the same sink. Prints one table;
-//! asserts nothing.
+//! asserts nothing. Beside casewire's own CPU time, the table gives the
+//! sink's during the run and, on PostgreSQL, the server's for the run's
+//! sessions (when the server runs here and its data directory is readable):
+//! on two cores the three share the machine.
 //!
 //! `cargo bench --bench digests`. Environment:
 //! - DIGESTS_SUBSCRIBERS (default "20000,100000")
@@ -57,6 +60,11 @@ struct Cell {
     wall: Duration,
     cpu: Duration,
     rss_mb: f64,
+    /// CPU time smtp-sink used while casewire ran.
+    sink_cpu: Option<Duration>,
+    /// CPU time of the PostgreSQL server's sessions that ended with the run
+    /// (casewire's; read from the postmaster's reaped children).
+    server_cpu: Option<Duration>,
     /// smtp-source's rate for the same count and size, when compared.
     theirs: Option<f64>,
 }
@@ -99,15 +107,16 @@ fn main() {
         cells.push(rt.block_on(one_run("sqlite", 1_000_000, 12, concurrency, false)));
     }
     println!();
-    println!("| subscribers | digest | engine | casewire | wall | CPU | peak RSS | smtp-source | ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| subscribers | digest | engine | casewire | wall | CPU | peak RSS | sink CPU | server CPU | smtp-source | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for c in &cells {
         let (theirs, ratio) = match c.theirs {
             Some(t) => (format!("{t:.0}/s"), format!("{:.2}", c.rate() / t)),
             None => (String::new(), String::new()),
         };
+        let secs = |d: Option<Duration>| d.map_or(String::new(), |d| format!("{:.1} s", d.as_secs_f64()));
         println!(
-            "| {} | {:.1} KB | {} | {:.0}/s | {:.1} s | {:.1} s | {:.1} MB | {theirs} | {ratio} |",
+            "| {} | {:.1} KB | {} | {:.0}/s | {:.1} s | {:.1} s | {:.1} MB | {} | {} | {theirs} | {ratio} |",
             c.subscribers,
             c.size as f64 / 1024.0,
             c.engine,
@@ -115,6 +124,8 @@ fn main() {
             c.wall.as_secs_f64(),
             c.cpu.as_secs_f64(),
             c.rss_mb,
+            secs(c.sink_cpu),
+            secs(c.server_cpu),
         );
     }
 }
@@ -159,7 +170,13 @@ async fn one_run(
         t.elapsed()
     );
 
-    let _sink = start_sink(port);
+    let sink = start_sink(port);
+    let postmaster = match engine {
+        "postgres" => postmaster_pid(&db).await,
+        _ => None,
+    };
+    let server_before = postmaster.and_then(|pid| corpus::proc_cpu(pid, true));
+    let sink_before = sink.cpu();
     // DIGESTS_WRAPPER runs the command under a profiler, e.g.
     // "perf record -g -o /tmp/digests.perf" (its figures are then the profiler's).
     let wrapper: Vec<String> = std::env::var("DIGESTS_WRAPPER")
@@ -187,6 +204,16 @@ async fn one_run(
             .env("RUST_LOG", "warn"),
         &root.join("digest-send.log"),
     );
+    let sink_cpu = sink.cpu().zip(sink_before).map(|(after, before)| after - before);
+    // The run's sessions end with its process; give the server a moment to
+    // reap them, so that their CPU time is counted in the postmaster's.
+    let server_cpu = match (postmaster, server_before) {
+        (Some(pid), Some(before)) => {
+            std::thread::sleep(Duration::from_millis(500));
+            corpus::proc_cpu(pid, true).map(|after| after.saturating_sub(before))
+        }
+        _ => None,
+    };
     let log = std::fs::read_to_string(root.join("digest-send.log")).unwrap_or_default();
     let states: Vec<(String, i64)> =
         sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state")
@@ -214,9 +241,17 @@ async fn one_run(
         wall: run.wall,
         cpu: run.cpu,
         rss_mb: run.max_rss_kb as f64 / 1024.0,
+        sink_cpu,
+        server_cpu,
         theirs: None,
     };
     println!("{label} casewire digest send: {sent} digests of ~{:.1} KB in {:.2?} = {:.0} digests/s (whole run: segment, render, queue, deliver); peak RSS {:.1} MB; CPU {:.2?}", size as f64 / 1024.0, run.wall, cell.rate(), cell.rss_mb, run.cpu);
+    if let Some(cpu) = sink_cpu {
+        println!("    smtp-sink used {cpu:.2?} of CPU meanwhile");
+    }
+    if let Some(cpu) = server_cpu {
+        println!("    the PostgreSQL server's sessions of the run used {cpu:.2?} of CPU");
+    }
     for line in log.lines().filter(|l| l.contains("weekly:")) {
         println!("    {}", line.trim());
     }
@@ -232,6 +267,18 @@ async fn one_run(
         cell.theirs = Some(theirs);
     }
     cell
+}
+
+/// The PostgreSQL server's main process, when this benchmark runs on the
+/// server's machine and may read its data directory (None otherwise: the
+/// server CPU column stays empty).
+async fn postmaster_pid(db: &Db) -> Option<u32> {
+    let dir: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        .fetch_one(&db.pool)
+        .await
+        .ok()?;
+    let pid = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid")).ok()?;
+    pid.lines().next()?.trim().parse().ok()
 }
 
 async fn fresh_postgres() -> String {

@@ -455,3 +455,22 @@ pub fn run_child(cmd: &mut Command, log: &Path) -> Run {
         max_rss_kb: watcher.join().unwrap_or(0),
     }
 }
+
+/// CPU time of process `pid` from `/proc/PID/stat`: its own user + system
+/// time, and with `reaped` also that of its children it has waited for.
+/// None once the process is gone.
+pub fn proc_cpu(pid: u32, reaped: bool) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces;
+    // fields from the third on follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14–17, here 11–14 counted from 0 at field 3.
+    let ticks = fields[11] + fields[12] + if reaped { fields[13] + fields[14] } else { 0 };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_millis(ticks * 1000 / per_second))
+}

@@ -18,6 +18,13 @@ pub fn free_port() -> u16 {
 /// A running smtp-sink; killed on drop.
 pub struct Sink(Child);
 
+impl Sink {
+    /// The CPU time the sink has used so far (it is one process).
+    pub fn cpu(&self) -> Option<Duration> {
+        super::proc_cpu(self.0.id(), false)
+    }
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         let _ = self.0.kill();
