@@ -114,7 +114,8 @@ fn main() {
             Some(t) => (format!("{t:.0}/s"), format!("{:.2}", c.rate() / t)),
             None => (String::new(), String::new()),
         };
-        let secs = |d: Option<Duration>| d.map_or(String::new(), |d| format!("{:.1} s", d.as_secs_f64()));
+        let secs =
+            |d: Option<Duration>| d.map_or(String::new(), |d| format!("{:.1} s", d.as_secs_f64()));
         println!(
             "| {} | {:.1} KB | {} | {:.0}/s | {:.1} s | {:.1} s | {:.1} MB | {} | {} | {theirs} | {ratio} |",
             c.subscribers,
@@ -204,7 +205,10 @@ async fn one_run(
             .env("RUST_LOG", "warn"),
         &root.join("digest-send.log"),
     );
-    let sink_cpu = sink.cpu().zip(sink_before).map(|(after, before)| after - before);
+    let sink_cpu = sink
+        .cpu()
+        .zip(sink_before)
+        .map(|(after, before)| after - before);
     // The run's sessions end with its process; give the server a moment to
     // reap them, so that their CPU time is counted in the postmaster's.
     let server_cpu = match (postmaster, server_before) {
@@ -273,10 +277,11 @@ async fn one_run(
 /// server's machine and may read its data directory (None otherwise: the
 /// server CPU column stays empty).
 async fn postmaster_pid(db: &Db) -> Option<u32> {
-    let dir: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
-        .fetch_one(&db.pool)
-        .await
-        .ok()?;
+    let dir: String =
+        sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+            .fetch_one(&db.pool)
+            .await
+            .ok()?;
     let pid = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid")).ok()?;
     pid.lines().next()?.trim().parse().ok()
 }
