@@ -197,10 +197,12 @@ pub(super) async fn renew(
 }
 
 /// Answers send-time checks (invariant 7) in groups: every check that
-/// arrived while the previous query ran goes into the next one. A message
-/// asks once it holds an SMTP session, right before its transaction, so a
-/// group is at most `mail.concurrency` messages that are all about to
-/// start; one round trip per group instead of one per message.
+/// arrived while the previous query ran goes into the next one (at most
+/// 256). A message asks when its row starts, while it waits for an SMTP
+/// session: rows start together when a wave's results commit, so one
+/// round trip answers a wave instead of one per message. An answer older
+/// than the worker's freshness limit by the time the transaction starts is
+/// asked for again (`worker::CHECK_FRESH`).
 pub(super) async fn check_recipients(lane: Arc<Lane>, mut rx: mpsc::UnboundedReceiver<Check>) {
     let mut group: Vec<Check> = Vec::new();
     while let Some(first) = rx.recv().await {

@@ -226,7 +226,7 @@ pub async fn run_edition_for(
                     dedupe_key: format!("digest:{slug}:{window}:{}", sub.id),
                     body_id: 0,
                     // Links and headers are signed and derived at send
-                    // time (`delivery::compose::digest_vars`).
+                    // time (`delivery::compose::EditionHeaders::vars`).
                     vars: format!("{{\"v\":{}}}", sub.link_version),
                 },
             ));
