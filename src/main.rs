@@ -3,6 +3,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: a digest allocates and frees many
+/// small buffers across threads, and glibc's malloc and free were about a
+/// tenth of `digest send`'s CPU. Built without transparent huge pages
+/// (`no_thp`), which otherwise raised the peak RSS of a 20,000-digest run
+/// from 33 to 70 MB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = casewire::cli::Cli::parse();
     tracing_subscriber::fmt()

@@ -208,7 +208,7 @@ pub fn send(settings: &Settings, slug: &str, dry_run: bool) -> Result<Exit> {
         }
     };
     let catalog = load_catalog(settings);
-    super::runtime()?.block_on(async {
+    super::single_thread_runtime()?.block_on(async {
         let db = Db::open(&settings.database.url).await?;
         let now = Utc::now();
         // Record what the content folder publishes now, as the daemon would.

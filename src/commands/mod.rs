@@ -147,3 +147,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()?)
 }
+
+/// A runtime on the calling thread, for a command that is one delivery
+/// pipeline (`digest send`): its tasks hand work to each other many times a
+/// message, and on one thread none of those hand-offs wakes another thread.
+/// The database (sqlx's SQLite thread, or the server) and the relay keep
+/// the other cores. Measured 2026-12-07 at 20,000 × 9 KB on SQLite, against
+/// the multi-threaded runtime with the same allocator: 6% less CPU, and a
+/// peak RSS 1.6 MB lower in the 1,000,000-subscriber run.
+pub fn single_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

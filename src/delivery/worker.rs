@@ -300,7 +300,9 @@ impl DeliveryWorker {
                 _ = shutdown.cancelled() => break,
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             };
-            tracker.spawn(deliver(shared.clone(), row.0, row.1, permit));
+            // Boxed: the task then holds a pointer, so spawning it and
+            // storing its end do not copy the whole (large) future.
+            tracker.spawn(Box::pin(deliver(shared.clone(), row.0, row.1, permit)));
         }
         drop(rows_rx);
         let _ = claimer.await;
