@@ -12,7 +12,7 @@ use crate::config::{Edition, ScheduleSpec, Settings};
 use crate::content::{Catalog, DirectoryStore};
 use crate::delivery::compose::Composer;
 use crate::store::ledger::Ledger;
-use crate::store::{from_millis, outbox, Db};
+use crate::store::{from_millis, outbox, Backend, Db};
 
 pub fn schedule(settings: &Settings) -> Result<Exit> {
     let now = Utc::now();
@@ -208,7 +208,11 @@ pub fn send(settings: &Settings, slug: &str, dry_run: bool) -> Result<Exit> {
         }
     };
     let catalog = load_catalog(settings);
-    super::single_thread_runtime()?.block_on(async {
+    let runtime = match Backend::of_url(&settings.database.url) {
+        Backend::Sqlite => super::single_thread_runtime()?,
+        Backend::Postgres => super::runtime()?,
+    };
+    runtime.block_on(async {
         let db = Db::open(&settings.database.url).await?;
         let now = Utc::now();
         // Record what the content folder publishes now, as the daemon would.

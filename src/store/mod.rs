@@ -40,6 +40,15 @@ impl Backend {
             Backend::Sqlite
         }
     }
+
+    /// The engine a database URL names: `sqlite:…`, or else PostgreSQL.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
 }
 
 /// Placeholders for statements with many parameters, each bound once, in
@@ -193,11 +202,7 @@ impl Db {
     /// Opens (creating an SQLite file and its folder when missing) without migrating.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            Backend::Postgres
-        };
+        let backend = Backend::of_url(url);
         let err = |source| StoreError::Connect {
             url: crate::config::redact(url),
             source,
