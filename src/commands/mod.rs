@@ -154,8 +154,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// thread, while sqlx's SQLite thread and the relay have the other cores.
 /// Measured 2026-12-07 at 20,000 × 9 KB, against the multi-threaded runtime
 /// with the same allocator: 6% less CPU, and a peak RSS 1.6 MB lower in the
-/// 1,000,000-subscriber run. On PostgreSQL, whose sessions' replies then
-/// wait their turn behind the SMTP sessions', 100,000 × 9 KB ran 3–15%
+/// 1,000,000-subscriber run. On PostgreSQL (whose replies, likely, then
+/// wait their turn behind the SMTP sessions) 100,000 × 9 KB ran 3–17%
 /// slower in three pairs, so there the runtime stays multi-threaded.
 pub fn single_thread_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
