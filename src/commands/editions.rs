@@ -208,7 +208,8 @@ pub fn send(settings: &Settings, slug: &str, dry_run: bool) -> Result<Exit> {
         }
     };
     let catalog = load_catalog(settings);
-    let runtime = match Backend::of_url(&settings.database.url) {
+    let backend = Backend::of_url(&settings.database.url);
+    let runtime = match backend {
         Backend::Sqlite => super::single_thread_runtime()?,
         Backend::Postgres => super::runtime()?,
     };
@@ -231,24 +232,81 @@ pub fn send(settings: &Settings, slug: &str, dry_run: bool) -> Result<Exit> {
         // transaction commits, instead of waiting for the whole run.
         let more_coming = Arc::new(AtomicBool::new(true));
         let expected = crate::store::editions::subscriber_count(&db, slug).await?;
-        let queueing = async {
-            let report = crate::editions::run::run_edition(
-                &db, settings, &catalog, &edition, &window, now, false,
-            )
-            .await;
-            more_coming.store(false, Ordering::Release);
-            report
-        };
         let delivering = crate::delivery::deliver_edition(
             &db,
             settings,
             slug,
             Some((more_coming.clone(), expected)),
         );
-        let (report, exit) = tokio::join!(queueing, delivering);
+        let (report, exit) = match backend {
+            Backend::Sqlite => {
+                let queueing = queue_apart(
+                    db.clone(),
+                    settings.clone(),
+                    catalog,
+                    edition,
+                    window,
+                    now,
+                    more_coming,
+                );
+                let (report, exit) = tokio::join!(queueing, delivering);
+                (
+                    report.unwrap_or_else(|e| {
+                        Err(anyhow::anyhow!("the {slug} edition run stopped: {e}"))
+                    }),
+                    exit,
+                )
+            }
+            Backend::Postgres => {
+                let queueing = async {
+                    let _done = Produced(more_coming);
+                    crate::editions::run::run_edition(
+                        &db, settings, &catalog, &edition, &window, now, false,
+                    )
+                    .await
+                };
+                tokio::join!(queueing, delivering)
+            }
+        };
         let report = report?;
         print_run(slug, &report, false);
         exit
+    })
+}
+
+/// Tells the delivery worker, when dropped, that the edition run queues no
+/// more rows (also when it failed or panicked).
+struct Produced(Arc<AtomicBool>);
+
+impl Drop for Produced {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// SQLite: the edition run on a thread and a runtime of its own, while the
+/// delivery pipeline keeps the command's one thread. The run segments,
+/// renders and builds its statements between two awaits; on the shared
+/// thread every SMTP session, check and result write waited for that
+/// work, and delivery ran at a fifth of its speed until the run had queued
+/// its last row (measured 2026-12-07 at 20,000 × 9 KB, from the rows'
+/// `sent_at`: about 2,300 digests a second while queueing against 11,000
+/// after; about 4,400 with the run apart). Each connection of the pool is
+/// a thread of sqlx's own, so a runtime of either thread may use it.
+fn queue_apart(
+    db: Db,
+    settings: Settings,
+    catalog: Catalog,
+    edition: Edition,
+    window: String,
+    now: chrono::DateTime<Utc>,
+    more_coming: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Result<crate::editions::run::RunReport>> {
+    tokio::task::spawn_blocking(move || {
+        let _done = Produced(more_coming);
+        super::single_thread_runtime()?.block_on(crate::editions::run::run_edition(
+            &db, &settings, &catalog, &edition, &window, now, false,
+        ))
     })
 }
 
