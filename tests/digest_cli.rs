@@ -227,3 +227,94 @@ on_both_engines!(
     digest_send_exits_1_when_every_message_failed,
     digest_send_exits_1_when_every_message_failed
 );
+
+/// [`casewire`], failing the test (and killing the command) when it is
+/// still running after a minute: a send that waits for rows nobody will
+/// queue never ends by itself.
+fn within_a_minute(config: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_casewire"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("casewire {args:?} still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// When the edition run itself fails (here a digest template naming a
+/// value no digest has, under strict undefined), `digest send` ends with
+/// the error instead of waiting for rows that will never come: on SQLite
+/// the run queues on a thread of its own, and the delivery side learns
+/// that it stopped only from that thread.
+async fn digest_send_reports_a_failed_edition_run_and_ends(engine: Engine) {
+    let site = prepare(
+        AppOptions::new(engine)
+            .editions(EDITION)
+            .templates("dir = \"{root}/templates\""),
+    );
+    let root = site.root.clone();
+    let config = site.config_path.clone();
+    std::fs::write(
+        root.join("content/old.md"),
+        study(
+            "Old story",
+            "old-story",
+            "2025-01-01T00:00:00Z",
+            &["databases"],
+        ),
+    )
+    .unwrap();
+    ok(&within_a_minute(&config, &["digest", "send", "weekly"]));
+    ok(&casewire(
+        &config,
+        &[
+            "subscribers",
+            "add",
+            "reader@example.com",
+            "--editions",
+            "weekly",
+        ],
+    ));
+    std::fs::write(
+        root.join("content/new.md"),
+        study(
+            "New story",
+            "new-story",
+            "2025-02-01T00:00:00Z",
+            &["databases"],
+        ),
+    )
+    .unwrap();
+    let email = root.join("templates/email");
+    std::fs::create_dir_all(&email).unwrap();
+    std::fs::write(
+        email.join("digest.html"),
+        "<p>{{ no_such_value_in_a_digest }}</p>\n",
+    )
+    .unwrap();
+
+    let out = within_a_minute(&config, &["digest", "send", "weekly"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rendering the weekly digest"), "{stderr}");
+    assert!(stderr.contains("email/digest.html"), "{stderr}");
+    // Nothing of the new story went out: it was never rendered.
+    assert!(!mails(&site.outbox_dir)
+        .iter()
+        .any(|m| m.contains("New story")));
+}
+on_both_engines!(
+    digest_send_reports_a_failed_edition_run_and_ends,
+    digest_send_reports_a_failed_edition_run_and_ends
+);
