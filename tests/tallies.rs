@@ -584,3 +584,57 @@ on_both_engines!(
     a_digest_run_counts_its_batches,
     a_digest_run_counts_its_batches
 );
+
+/// Queueing a run's digests skips keys already queued (a run that queued
+/// part of its rows before) and keys given twice, within one multi-row
+/// statement or across two, and counts only the rows it inserted: on
+/// SQLite from what it asked for less what it found queued, on PostgreSQL
+/// by its triggers.
+async fn queueing_counts_only_the_rows_it_inserts(engine: Engine) {
+    use casewire::store::editions::{enqueue_digests, DigestRow};
+
+    let site = prepare(options(engine));
+    let db = Db::open(&site.settings().database.url).await.unwrap();
+    queue_digest(&db, RUNS[0], 1, "r1@example.org").await;
+    queue_digest(&db, RUNS[0], 2, "r2@example.org").await;
+    let body = outbox::insert_body(&db.pool, "Weekly", "<p>Weekly</p>", "Weekly", Utc::now())
+        .await
+        .unwrap();
+    let row = |run: &str, id: i64| DigestRow {
+        subscriber_id: id,
+        recipient: EmailAddress::parse(&format!("r{id}@example.org")).unwrap(),
+        dedupe_key: format!("digest:weekly:{run}:{id}"),
+        body_id: body,
+        vars: "{}".to_owned(),
+    };
+    // 1 and 2 are queued already; 3 comes again 300 rows later (another
+    // statement on SQLite), 260 twice in a row; the second run's rows sit
+    // between the first run's.
+    let mut rows: Vec<DigestRow> = (1..=150).map(|id| row(RUNS[0], id)).collect();
+    rows.extend((1..=5).map(|id| row(RUNS[1], id)));
+    rows.extend((151..=300).map(|id| row(RUNS[0], id)));
+    rows.extend([row(RUNS[0], 3), row(RUNS[0], 260), row(RUNS[0], 260)]);
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let inserted = enqueue_digests(&mut tx, "weekly", &rows, Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(inserted, 298 + 5);
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 2 + 298 + 5);
+    assert_tallies(&db, "queueing over keys already queued").await;
+    for (run, n) in [(RUNS[0], 300), (RUNS[1], 5)] {
+        let counts = casewire::store::admin::run_counts(&db, "weekly", run)
+            .await
+            .unwrap();
+        assert_eq!(counts.queued, n, "run {run}: {counts:?}");
+    }
+}
+on_both_engines!(
+    queueing_counts_only_the_rows_it_inserts,
+    queueing_counts_only_the_rows_it_inserts
+);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::outbox::{Kind, State};
-use super::tallies::{Batch, Row};
+use super::tallies::{self, Batch, Row};
 use super::{to_millis, Backend, Db, List, Params, StoreError};
 use crate::domain::{EmailAddress, Slug};
 
@@ -235,22 +235,33 @@ pub async fn subscriber_batch(
            AND se.cursor_event_id < $2 AND s.id > $3 AND se.subscriber_id > $3 AND {zone_sql}
          ORDER BY s.id LIMIT $5"
     );
-    let rows: Vec<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(&sql)
+    let backend = Backend::of(conn);
+    let sql = match backend {
+        Backend::Sqlite => as_one_json_row(
+            &sql,
+            "id, email, cursor_event_id, link_version, last_window_at",
+        ),
+        Backend::Postgres => sql,
+    };
+    let batch = sqlx::query(&sql)
         .bind(edition)
         .bind(high_water)
         .bind(after_id)
         .bind(zone.map_or("", |z| z.zone))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(limit);
+    let mut rows: Vec<(i64, String, i64, i64, Option<i64>)> =
+        fetch_rows(&mut *conn, backend, batch).await?;
+    rows.sort_unstable_by_key(|r| r.0);
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(Vec::new());
     };
-    let cats: Vec<(i64, String)> = sqlx::query_as("SELECT subscriber_id, category FROM subscriber_categories WHERE subscriber_id >= $1 AND subscriber_id <= $2")
-        .bind(first.0)
-        .bind(last.0)
-        .fetch_all(&mut *conn)
-        .await?;
+    let cats = "SELECT subscriber_id, category FROM subscriber_categories WHERE subscriber_id >= $1 AND subscriber_id <= $2";
+    let cats = match backend {
+        Backend::Sqlite => as_one_json_row(cats, "subscriber_id, category"),
+        Backend::Postgres => cats.to_owned(),
+    };
+    let cats = sqlx::query(&cats).bind(first.0).bind(last.0);
+    let cats: Vec<(i64, String)> = fetch_rows(&mut *conn, backend, cats).await?;
     let mut follows: std::collections::HashMap<i64, Vec<Slug>> = std::collections::HashMap::new();
     for (id, c) in cats {
         if let Ok(slug) = Slug::parse(&c) {
@@ -275,6 +286,41 @@ pub async fn subscriber_batch(
             })
         })
         .collect())
+}
+
+/// SQLite: `select` (whose result has `columns`) as one row holding a
+/// JSON array of rows, each an array of the columns in order. sqlx hands
+/// each row of a SQLite result from its database thread to the async
+/// side as a message of its own, and the side that waits is woken for
+/// most of them: a batch read as one row is one hand-over instead of
+/// hundreds. See [`fetch_rows`].
+fn as_one_json_row(select: &str, columns: &str) -> String {
+    format!("SELECT json_group_array(json_array({columns})) FROM ({select})")
+}
+
+/// The rows of `query`: on SQLite a statement made by [`as_one_json_row`],
+/// its one row decoded (columns in order, as `T`, a tuple); on PostgreSQL,
+/// whose rows arrive through the socket together, its rows as they are.
+async fn fetch_rows<'q, T>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+) -> Result<Vec<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    match backend {
+        Backend::Sqlite => {
+            let row = query.fetch_one(conn).await?;
+            let json: String = row.try_get(0)?;
+            serde_json::from_str(&json)
+                .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
+        }
+        Backend::Postgres => {
+            let rows = query.fetch_all(conn).await?;
+            Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
+        }
+    }
 }
 
 /// Rows per multi-row INSERT (9 parameters each, far below SQLite's limit).
@@ -343,7 +389,11 @@ async fn insert_digests_postgres(
 }
 
 /// SQLite: a few hundred rows per statement, their counters written at the
-/// end, one change per key (store::tallies::Batch).
+/// end, one change per key (store::tallies::Batch). The rows are counted
+/// from what was asked, less the keys already queued, which are read first
+/// in the same write transaction, so nothing comes between: a statement
+/// that returned each inserted row would hand it over from sqlx's database
+/// thread as a message of its own (see [`as_one_json_row`]).
 async fn insert_digests_sqlite(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     edition: &str,
@@ -354,6 +404,24 @@ async fn insert_digests_sqlite(
     let backend = Backend::Sqlite;
     let mut batch = Batch::begin(tx).await?;
     for chunk in rows.chunks(CHUNK) {
+        let keys: Vec<&str> = chunk.iter().map(|r| r.dedupe_key.as_str()).collect();
+        let queued = as_one_json_row(
+            &format!(
+                "SELECT dedupe_key FROM outbox WHERE {}",
+                List::Texts(&keys).predicate(backend, "dedupe_key", "$1")
+            ),
+            "dedupe_key",
+        );
+        let queued = sqlx::query(&queued).bind(List::Texts(&keys).value(backend));
+        let queued: Vec<(String,)> = fetch_rows(&mut **tx, backend, queued).await?;
+        // A key queued already, or twice in this chunk, is skipped.
+        let mut taken: std::collections::HashSet<&str> =
+            queued.iter().map(|(k,)| k.as_str()).collect();
+        let fresh: Vec<&DigestRow> = chunk
+            .iter()
+            .filter(|r| taken.insert(r.dedupe_key.as_str()))
+            .collect();
+
         let mut sql = String::from(
             "INSERT INTO outbox (dedupe_key, kind, edition, subscriber_id, recipient, body_id, vars, state, attempts, next_attempt_at, created_at, updated_at) VALUES ",
         );
@@ -369,7 +437,7 @@ async fn insert_digests_sqlite(
             p.push_list(&mut sql, 3);
             sql.push(')');
         }
-        sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key, subscriber_id");
+        sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
         let mut q = sqlx::query(&sql);
         for r in chunk {
             q = q
@@ -383,24 +451,48 @@ async fn insert_digests_sqlite(
                 .bind(now)
                 .bind(now);
         }
-        let queued = q.fetch_all(&mut **tx).await?;
-        for row in &queued {
+        let done = q.execute(&mut **tx).await?.rows_affected();
+        if done != fresh.len() as u64 {
+            // Cannot happen while this transaction holds the one writer;
+            // the counters would be wrong, so the batch is not kept.
+            return Err(StoreError::Sql(sqlx::Error::Protocol(format!(
+                "queueing digests of {edition}: {done} rows were inserted where {} were new",
+                fresh.len()
+            ))));
+        }
+        // Counted per run (rows in a row of the same run, one change each).
+        let mut runs = fresh.iter().peekable();
+        while let Some(first) = runs.next() {
+            let mut n = 1;
+            while runs.next_if(|r| run_of(r) == run_of(first)).is_some() {
+                n += 1;
+            }
             batch.moved(
                 None,
                 Some(Row {
                     kind: Kind::Digest.as_str(),
-                    dedupe_key: row.try_get(0)?,
-                    subscriber_id: row.try_get(1)?,
+                    dedupe_key: &first.dedupe_key,
+                    subscriber_id: Some(first.subscriber_id),
                     state: State::Queued.as_str(),
                     attempts: 0,
                     sent_at: None,
                 }),
+                n,
             );
         }
-        inserted += queued.len() as u64;
+        inserted += done;
     }
     batch.finish(tx).await?;
     Ok(inserted)
+}
+
+/// The run a queued digest counts in (see [`tallies::run_prefix`]).
+fn run_of(row: &DigestRow) -> Option<&str> {
+    tallies::run_prefix(
+        Kind::Digest.as_str(),
+        &row.dedupe_key,
+        Some(row.subscriber_id),
+    )
 }
 
 /// Moves the cursors of `subscriber_ids` in `edition` up to `high_water`.

@@ -123,7 +123,7 @@ pub async fn fold(db: &Db) -> Result<(), StoreError> {
 /// The counter changes of one bulk statement on the outbox, written by the
 /// code that ran it instead of row by row by SQLite's triggers (migration
 /// 0070): [`Batch::begin`] sets the triggers aside for the rest of the
-/// caller's transaction, the statement's returned rows are added with
+/// caller's transaction, the rows the statement changed are added with
 /// [`Batch::moved`], and [`Batch::finish`] writes one change per key and
 /// puts the triggers back. Both must run in the same transaction as the
 /// statement, so the counts commit (or roll back) with the rows.
@@ -158,13 +158,14 @@ impl Batch {
         })
     }
 
-    /// Counts `before` out of its counters and `after` into its own; either
-    /// is None for a row that was inserted (or deleted).
-    pub(crate) fn moved(&mut self, before: Option<Row<'_>>, after: Option<Row<'_>>) {
+    /// Counts `n` rows that count alike (same kind, state, attempts, hour
+    /// sent and run) out of `before`'s counters and into `after`'s; either
+    /// is None for rows that were inserted (or deleted).
+    pub(crate) fn moved(&mut self, before: Option<Row<'_>>, after: Option<Row<'_>>, n: i64) {
         let Some(changes) = self.changes.as_mut() else {
             return;
         };
-        for (row, d) in [(before, -1), (after, 1)] {
+        for (row, d) in [(before, -n), (after, n)] {
             let Some(row) = row else { continue };
             *changes.entry(("outbox", row.state.to_owned())).or_default() += d;
             if let (Some(sent_at), "sent") = (row.sent_at, row.state) {
@@ -244,7 +245,11 @@ pub(crate) async fn rollback(conn: &mut sqlx::AnyConnection, error: StoreError) 
 /// The key prefix of the edition run a digest row belongs to: its dedupe key
 /// `digest:{edition}:{window}:{subscriber id}` without the id. The same rule
 /// as the triggers' (migration 0060).
-fn run_prefix<'k>(kind: &str, dedupe_key: &'k str, subscriber_id: Option<i64>) -> Option<&'k str> {
+pub(crate) fn run_prefix<'k>(
+    kind: &str,
+    dedupe_key: &'k str,
+    subscriber_id: Option<i64>,
+) -> Option<&'k str> {
     if kind != "digest" {
         return None;
     }
