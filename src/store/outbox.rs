@@ -222,8 +222,9 @@ pub struct ClaimedRow {
 }
 
 /// A claimed row as the database returns it, before its kind and recipient
-/// are checked ([`triage`]).
-#[derive(Debug, sqlx::FromRow)]
+/// are checked ([`triage`]). On SQLite it arrives as an array of
+/// [`CLAIM_COLUMNS`] in a JSON array of rows (see [`claim`]).
+#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
 struct StoredRow {
     id: i64,
     kind: String,
@@ -337,18 +338,52 @@ pub async fn claim(
         }
         Backend::Sqlite => {
             // The expired leases go back before the triggers are set
-            // aside, so the triggers count them; the claim's own counts
-            // are written from the same due rows just before it.
+            // aside, so the triggers count them. The due ids are kept in
+            // a table of the connection's own (`temp`), and the claim's
+            // counts, the claim and the claimed rows all read them there.
+            // The rows come back as one JSON array in one row: sqlx hands
+            // each row of a SQLite result over from its database thread
+            // as a message of its own, and a claim returns dozens.
             let release = if release_expired {
                 format!("{}; ", expired("$3"))
             } else {
                 String::new()
             };
-            let counts = batch_counts(&format!("id IN ({due})"), CLAIM_CHANGES);
-            let sql = format!("BEGIN; {release}{SET_ASIDE}; {counts}; {claim}; {PUT_BACK}; COMMIT");
-            match bound(&sql).fetch_all(&mut *conn).await {
+            const CLAIMED: &str = "id IN (SELECT id FROM temp.claimed)";
+            let counts = batch_counts(CLAIMED, CLAIM_CHANGES);
+            let sql = format!(
+                "CREATE TEMP TABLE IF NOT EXISTS claimed (id INTEGER PRIMARY KEY);
+                 BEGIN; {release}DELETE FROM temp.claimed; INSERT INTO temp.claimed (id) {due};
+                 {SET_ASIDE}; {counts};
+                 UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3 WHERE {CLAIMED};
+                 {PUT_BACK};
+                 SELECT json_group_array(json_array({CLAIM_COLUMNS})) FROM outbox WHERE {CLAIMED};
+                 COMMIT"
+            );
+            let q = sqlx::query(&sql)
+                .bind(owner)
+                .bind(to_millis(lease_until))
+                .bind(to_millis(now))
+                .bind(limit);
+            let q = match edition {
+                Some(e) => q.bind(e),
+                None => q,
+            };
+            // All of the call's rows (only the last statement has one), so
+            // that it runs to its COMMIT.
+            let json: Result<String, StoreError> = async {
+                let rows = q.fetch_all(&mut *conn).await?;
+                let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+                Ok(sqlx::Row::try_get(row, 0)?)
+            }
+            .await;
+            let stored = json.and_then(|json| {
+                serde_json::from_str::<Vec<StoredRow>>(&json)
+                    .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
+            });
+            match stored {
                 Ok(stored) => stored,
-                Err(e) => return Err(rollback(conn, e.into()).await),
+                Err(e) => return Err(rollback(conn, e).await),
             }
         }
     };
