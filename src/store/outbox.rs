@@ -341,6 +341,11 @@ pub async fn claim(
             // aside, so the triggers count them. The due ids are kept in
             // a table of the connection's own (`temp`), and the claim's
             // counts, the claim and the claimed rows all read them there.
+            // IMMEDIATE: the transaction takes the one writer's lock first
+            // (waiting for it as long as the busy timeout). Begun deferred,
+            // it would read the due rows first and then ask to write, which
+            // SQLite refuses at once ("database is locked") if another
+            // connection wrote in between.
             // The rows come back as one JSON array in one row: sqlx hands
             // each row of a SQLite result over from its database thread
             // as a message of its own, and a claim returns dozens.
@@ -353,7 +358,7 @@ pub async fn claim(
             let counts = batch_counts(CLAIMED, CLAIM_CHANGES);
             let sql = format!(
                 "CREATE TEMP TABLE IF NOT EXISTS claimed (id INTEGER PRIMARY KEY);
-                 BEGIN; {release}DELETE FROM temp.claimed; INSERT INTO temp.claimed (id) {due};
+                 BEGIN IMMEDIATE; {release}DELETE FROM temp.claimed; INSERT INTO temp.claimed (id) {due};
                  {SET_ASIDE}; {counts};
                  UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3 WHERE {CLAIMED};
                  {PUT_BACK};
