@@ -197,15 +197,24 @@ async fn digest_send_exits_1_when_every_message_failed(engine: Engine) {
     .unwrap();
     let config = site.config_path.clone();
     ok(&casewire(&config, &["digest", "send", "weekly"]));
+    subscribe_and_publish(&config, &root, "gone@example.com");
+    let out = casewire(&config, &["digest", "send", "weekly"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing was sent"), "{stderr}");
+    assert_eq!(smtp.received_count(), 0);
+}
+on_both_engines!(
+    digest_send_exits_1_when_every_message_failed,
+    digest_send_exits_1_when_every_message_failed
+);
+
+/// Adds `email` to the weekly edition, then publishes a new case study for
+/// its next run.
+fn subscribe_and_publish(config: &Path, root: &Path, email: &str) {
     ok(&casewire(
-        &config,
-        &[
-            "subscribers",
-            "add",
-            "gone@example.com",
-            "--editions",
-            "weekly",
-        ],
+        config,
+        &["subscribers", "add", email, "--editions", "weekly"],
     ));
     std::fs::write(
         root.join("content/new.md"),
@@ -217,16 +226,7 @@ async fn digest_send_exits_1_when_every_message_failed(engine: Engine) {
         ),
     )
     .unwrap();
-    let out = casewire(&config, &["digest", "send", "weekly"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("nothing was sent"), "{stderr}");
-    assert_eq!(smtp.received_count(), 0);
 }
-on_both_engines!(
-    digest_send_exits_1_when_every_message_failed,
-    digest_send_exits_1_when_every_message_failed
-);
 
 /// [`casewire`], failing the test (and killing the command) when it is
 /// still running after a minute: a send that waits for rows nobody will
@@ -276,26 +276,7 @@ async fn digest_send_reports_a_failed_edition_run_and_ends(engine: Engine) {
     )
     .unwrap();
     ok(&within_a_minute(&config, &["digest", "send", "weekly"]));
-    ok(&casewire(
-        &config,
-        &[
-            "subscribers",
-            "add",
-            "reader@example.com",
-            "--editions",
-            "weekly",
-        ],
-    ));
-    std::fs::write(
-        root.join("content/new.md"),
-        study(
-            "New story",
-            "new-story",
-            "2025-02-01T00:00:00Z",
-            &["databases"],
-        ),
-    )
-    .unwrap();
+    subscribe_and_publish(&config, &root, "reader@example.com");
     let email = root.join("templates/email");
     std::fs::create_dir_all(&email).unwrap();
     std::fs::write(

@@ -9,7 +9,7 @@ use sqlx::Row as _;
 
 use super::outbox::{Kind, State};
 use super::tallies::{self, Batch, Row};
-use super::{to_millis, Backend, Db, List, Params, StoreError};
+use super::{as_one_json_row, json_rows, to_millis, Backend, Db, List, Params, StoreError};
 use crate::domain::{EmailAddress, Slug};
 
 /// What `edition_runs` says about one window.
@@ -288,16 +288,6 @@ pub async fn subscriber_batch(
         .collect())
 }
 
-/// SQLite: `select` (whose result has `columns`) as one row holding a
-/// JSON array of rows, each an array of the columns in order. sqlx hands
-/// each row of a SQLite result from its database thread to the async
-/// side as a message of its own, and the side that waits is woken for
-/// most of them: a batch read as one row is one hand-over instead of
-/// hundreds. See [`fetch_rows`].
-fn as_one_json_row(select: &str, columns: &str) -> String {
-    format!("SELECT json_group_array(json_array({columns})) FROM ({select})")
-}
-
 /// The rows of `query`: on SQLite a statement made by [`as_one_json_row`],
 /// its one row decoded (columns in order, as `T`, a tuple); on PostgreSQL,
 /// whose rows arrive through the socket together, its rows as they are.
@@ -312,9 +302,7 @@ where
     match backend {
         Backend::Sqlite => {
             let row = query.fetch_one(conn).await?;
-            let json: String = row.try_get(0)?;
-            serde_json::from_str(&json)
-                .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
+            json_rows(&row.try_get::<String, _>(0)?)
         }
         Backend::Postgres => {
             let rows = query.fetch_all(conn).await?;

@@ -89,6 +89,22 @@ impl Params {
     }
 }
 
+/// SQLite: `select` (whose result has `columns`) as one row holding a
+/// JSON array of rows, each an array of the columns in order; decoded by
+/// [`json_rows`]. sqlx hands each row of a SQLite result from its database
+/// thread to the async side as a message of its own, and the side that
+/// waits is woken for most of them: a batch read as one row is one
+/// hand-over instead of hundreds.
+pub(crate) fn as_one_json_row(select: &str, columns: &str) -> String {
+    format!("SELECT json_group_array(json_array({columns})) FROM ({select})")
+}
+
+/// The rows of an [`as_one_json_row`] result, each as `T` (a tuple, or a
+/// struct deserialized from its fields in order).
+pub(crate) fn json_rows<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
+}
+
 /// A list bound as one parameter: `column IN` the list. The statement's
 /// text is the same whatever the list's length, so each engine prepares it
 /// once and reuses the plan. (sqlx caches prepared statements by text; a

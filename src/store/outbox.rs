@@ -202,7 +202,7 @@ where
 // ---------------------------------------------------------------------------
 // Delivery: claiming, leases, results, status.
 
-use super::{Backend, Db, List};
+use super::{as_one_json_row, json_rows, Backend, Db, List};
 
 /// Columns a worker needs to send one row.
 #[derive(Debug, Clone)]
@@ -362,8 +362,9 @@ pub async fn claim(
                  {SET_ASIDE}; {counts};
                  UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3 WHERE {CLAIMED};
                  {PUT_BACK};
-                 SELECT json_group_array(json_array({CLAIM_COLUMNS})) FROM outbox WHERE {CLAIMED};
-                 COMMIT"
+                 {};
+                 COMMIT",
+                as_one_json_row(&format!("SELECT {CLAIM_COLUMNS} FROM outbox WHERE {CLAIMED}"), CLAIM_COLUMNS)
             );
             let q = sqlx::query(&sql)
                 .bind(owner)
@@ -382,10 +383,7 @@ pub async fn claim(
                 Ok(sqlx::Row::try_get(row, 0)?)
             }
             .await;
-            let stored = json.and_then(|json| {
-                serde_json::from_str::<Vec<StoredRow>>(&json)
-                    .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
-            });
+            let stored = json.and_then(|json| json_rows::<StoredRow>(&json));
             match stored {
                 Ok(stored) => stored,
                 Err(e) => return Err(rollback(conn, e).await),
