@@ -249,7 +249,7 @@ impl CaseStudy {
         let hash = hex::encode(Sha256::digest(
             format!("{title}\0{summary}\0{html}").as_bytes(),
         ));
-        let words = html.split_whitespace().count();
+        let words = text::word_count(&html);
         let cell = Mutex::new(Some(Arc::from(html)));
         Self {
             slug,
@@ -438,8 +438,14 @@ impl CaseStudy {
         let authors = fm.authors().map_err(|e| problem(e.line, e.message))?;
         let featured = fm.featured().map_err(|e| problem(e.line, e.message))?;
         let link = settings.permalink(&slug);
-        let sections = super::sections::extract(split.body, &settings.content.sections);
-        let missing = super::sections::missing(&sections, &settings.content.sections);
+        // The sections themselves are read again on first use (see the
+        // field); here they only tell which expected ones are missing.
+        let specs = &settings.content.sections;
+        let missing = if specs.iter().any(|s| s.expected) {
+            super::sections::missing(&super::sections::extract(split.body, specs), specs)
+        } else {
+            Vec::new()
+        };
         if !missing.is_empty() {
             // The body's first non-blank line.
             let body = split.body;
@@ -469,7 +475,7 @@ impl CaseStudy {
             tags,
             authors,
             featured,
-            words: split.body.split_whitespace().count(),
+            words: text::word_count(split.body),
             hash: hex::encode(Sha256::digest(bytes)),
             origin: Origin::File(path.to_owned()),
             link,
