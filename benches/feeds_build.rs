@@ -168,7 +168,10 @@ fn main() {
             let _ = writeln!(
                 table,
                 "{:<40} {:>10} {:>10} {:>10} {:>10}   {:.0}% of that budget",
-                format!("write its {} files again ({} threads)", write_floor.files, write_floor.threads),
+                format!(
+                    "write its {} files again ({} threads)",
+                    write_floor.files, write_floor.threads
+                ),
                 "",
                 secs(write_floor.best),
                 secs(write_floor.median),
@@ -200,7 +203,10 @@ fn main() {
             let _ = writeln!(
                 table,
                 "{:<40} {:>10} {:>10} {:>10} {:>10}",
-                format!("write its {} files again ({} threads)", write_floor.files, write_floor.threads),
+                format!(
+                    "write its {} files again ({} threads)",
+                    write_floor.files, write_floor.threads
+                ),
                 "",
                 secs(write_floor.best),
                 secs(write_floor.median),
@@ -270,9 +276,13 @@ fn on_every_core<T: Sync>(items: &[T], before: impl Fn(), each: impl Fn(&T) + Sy
 }
 
 fn read_floor(content: &Path) -> Floor {
-    on_every_core(&files_below(content), || {}, |p| {
-        std::fs::read(p).expect("read a content file");
-    })
+    on_every_core(
+        &files_below(content),
+        || {},
+        |p| {
+            std::fs::read(p).expect("read a content file");
+        },
+    )
 }
 
 /// Writes the files of `out` below `again`, each to a new file (as a cold

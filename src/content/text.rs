@@ -48,7 +48,10 @@ pub fn word_count(text: &str) -> usize {
             i += block.len();
         } else {
             // One character, then ASCII blocks again from the next one.
-            let c = text[i..].chars().next().expect("i is on a character boundary");
+            let c = text[i..]
+                .chars()
+                .next()
+                .expect("i is on a character boundary");
             let is_space = c.is_whitespace();
             words += usize::from(after_space && !is_space);
             after_space = is_space;
@@ -164,9 +167,20 @@ mod tests {
     #[test]
     fn the_byte_check_agrees_with_every_character_checked() {
         let cases = [
-            "", "plain", "tab\tlf\ncr\r", "\u{7f} \u{85} \u{a0}", "\u{fffd}\u{fffc}",
-            "\u{ffbe}\u{ffe5}\u{fbff}", "\u{10000}\u{10fffe}", "\u{1}", "x\u{b}", "\u{1f}",
-            "\u{fffe}", "ab\u{ffff}", "日本\u{c}", "\u{efbf}\u{ffbf}",
+            "",
+            "plain",
+            "tab\tlf\ncr\r",
+            "\u{7f} \u{85} \u{a0}",
+            "\u{fffd}\u{fffc}",
+            "\u{ffbe}\u{ffe5}\u{fbff}",
+            "\u{10000}\u{10fffe}",
+            "\u{1}",
+            "x\u{b}",
+            "\u{1f}",
+            "\u{fffe}",
+            "ab\u{ffff}",
+            "日本\u{c}",
+            "\u{efbf}\u{ffbf}",
         ];
         for text in cases {
             // Past the first 64-byte block too.
@@ -180,12 +194,25 @@ mod tests {
     #[test]
     fn words_are_counted_as_split_whitespace_counts_them() {
         let cases = [
-            "", " ", "one", "  two words  ", "a\tb\nc\rd\u{b}e\u{c}f", "no\u{a0}break\u{2003}em",
-            "日本語 テキスト", "x\u{85}y\u{2028}z\u{3000}", "é è", "\u{1680}lead", "trail\u{205f}",
+            "",
+            " ",
+            "one",
+            "  two words  ",
+            "a\tb\nc\rd\u{b}e\u{c}f",
+            "no\u{a0}break\u{2003}em",
+            "日本語 テキスト",
+            "x\u{85}y\u{2028}z\u{3000}",
+            "é è",
+            "\u{1680}lead",
+            "trail\u{205f}",
             "`code`\n\n- item\n- item 2\n",
         ];
         for text in cases {
-            assert_eq!(word_count(text), text.split_whitespace().count(), "{text:?}");
+            assert_eq!(
+                word_count(text),
+                text.split_whitespace().count(),
+                "{text:?}"
+            );
         }
     }
 
