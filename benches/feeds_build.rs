@@ -155,29 +155,8 @@ fn main() {
                 secs(budget),
                 ""
             );
-            let _ = writeln!(
-                table,
-                "{:<40} {:>10} {:>10} {:>10} {:>10}   {:.0}% of that budget",
-                format!("read every file once ({} threads)", floor.threads),
-                "",
-                secs(floor.best),
-                secs(floor.median),
-                secs(floor.cpu),
-                100.0 * ratio(floor.median, budget)
-            );
-            let _ = writeln!(
-                table,
-                "{:<40} {:>10} {:>10} {:>10} {:>10}   {:.0}% of that budget",
-                format!(
-                    "write its {} files again ({} threads)",
-                    write_floor.files, write_floor.threads
-                ),
-                "",
-                secs(write_floor.best),
-                secs(write_floor.median),
-                secs(write_floor.cpu),
-                100.0 * ratio(write_floor.median, budget)
-            );
+            table.push_str(&floor.row("read all {files} files once", Some(budget)));
+            table.push_str(&write_floor.row("write its {files} files again", Some(budget)));
             let _ = writeln!(
                 table,
                 "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10.1}x",
@@ -191,27 +170,8 @@ fn main() {
         }
         Err(why) => {
             let _ = writeln!(table, "hugo comparison skipped: {why}");
-            let _ = writeln!(
-                table,
-                "{:<40} {:>10} {:>10} {:>10} {:>10}",
-                format!("read every file once ({} threads)", floor.threads),
-                "",
-                secs(floor.best),
-                secs(floor.median),
-                secs(floor.cpu)
-            );
-            let _ = writeln!(
-                table,
-                "{:<40} {:>10} {:>10} {:>10} {:>10}",
-                format!(
-                    "write its {} files again ({} threads)",
-                    write_floor.files, write_floor.threads
-                ),
-                "",
-                secs(write_floor.best),
-                secs(write_floor.median),
-                secs(write_floor.cpu)
-            );
+            table.push_str(&floor.row("read all {files} files once", None));
+            table.push_str(&write_floor.row("write its {files} files again", None));
         }
     }
     let _ = writeln!(table, "{line}");
@@ -233,11 +193,31 @@ fn main() {
 /// build of the store (or no build with this output) can beat.
 struct Floor {
     files: usize,
-    threads: usize,
     best: Duration,
     median: Duration,
     /// Median CPU time of the process during a round (all threads).
     cpu: Duration,
+}
+
+impl Floor {
+    /// The table's row for this floor: `what` it measured (`{files}` stands
+    /// for the count), with its share of `budget` when there is one.
+    fn row(&self, what: &str, budget: Option<Duration>) -> String {
+        let share = budget.map_or(String::new(), |b| {
+            format!(
+                "   {:.0}% of that budget",
+                100.0 * self.median.as_secs_f64() / b.as_secs_f64().max(1e-9)
+            )
+        });
+        format!(
+            "{:<40} {:>10} {:>10} {:>10} {:>10}{share}\n",
+            what.replace("{files}", &self.files.to_string()),
+            "",
+            secs(self.best),
+            secs(self.median),
+            secs(self.cpu)
+        )
+    }
 }
 
 fn files_below(dir: &Path) -> Vec<PathBuf> {
@@ -268,7 +248,6 @@ fn on_every_core<T: Sync>(items: &[T], before: impl Fn(), each: impl Fn(&T) + Sy
     }
     Floor {
         files: items.len(),
-        threads,
         best: min(&walls),
         median: median(&walls),
         cpu: median(&cpus),
