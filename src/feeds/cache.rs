@@ -131,7 +131,8 @@ impl CachedFeed {
         let digest = hex::encode(&Sha256::digest(&file.body)[..12]);
         Self {
             format: file.format,
-            body: Bytes::copy_from_slice(&file.body),
+            // Shares the build's bytes instead of copying them.
+            body: Bytes::from_owner(file.body.clone()),
             gzip: std::sync::OnceLock::new(),
             etag: format!("\"{digest}\""),
             etag_gzip: format!("\"{digest}-gz\""),

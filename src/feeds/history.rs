@@ -96,15 +96,29 @@ impl Page<'_> {
     /// Changes whenever the rendered page could (settings aside, which
     /// rebuild everything): its place, its fullness and each entry's bytes.
     pub fn fingerprint(&self, format: Format) -> [u8; 16] {
+        self.fingerprint_with(&self.items_digest(), format)
+    }
+
+    /// Of the page's entries, for [`Page::fingerprint_with`]: each case study's
+    /// slug, content hash and dates, hashed in one pass (a rebuild checks
+    /// every page of the scopes it touches, a few hundred, each twice).
+    pub fn items_digest(&self) -> [u8; 32] {
+        let mut bytes = Vec::with_capacity(self.items.len() * 128);
+        for s in &self.items {
+            bytes.extend_from_slice(s.slug.as_str().as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(s.hash.as_bytes());
+            bytes.extend_from_slice(&s.published.timestamp_millis().to_le_bytes());
+            bytes.extend_from_slice(&s.updated_or_published().timestamp_millis().to_le_bytes());
+        }
+        Sha256::digest(&bytes).into()
+    }
+
+    /// [`Page::fingerprint`], given the page's [`Page::items_digest`].
+    pub fn fingerprint_with(&self, items: &[u8; 32], format: Format) -> [u8; 16] {
         let mut h = Sha256::new();
         h.update(format!("{format:?}/{}/{}/", self.n, self.history.full));
-        for s in &self.items {
-            h.update(s.slug.as_str());
-            h.update([0]);
-            h.update(&s.hash);
-            h.update(s.published.timestamp_millis().to_le_bytes());
-            h.update(s.updated_or_published().timestamp_millis().to_le_bytes());
-        }
+        h.update(items);
         let mut out = [0u8; 16];
         out.copy_from_slice(&h.finalize()[..16]);
         out

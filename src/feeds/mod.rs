@@ -390,9 +390,10 @@ pub fn build_since(
             );
         }
         for page in all {
+            let items = page.items_digest();
             let wanted: Vec<(Format, [u8; 16])> = [Format::Atom, Format::Json]
                 .into_iter()
-                .map(|f| (f, page.fingerprint(f)))
+                .map(|f| (f, page.fingerprint_with(&items, f)))
                 .filter(|(f, fp)| {
                     let path = history::page_path(scope, page.n, *f);
                     previous

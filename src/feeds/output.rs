@@ -30,16 +30,20 @@ pub struct OutputError {
 /// rewrites every feed at start, so a file cut short by a power loss is
 /// repaired on the next start. Skipping it keeps a one-file rebuild in the
 /// low milliseconds instead of waiting 4–8 ms per file on a VM disk.
+///
+/// The files are written in parallel: each is a rename of its own, and a
+/// one-file rebuild changes a dozen feeds of a few hundred kilobytes.
 pub fn write_all(out_dir: &Path, files: &[FeedFile]) -> Result<WriteReport, OutputError> {
-    let mut report = WriteReport::default();
-    for file in files {
-        if write_if_changed(&out_dir.join(&file.path), &file.body)? {
-            report.written += 1;
-        } else {
-            report.unchanged += 1;
-        }
-    }
-    Ok(report)
+    use rayon::prelude::*;
+    let written: Vec<bool> = files
+        .par_iter()
+        .map(|file| write_if_changed(&out_dir.join(&file.path), &file.body))
+        .collect::<Result<_, _>>()?;
+    let n = written.iter().filter(|w| **w).count();
+    Ok(WriteReport {
+        written: n,
+        unchanged: written.len() - n,
+    })
 }
 
 /// Returns whether the file was (re)written.
