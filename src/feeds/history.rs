@@ -93,12 +93,6 @@ pub struct Page<'a> {
 }
 
 impl Page<'_> {
-    /// Changes whenever the rendered page could (settings aside, which
-    /// rebuild everything): its place, its fullness and each entry's bytes.
-    pub fn fingerprint(&self, format: Format) -> [u8; 16] {
-        self.fingerprint_with(&self.items_digest(), format)
-    }
-
     /// Of the page's entries, for [`Page::fingerprint_with`]: each case study's
     /// slug, content hash and dates, hashed in one pass (a rebuild checks
     /// every page of the scopes it touches, a few hundred, each twice).
@@ -114,7 +108,9 @@ impl Page<'_> {
         Sha256::digest(&bytes).into()
     }
 
-    /// [`Page::fingerprint`], given the page's [`Page::items_digest`].
+    /// Of the page in `format`, given its [`Page::items_digest`]: changes
+    /// whenever the rendered page could (settings aside, which rebuild
+    /// everything): its place, its fullness and each entry's bytes.
     pub fn fingerprint_with(&self, items: &[u8; 32], format: Format) -> [u8; 16] {
         let mut h = Sha256::new();
         h.update(format!("{format:?}/{}/{}/", self.n, self.history.full));

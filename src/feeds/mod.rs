@@ -331,7 +331,7 @@ pub struct FeedFile {
     pub updated: DateTime<Utc>,
     /// A full archive document: it will not change, and is cached as such.
     pub immutable: bool,
-    /// Of an archive document's inputs (see [`history::Page::fingerprint`]);
+    /// Of an archive document's inputs (see [`history::Page::fingerprint_with`]);
     /// an unchanged page is not rendered again.
     pub fingerprint: Option<[u8; 16]>,
 }
